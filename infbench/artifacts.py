@@ -1,0 +1,48 @@
+"""Artifacts shared between stages, readable without torch: the model manifest and the reference file.
+
+ONNX Runtime cells import only numpy and onnxruntime (importing torch + transformers costs seconds per cell),
+so everything they read from upstream stages lives here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+OUTPUT_NAME = "last_hidden_state"
+REFERENCE_KEY = "reference_fp32"
+
+
+def read_manifest(model_dir: Path) -> dict:
+    return json.loads((Path(model_dir) / MANIFEST).read_text())
+
+
+def make_inputs(manifest: dict, batch: int, seq_len: int, seed: int) -> dict[str, np.ndarray]:
+    """Deterministic inputs for one shape: random ids (no padding), full mask, zero token types.
+
+    The seed is mixed with the shape so that two shapes never share a prefix of ids by accident.
+    """
+    rng = np.random.default_rng([seed, batch, seq_len])
+    arrays = {
+        "input_ids": rng.integers(0, manifest["vocab_size"], size=(batch, seq_len), dtype=np.int64),
+        "attention_mask": np.ones((batch, seq_len), dtype=np.int64),
+        "token_type_ids": np.zeros((batch, seq_len), dtype=np.int64),
+    }
+    return {name: arrays[name] for name in manifest["input_names"]}
+
+
+def save_reference(path: Path, inputs: dict[str, np.ndarray], reference: np.ndarray) -> None:
+    """Inputs and the fp32 eager output for one shape: every cell of that shape is fed and judged by this file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **inputs, **{REFERENCE_KEY: reference})
+    tmp.replace(path)
+
+
+def load_reference(path: Path, names: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    with np.load(path) as data:
+        return {name: data[name] for name in names}, data[REFERENCE_KEY]

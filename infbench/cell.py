@@ -1,0 +1,84 @@
+"""One cell, start to finish: capability checks, prepare, time, check accuracy, write the record.
+
+Whatever happens, a record is written: a cell the engine cannot run is ``unsupported`` (static) or
+``unavailable`` (this machine), an exception or a failed verification is ``failed`` with a one-line reason,
+and only a cell whose timed path was verified is ``ok``.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from infbench import accuracy, artifacts, engines, environment, records
+from infbench.engines.base import CellContext
+from infbench.timing import TimingPolicy, measure
+
+log = logging.getLogger("infbench.cell")
+
+
+@dataclass
+class CellSpec:
+    key: dict  # model, backend, engine, precision, batch, seq_len
+    options: dict
+    model_dir: Path
+    graph_path: Path | None
+    reference: Path
+    device: str
+    threads: int
+    policy: TimingPolicy
+    tolerance: float
+    log_path: str | None = None
+
+
+def run(spec: CellSpec) -> dict:
+    """Measure one cell and return its record (the caller writes it)."""
+    record = records.new_record(spec.key, spec.options, spec.log_path)
+    record["env"] = environment.software()
+    record["device"] = environment.cpu_device(spec.threads) if spec.device == "cpu" else {"kind": spec.device}
+    engine = engines.get(spec.key["engine"])
+    for status, check in (("unsupported", lambda: engine.supports(spec.key["precision"], spec.device)),
+                          ("unavailable", lambda: engine.available(spec.device))):
+        reason = check()
+        if reason:
+            log.info("%s: %s", status, reason)
+            return records.finish(record, status, reason)
+    try:
+        return _measure(spec, engine, record)
+    except Exception as error:  # noqa: BLE001 - any engine failure becomes a failed record, never a lost cell
+        log.error("cell failed:\n%s", traceback.format_exc())
+        return records.finish(record, "failed", f"{type(error).__name__}: {records.one_line(str(error))}")
+
+
+def peak_rss_bytes() -> int:
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
+def _measure(spec: CellSpec, engine, record: dict) -> dict:
+    manifest = artifacts.read_manifest(spec.model_dir)
+    inputs, reference = artifacts.load_reference(spec.reference, manifest["input_names"])
+    context = CellContext(spec.model_dir, spec.graph_path, inputs, spec.key["precision"], spec.options,
+                          spec.device, spec.threads)
+    runner = engine.prepare(context)
+    try:
+        record["prepare"] = runner.prepare
+        timing = measure(runner.run, spec.policy)
+        problem = runner.verify()
+        record["prepare"] = runner.prepare
+        record["timing"] = timing
+        batch, seq_len = spec.key["batch"], spec.key["seq_len"]
+        seconds = timing["median_ms"] / 1e3
+        record["throughput"] = {"sequences_per_s": batch / seconds, "tokens_per_s": batch * seq_len / seconds}
+        record["accuracy"] = accuracy.compare(runner.output(), reference, spec.tolerance)
+    finally:
+        runner.close()
+    record["memory"] = {"peak_bytes": peak_rss_bytes(), "what": "process peak RSS (host)"}
+    if problem:
+        return records.finish(record, "failed", problem)
+    if not record["accuracy"]["finite"]:
+        return records.finish(record, "failed", "non-finite values in the output")
+    return records.finish(record, "ok")

@@ -1,0 +1,110 @@
+"""The config: validation with one-line errors, and the expansion of the matrix into cells.
+
+Validation runs before the DAG is built, so a bad value never costs a job. The schema (config/schema.yaml)
+is the single place where keys, allowed values and defaults live; this module only adds the checks a JSON
+Schema cannot express (cross references such as the baseline) and turns errors into one line that names the
+offending key.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be used; the message is one line naming the key."""
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One (model, backend, precision, batch, seq_len): the unit of timing and of the record."""
+
+    model: str
+    backend: str
+    precision: str
+    batch: int
+    seq_len: int
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path]
+    return "".join(parts).lstrip(".") or "<top level>"
+
+
+def _one_line(error: jsonschema.ValidationError) -> str:
+    message = " ".join(error.message.split())
+    if len(message) > 300:
+        message = message[:297] + "..."
+    return f"invalid config: {_key_path(error)}: {message}"
+
+
+def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
+    """Validate ``config`` in place (filling defaults) and return it; raise ConfigError on the first problem.
+
+    Defaults are filled by Snakemake's own validator (the same default-filling jsonschema extension the
+    Snakemake docs describe); on failure the best-matching jsonschema error is reported as one line.
+    """
+    from snakemake.utils import validate as snakemake_validate
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is not None:
+        raise ConfigError(_one_line(error))
+    snakemake_validate(config, str(Path(schema_path).resolve()), set_default=True)
+    _check_cross_references(config)
+    return config
+
+
+def _check_cross_references(config: dict) -> None:
+    baseline = config["baseline"]
+    if baseline["backend"] not in config["backends"]:
+        raise ConfigError(
+            f"invalid config: baseline.backend: {baseline['backend']!r} is not a configured backend "
+            f"(one of {sorted(config['backends'])})"
+        )
+    if baseline["precision"] not in config["precisions"]:
+        raise ConfigError(
+            f"invalid config: baseline.precision: {baseline['precision']!r} is not in precisions "
+            f"{config['precisions']}"
+        )
+
+
+def load(path: str | Path) -> dict:
+    """Read and validate a config file outside Snakemake (tests, scripts)."""
+    return validate(yaml.safe_load(Path(path).read_text()) or {})
+
+
+def cells(config: dict) -> list[Cell]:
+    """Every cell of the matrix, in a stable order."""
+    return [
+        Cell(model, backend, precision, batch, seq_len)
+        for model, backend, precision, batch, seq_len in itertools.product(
+            sorted(config["models"]),
+            sorted(config["backends"]),
+            config["precisions"],
+            sorted(config["batch_sizes"]),
+            sorted(config["seq_lens"]),
+        )
+    ]
+
+
+def shapes(config: dict) -> list[tuple[int, int]]:
+    """Every (batch, seq_len) of the grid."""
+    return list(itertools.product(sorted(config["batch_sizes"]), sorted(config["seq_lens"])))
+
+
+def canonical(value) -> str:
+    """A stable JSON string: what a rule's ``params`` holds, so that only a real change reruns the rule."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def cell_dict(cell: Cell) -> dict:
+    return asdict(cell)

@@ -1,0 +1,38 @@
+"""Engines: the implementations behind backends, found through one registry.
+
+An engine is one module exposing four names (nothing else is called by the pipeline):
+
+``supports(precision, device) -> str | None``
+    Static capability: a reason the engine cannot run ``precision`` on ``device``, or None. Cheap and
+    import-free, so unsupported cells never pay for loading a library.
+``available(device) -> str | None``
+    Can it run here: a reason (library not importable, device missing), or None.
+``graph(options) -> str | None``
+    Which ONNX graph the engine reads ('exported', 'optimized') or None; the workflow turns this into the
+    cell job's input, so a torch cell never waits for, nor reruns after, an ONNX export.
+``prepare(cell: CellContext) -> Runner``
+    Load / compile / build outside the timed region (see infbench.engines.base.Runner).
+
+Adding an engine is adding one module and one line to ``ENGINES`` (plus its options in config/schema.yaml).
+Engine modules import their heavy libraries inside functions, so this registry is cheap to import from the
+Snakefile.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from infbench.engines import ort, torch_compile, torch_eager
+
+ENGINES: dict[str, ModuleType] = {
+    "torch": torch_eager,
+    "torch_compile": torch_compile,
+    "onnxruntime": ort,
+}
+
+
+def get(name: str) -> ModuleType:
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise KeyError(f"unknown engine {name!r} (known: {sorted(ENGINES)})") from None

@@ -1,0 +1,55 @@
+"""What every engine receives and returns: the cell context and the runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class CellContext:
+    """Everything an engine needs to prepare one cell; inputs come from the shape's reference file."""
+
+    model_dir: Path
+    graph_path: Path | None
+    inputs: dict[str, np.ndarray]
+    precision: str
+    options: dict
+    device: str
+    threads: int
+
+    @property
+    def batch(self) -> int:
+        return int(next(iter(self.inputs.values())).shape[0])
+
+    @property
+    def seq_len(self) -> int:
+        return int(next(iter(self.inputs.values())).shape[1])
+
+
+@dataclass
+class Runner:
+    """A prepared cell. ``run`` is the only thing timed.
+
+    ``prepare`` holds what getting here cost and what it did (seconds, compile counters, fused ops); engines
+    fill it in ``prepare`` and may update it in ``verify``.
+    """
+
+    prepare: dict = field(default_factory=dict)
+
+    def run(self) -> None:
+        """One inference on inputs already on the device, outputs into the engine's buffers."""
+        raise NotImplementedError
+
+    def output(self) -> np.ndarray:
+        """The last output as a host array (outside the timed region), for the accuracy check."""
+        raise NotImplementedError
+
+    def verify(self) -> str | None:
+        """After timing: a reason the timed path was not the one claimed (e.g. eager fallback), or None."""
+        return None
+
+    def close(self) -> None:
+        """Release memory and sessions."""

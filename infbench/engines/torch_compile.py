@@ -1,0 +1,120 @@
+"""TorchDynamo + inductor (``torch.compile``), with proof that the compiled code is what was timed.
+
+Dynamo falls back to eager silently (recompile limit, unsupported frames). To make that impossible to miss,
+the inductor backend is wrapped: every compiled graph is counted when it is built and when it is called.
+A timed iteration that calls no compiled graph is an eager fallback, and a graph compiled after preparation
+is a recompile inside the timed region; either makes the cell ``failed`` (see ``verify``), never a number.
+Compilation happens in ``prepare`` (the first call), outside the timed region, and its time is recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from infbench.engines import torch_eager
+from infbench.engines.base import CellContext
+from infbench.engines.torch_eager import TorchRunner
+
+supports = torch_eager.supports
+graph = torch_eager.graph
+
+
+def available(device: str) -> str | None:
+    reason = torch_eager.torch_available(device)
+    if reason:
+        return reason
+    import shutil
+
+    if device == "cpu" and not (shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")):
+        return "inductor on CPU needs a C++ compiler (g++) on PATH"
+    return None
+
+
+class CountingInductor:
+    """A dynamo backend equal to inductor (same mode options) that counts graph builds and graph calls."""
+
+    def __init__(self, mode: str, dynamic: bool):
+        import torch._inductor
+
+        self.config_patches = torch._inductor.list_mode_options(mode, dynamic)
+        self.graphs_built = 0
+        self.graph_calls = 0
+
+    def __call__(self, graph_module, example_inputs):
+        from torch._inductor.compile_fx import compile_fx
+
+        self.graphs_built += 1
+        compiled = compile_fx(graph_module, example_inputs, config_patches=self.config_patches)
+
+        def counted(*args):
+            self.graph_calls += 1
+            return compiled(*args)
+
+        return counted
+
+
+class CompiledRunner(TorchRunner):
+    def __init__(self, module, backend: CountingInductor, context: CellContext, prepare: dict):
+        super().__init__(module, context, prepare)
+        self.backend = backend
+        self.graphs_after_prepare = backend.graphs_built
+        self.runs = 0
+        self.eager_runs = 0
+
+    def run(self) -> None:
+        calls = self.backend.graph_calls
+        super().run()
+        self.runs += 1
+        if self.backend.graph_calls == calls:
+            self.eager_runs += 1
+
+    def verify(self) -> str | None:
+        recompiles = self.backend.graphs_built - self.graphs_after_prepare
+        self.prepare.update(recompiles=recompiles, fallback=self.eager_runs > 0, eager_runs=self.eager_runs,
+                            compiled_runs=self.runs - self.eager_runs)
+        if self.eager_runs:
+            return f"compiled path not taken in {self.eager_runs} of {self.runs} runs (eager fallback)"
+        if recompiles:
+            return f"{recompiles} recompile(s) after preparation: compilation inside the timed region"
+        return None
+
+
+def prepare(context: CellContext) -> CompiledRunner:
+    import torch
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    options = {"mode": "default", "dynamic": False, "fullgraph": False, **context.options}
+    start = time.perf_counter()
+    module = torch_eager.load(context)
+    load_seconds = time.perf_counter() - start
+
+    torch._dynamo.reset()
+    counters.clear()
+    backend = CountingInductor(options["mode"], options["dynamic"])
+    compiled = torch.compile(module, backend=backend, dynamic=options["dynamic"], fullgraph=options["fullgraph"])
+    runner = CompiledRunner(compiled, backend, context, {})
+    start = time.perf_counter()
+    runner.run()  # the first call compiles
+    if context.device == "cuda":
+        torch.cuda.synchronize()
+    compile_seconds = time.perf_counter() - start
+    runner.runs = runner.eager_runs = 0
+    runner.graphs_after_prepare = backend.graphs_built
+    if backend.graphs_built == 0:
+        raise RuntimeError("torch.compile produced no graph: the module ran eagerly")
+    runner.prepare.update(
+        seconds=load_seconds + compile_seconds,
+        load_seconds=load_seconds,
+        compile_seconds=compile_seconds,
+        graphs=backend.graphs_built,
+        graph_breaks=int(sum(counters["graph_break"].values())),
+        recompiles=0,
+        fallback=False,
+        fx_graph_cache_hits=int(counters["inductor"].get("fxgraph_cache_hit", 0)),
+        inductor_cache_dir=os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+        mode=options["mode"],
+        dynamic=options["dynamic"],
+    )
+    return runner

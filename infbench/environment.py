@@ -1,0 +1,89 @@
+"""What a measurement ran on: library versions, the machine, the commit.
+
+Versions come from package metadata, not imports, so that recording them costs nothing and does not pull
+torch into an ONNX Runtime cell.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = {
+    "torch": "torch",
+    "transformers": "transformers",
+    "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
+    "onnxscript": "onnxscript",
+    "tensorrt": "tensorrt",
+    "snakemake": "snakemake",
+    "numpy": "numpy",
+}
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def package_version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        if distribution == "onnxruntime":  # the GPU build has its own distribution name
+            return package_version("onnxruntime-gpu")
+        return None
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def software() -> dict:
+    env = {name: package_version(dist) for name, dist in PACKAGES.items()}
+    env.update(
+        python=platform.python_version(),
+        platform=platform.platform(),
+        git_commit=git_commit(),
+        container=os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER"),
+    )
+    return env
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_device(threads: int) -> dict:
+    """The device section of a CPU cell: what ran it and with how many threads (pinned by the engine)."""
+    return {
+        "kind": "cpu",
+        "name": cpu_name(),
+        "logical_cpus": os.cpu_count(),
+        "threads": threads,
+        "driver": None,
+        "cuda": None,
+        "sm_clock_mhz": None,
+        "temp_c": None,
+        "power_w": None,
+    }
+
+
+def detect_device() -> str:
+    """'cuda' when an NVIDIA GPU is visible to the driver, else 'cpu' — without importing torch."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    if gpus.is_dir() and any(gpus.iterdir()):
+        return "cuda"
+    return "cpu"

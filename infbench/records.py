@@ -1,0 +1,95 @@
+"""Records: one JSON file per cell, the only thing downstream stages read.
+
+A record is written atomically (temporary file + rename), so a reader never sees a truncated record even if
+the writer is killed. Every record, whatever its status, carries the key and the environment, so a failed
+or unavailable cell is as visible in the tables and the report as a measured one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "failed", "unavailable", "unsupported")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_record(key: dict, options: dict, log: str | None) -> dict:
+    """A record with every section present (empty) so that readers need no special cases."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "key": dict(key),
+        "options": dict(options),
+        "status": None,
+        "reason": None,
+        "log": log,
+        "timing": None,
+        "throughput": None,
+        "accuracy": None,
+        "prepare": {},
+        "memory": {"peak_bytes": None},
+        "device": {},
+        "env": {},
+        "started_at": now(),
+        "finished_at": None,
+    }
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Reasons are one line: the first non-empty line, shortened."""
+    for line in str(text).splitlines():
+        if line.strip():
+            line = " ".join(line.split())
+            return line if len(line) <= limit else line[: limit - 3] + "..."
+    return ""
+
+
+def finish(record: dict, status: str, reason: str | None = None) -> dict:
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}")
+    if status != "ok" and not reason:
+        raise ValueError(f"a {status} record needs a reason")
+    record["status"] = status
+    record["reason"] = one_line(reason) if reason else None
+    record["finished_at"] = now()
+    return record
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write(record: dict, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(_json_safe(record), handle, indent=1, allow_nan=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read(path: str | Path) -> dict:
+    record = json.loads(Path(path).read_text())
+    if record.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: schema_version {record.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+    return record

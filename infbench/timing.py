@@ -1,0 +1,103 @@
+"""The one timing function every engine is measured with.
+
+Policy (what ``measure`` does, in order):
+1. Warm-up: call ``run`` untimed until ``warmup_s`` has passed (at least one call), so that lazy
+   initialisation, allocator growth and caches are paid before timing.
+2. Timed loop: each iteration is timed on its own by the clock (``perf_counter_ns`` around the call on the
+   CPU; a device clock can be plugged in for accelerators). Only ``run`` is inside the timed region: inputs
+   are already where the engine reads them and outputs go to pre-allocated buffers.
+3. Stopping rule: after ``min_iters`` iterations, stop as soon as the 95 % CI of the median is narrower
+   than ``target_ci_rel_width`` of the median ("converged"); otherwise stop at ``max_iters`` ("iteration
+   cap") or once the loop has used ``budget_s`` ("time budget"). The reason is recorded, so a cell that did
+   not converge is visible as such rather than presented with false precision.
+All samples are kept; statistics are computed from them (see infbench.stats).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Protocol
+
+from infbench.stats import median_ci, summarize
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    warmup_s: float = 0.5
+    min_iters: int = 10
+    max_iters: int = 2000
+    budget_s: float = 5.0
+    target_ci_rel_width: float = 0.02
+
+    @classmethod
+    def from_config(cls, timing: dict) -> "TimingPolicy":
+        return cls(**timing)
+
+
+class Clock(Protocol):
+    """Times one call of ``run`` and returns milliseconds."""
+
+    name: str
+
+    def time_ms(self, run: Callable[[], object]) -> float: ...
+
+
+class HostClock:
+    """Wall clock around a synchronous call: right for CPU engines, whose ``run`` returns when done."""
+
+    name = "perf_counter_ns"
+
+    def time_ms(self, run: Callable[[], object]) -> float:
+        start = time.perf_counter_ns()
+        run()
+        return (time.perf_counter_ns() - start) / 1e6
+
+
+def _converged(samples: list[float], target: float) -> bool:
+    lo, hi = median_ci(samples)
+    median = statistics.median(samples)
+    return median > 0 and (hi - lo) / median <= target
+
+
+def measure(run: Callable[[], object], policy: TimingPolicy, clock: Clock | None = None) -> dict:
+    """Warm up, time ``run`` per iteration until the stopping rule holds, and return the record's timing."""
+    clock = clock or HostClock()
+    warmup_iters = 0
+    warmup_start = time.perf_counter()
+    while True:
+        run()
+        warmup_iters += 1
+        if time.perf_counter() - warmup_start >= policy.warmup_s:
+            break
+    warmup_seconds = time.perf_counter() - warmup_start
+
+    samples: list[float] = []
+    stop_reason = "iteration cap"
+    loop_start = time.perf_counter()
+    next_check = policy.min_iters
+    while len(samples) < policy.max_iters:
+        samples.append(clock.time_ms(run))
+        if len(samples) >= next_check:
+            # checking costs a sort; check at a growing stride so the overhead stays a small fraction
+            next_check = len(samples) + max(1, len(samples) // 10)
+            if _converged(samples, policy.target_ci_rel_width):
+                stop_reason = "converged"
+                break
+        if time.perf_counter() - loop_start >= policy.budget_s and len(samples) >= min(3, policy.min_iters):
+            stop_reason = "time budget"
+            break
+    return {
+        **summarize(samples),
+        "samples_ms": samples,
+        "policy": {
+            **asdict(policy),
+            "clock": clock.name,
+            "warmup_iters": warmup_iters,
+            "warmup_seconds": warmup_seconds,
+            "loop_seconds": time.perf_counter() - loop_start,
+            "stop_reason": stop_reason,
+            "converged": stop_reason == "converged",
+        },
+    }

@@ -1,0 +1,24 @@
+# One timing job per cell. Timing jobs never overlap: each holds the single 'timing_slots' resource
+# (limit set in profiles/default) and, on the CPU, every core.
+
+
+rule bench:
+    input:
+        unpack(bench_inputs),
+    output:
+        record=f"results/cells/{CELL_PATH}.json",
+    params:
+        cell=cell_params,
+        graph=graph_flag,
+        model_dir="results/models/{model}",
+    threads: BENCH_THREADS
+    resources:
+        timing_slots=1,
+    log:
+        f"logs/cells/{CELL_PATH}.log",
+    benchmark:
+        f"benchmarks/cells/{CELL_PATH}.tsv"
+    shell:
+        "python3 {SCRIPTS}/bench_cell.py --cell {params.cell:q} --model-dir {params.model_dir:q}"
+        " --reference {input.reference:q} {params.graph:q} --threads {threads} --log {log:q}"
+        " --out {output.record:q} > {log:q} 2>&1"

@@ -1,0 +1,88 @@
+# Shared by every rule: config validation, the matrix, wildcard constraints and input/params functions.
+# Functions here hold exactly what a job's output depends on (see "Invalidation" in the README).
+
+import os
+import sys
+
+sys.path.insert(0, workflow.basedir)
+
+from infbench import config as matrix
+from infbench import engines
+from infbench.environment import detect_device
+
+try:
+    matrix.validate(config)
+except matrix.ConfigError as error:
+    raise WorkflowError(str(error)) from None
+
+# Jobs import the library from this checkout (no install needed) and share one inductor cache per results tree.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.abspath("results/cache/inductor"))
+
+SCRIPTS = os.path.join(workflow.basedir, "scripts")
+DEVICE = detect_device() if config["device"] == "auto" else config["device"]
+CELLS = matrix.cells(config)
+# On the CPU a timing job takes every core: nothing else runs beside it, and its threads are pinned to that count.
+BENCH_THREADS = workflow.cores if DEVICE == "cpu" else 1
+
+NAME = "[A-Za-z0-9][A-Za-z0-9_-]*"
+
+
+wildcard_constraints:
+    model=NAME,
+    backend=NAME,
+    precision="fp32|fp16|bf16",
+    batch="[1-9][0-9]*",
+    seq_len="[1-9][0-9]*",
+
+
+CELL_PATH = "{model}/{backend}/{precision}/b{batch}_s{seq_len}"
+
+
+def record_paths():
+    return [f"results/cells/{CELL_PATH}.json".format(**vars(cell)) for cell in CELLS]
+
+
+def model_spec(wildcards):
+    return matrix.canonical(config["models"][wildcards.model])
+
+
+def backend_entry(wildcards):
+    return config["backends"][wildcards.backend]
+
+
+def bench_inputs(wildcards):
+    inputs = {
+        "manifest": f"results/models/{wildcards.model}/manifest.json",
+        "reference": f"results/reference/{wildcards.model}/b{wildcards.batch}_s{wildcards.seq_len}.npz",
+    }
+    entry = backend_entry(wildcards)
+    graph = engines.get(entry["engine"]).graph(entry["options"])
+    if graph:
+        inputs["graph"] = f"results/onnx/{wildcards.model}/{graph}.onnx"
+    return inputs
+
+
+def graph_flag(wildcards, input):
+    return ["--graph", input.graph] if "graph" in input.keys() else []
+
+
+def cell_params(wildcards):
+    """Everything a cell's number depends on besides its input files: a change here reruns that cell only."""
+    entry = backend_entry(wildcards)
+    return matrix.canonical(
+        {
+            "key": {
+                "model": wildcards.model,
+                "backend": wildcards.backend,
+                "engine": entry["engine"],
+                "precision": wildcards.precision,
+                "batch": int(wildcards.batch),
+                "seq_len": int(wildcards.seq_len),
+            },
+            "options": entry["options"],
+            "device": DEVICE,
+            "timing": config["timing"],
+            "tolerance": config["accuracy"]["tolerance"][wildcards.precision],
+        }
+    )

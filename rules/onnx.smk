@@ -1,0 +1,36 @@
+rule export_onnx:
+    input:
+        manifest=rules.build_model.output.manifest,
+    output:
+        graph="results/onnx/{model}/exported.onnx",
+        info="results/onnx/{model}/exported.json",
+    params:
+        model_dir="results/models/{model}",
+        opset=config["onnx"]["opset"],
+        parity_rtol=config["onnx"]["parity_rtol"],
+    log:
+        "logs/onnx/{model}/exported.log",
+    benchmark:
+        "benchmarks/onnx/{model}/exported.tsv"
+    shell:
+        "python3 {SCRIPTS}/export_onnx.py --model-dir {params.model_dir:q} --out {output.graph:q}"
+        " --opset {params.opset} --parity-rtol {params.parity_rtol} > {log:q} 2>&1"
+
+
+rule optimize_onnx:
+    input:
+        graph=rules.export_onnx.output.graph,
+        manifest=rules.build_model.output.manifest,
+    output:
+        graph="results/onnx/{model}/optimized.onnx",
+        info="results/onnx/{model}/optimized.json",
+    params:
+        model_dir="results/models/{model}",
+        parity_rtol=config["onnx"]["parity_rtol"],
+    log:
+        "logs/onnx/{model}/optimized.log",
+    benchmark:
+        "benchmarks/onnx/{model}/optimized.tsv"
+    shell:
+        "python3 {SCRIPTS}/optimize_onnx.py --exported {input.graph:q} --model-dir {params.model_dir:q}"
+        " --out {output.graph:q} --parity-rtol {params.parity_rtol} > {log:q} 2>&1"

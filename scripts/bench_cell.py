@@ -1,0 +1,40 @@
+"""Rule bench: time one cell (model, backend, precision, batch, seq_len) and write its record.
+
+Always writes a record and exits 0 for a cell that failed to measure: the failure is data (status + reason),
+and the rest of the matrix, the tables and the report still complete.
+"""
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from infbench import cell, records
+from infbench.timing import TimingPolicy
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--cell", required=True, help="key, options, device, timing, tolerance as JSON")
+parser.add_argument("--model-dir", required=True)
+parser.add_argument("--reference", required=True)
+parser.add_argument("--graph", default=None)
+parser.add_argument("--threads", type=int, required=True)
+parser.add_argument("--log", default=None, help="this job's log path, stored in the record")
+parser.add_argument("--out", required=True)
+args = parser.parse_args()
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+params = json.loads(args.cell)
+spec = cell.CellSpec(
+    key=params["key"],
+    options=params["options"],
+    model_dir=Path(args.model_dir),
+    graph_path=Path(args.graph) if args.graph else None,
+    reference=Path(args.reference),
+    device=params["device"],
+    threads=args.threads,
+    policy=TimingPolicy.from_config(params["timing"]),
+    tolerance=params["tolerance"],
+    log_path=args.log,
+)
+record = cell.run(spec)
+records.write(record, args.out)
+logging.info("%s %s", record["status"], record["reason"] or "")

@@ -1,0 +1,16 @@
+"""Rule figures: the tables → PNG figures in results/figures/."""
+
+import argparse
+import json
+import logging
+
+from infbench import figures, tables
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--tables-dir", required=True)
+parser.add_argument("--baseline", required=True, help="baseline entry as JSON")
+parser.add_argument("--out-dir", required=True)
+args = parser.parse_args()
+logging.basicConfig(level=logging.INFO)
+paths = figures.write_all(tables.read_all(args.tables_dir), json.loads(args.baseline), args.out_dir)
+logging.info("figures: %s", [str(p) for p in paths.values()])
