@@ -2,7 +2,11 @@
 # → one self-contained HTML report. The matrix lives in config/config.yaml (schema: config/schema.yaml).
 
 
-configfile: "config/config.yaml"
+# A --configfile given on the command line replaces the default matrix instead of being merged into it
+# (merging would silently keep the default's models and backends).
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"

@@ -8,6 +8,7 @@ offending key.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 from dataclasses import asdict, dataclass
@@ -46,19 +47,36 @@ def _one_line(error: jsonschema.ValidationError) -> str:
     return f"invalid config: {_key_path(error)}: {message}"
 
 
+def _with_defaults(validator_class):
+    """jsonschema's documented default-filling extension, with each default deep-copied.
+
+    Snakemake's ``validate(set_default=True)`` is the same extension without the copy: one mutable default
+    (``options: {}``) is then shared by every backend, and filling one engine's option defaults leaks into
+    the others. Hence this small variant instead of ``snakemake.utils.validate``.
+    """
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema:
+                    instance.setdefault(name, copy.deepcopy(subschema["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
 def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
     """Validate ``config`` in place (filling defaults) and return it; raise ConfigError on the first problem.
 
-    Defaults are filled by Snakemake's own validator (the same default-filling jsonschema extension the
-    Snakemake docs describe); on failure the best-matching jsonschema error is reported as one line.
+    Errors are checked before defaults are filled, so the reported key is one the user wrote (or omitted);
+    the best-matching jsonschema error becomes one line.
     """
-    from snakemake.utils import validate as snakemake_validate
-
     schema = yaml.safe_load(Path(schema_path).read_text())
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
     if error is not None:
         raise ConfigError(_one_line(error))
-    snakemake_validate(config, str(Path(schema_path).resolve()), set_default=True)
+    _with_defaults(jsonschema.Draft202012Validator)(schema).validate(config)
     _check_cross_references(config)
     return config
 

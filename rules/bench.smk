@@ -10,15 +10,16 @@ rule bench:
     params:
         cell=cell_params,
         graph=graph_flag,
-        model_dir="results/models/{model}",
     threads: BENCH_THREADS
     resources:
         timing_slots=1,
+    conda:
+        ENV
     log:
         f"logs/cells/{CELL_PATH}.log",
     benchmark:
         f"benchmarks/cells/{CELL_PATH}.tsv"
     shell:
-        "python3 {SCRIPTS}/bench_cell.py --cell {params.cell:q} --model-dir {params.model_dir:q}"
+        "python3 -m scripts.bench_cell --cell {params.cell:q} --manifest {input.manifest:q}"
         " --reference {input.reference:q} {params.graph:q} --threads {threads} --log {log:q}"
         " --out {output.record:q} > {log:q} 2>&1"

@@ -15,11 +15,13 @@ try:
 except matrix.ConfigError as error:
     raise WorkflowError(str(error)) from None
 
-# Jobs import the library from this checkout (no install needed) and share one inductor cache per results tree.
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
+# Jobs import the library and scripts/ from this checkout (no install needed) and share one inductor cache per results tree.
+# (Set here, at parse time, so that it also holds where a cluster job re-parses this file on its node.)
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])))
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.abspath("results/cache/inductor"))
 
-SCRIPTS = os.path.join(workflow.basedir, "scripts")
+# The software of every rule, for `--sdm conda`; the pinned pip environment of `make` is the same list.
+ENV = "../envs/infbench.yaml"
 DEVICE = detect_device() if config["device"] == "auto" else config["device"]
 CELLS = matrix.cells(config)
 # On the CPU a timing job takes every core: nothing else runs beside it, and its threads are pinned to that count.

@@ -3,13 +3,15 @@ rule build_model:
         manifest="results/models/{model}/manifest.json",
     params:
         spec=model_spec,
-        out_dir="results/models/{model}",
+        out_dir=subpath(output.manifest, parent=True),
+    conda:
+        ENV
     log:
         "logs/models/{model}.log",
     benchmark:
         "benchmarks/models/{model}.tsv"
     shell:
-        "python3 {SCRIPTS}/build_model.py --spec {params.spec:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "python3 -m scripts.build_model --spec {params.spec:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule reference:
@@ -18,12 +20,13 @@ rule reference:
     output:
         npz="results/reference/{model}/b{batch}_s{seq_len}.npz",
     params:
-        model_dir="results/models/{model}",
         seed=config["inputs"]["seed"],
+    conda:
+        ENV
     log:
         "logs/reference/{model}/b{batch}_s{seq_len}.log",
     benchmark:
         "benchmarks/reference/{model}/b{batch}_s{seq_len}.tsv"
     shell:
-        "python3 {SCRIPTS}/make_reference.py --model-dir {params.model_dir:q} --batch {wildcards.batch}"
+        "python3 -m scripts.make_reference --manifest {input.manifest:q} --batch {wildcards.batch}"
         " --seq-len {wildcards.seq_len} --seed {params.seed} --out {output.npz:q} > {log:q} 2>&1"

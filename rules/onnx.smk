@@ -5,15 +5,16 @@ rule export_onnx:
         graph="results/onnx/{model}/exported.onnx",
         info="results/onnx/{model}/exported.json",
     params:
-        model_dir="results/models/{model}",
         opset=config["onnx"]["opset"],
         parity_rtol=config["onnx"]["parity_rtol"],
+    conda:
+        ENV
     log:
         "logs/onnx/{model}/exported.log",
     benchmark:
         "benchmarks/onnx/{model}/exported.tsv"
     shell:
-        "python3 {SCRIPTS}/export_onnx.py --model-dir {params.model_dir:q} --out {output.graph:q}"
+        "python3 -m scripts.export_onnx --manifest {input.manifest:q} --out {output.graph:q}"
         " --opset {params.opset} --parity-rtol {params.parity_rtol} > {log:q} 2>&1"
 
 
@@ -25,12 +26,13 @@ rule optimize_onnx:
         graph="results/onnx/{model}/optimized.onnx",
         info="results/onnx/{model}/optimized.json",
     params:
-        model_dir="results/models/{model}",
         parity_rtol=config["onnx"]["parity_rtol"],
+    conda:
+        ENV
     log:
         "logs/onnx/{model}/optimized.log",
     benchmark:
         "benchmarks/onnx/{model}/optimized.tsv"
     shell:
-        "python3 {SCRIPTS}/optimize_onnx.py --exported {input.graph:q} --model-dir {params.model_dir:q}"
+        "python3 -m scripts.optimize_onnx --exported {input.graph:q} --manifest {input.manifest:q}"
         " --out {output.graph:q} --parity-rtol {params.parity_rtol} > {log:q} 2>&1"

@@ -9,17 +9,20 @@ rule aggregate:
         environment="results/tables/environment.csv",
     params:
         baseline=matrix.canonical(config["baseline"]),
-        out_dir="results/tables",
+        out_dir=subpath(output.cells, parent=True),
+    conda:
+        ENV
     log:
         "logs/aggregate.log",
     shell:
-        "python3 {SCRIPTS}/aggregate.py --baseline {params.baseline:q} --out-dir {params.out_dir:q}"
+        "python3 -m scripts.aggregate --baseline {params.baseline:q} --out-dir {params.out_dir:q}"
         " {input.records:q} > {log:q} 2>&1"
 
 
 rule figures:
     input:
-        rules.aggregate.output,
+        cells=rules.aggregate.output.cells,
+        tables=rules.aggregate.output,
     output:
         heatmap=report(
             "results/figures/speedup_heatmap.png",
@@ -33,27 +36,33 @@ rule figures:
         ),
     params:
         baseline=matrix.canonical(config["baseline"]),
-        tables_dir="results/tables",
-        out_dir="results/figures",
+        tables_dir=subpath(input.cells, parent=True),
+        out_dir=subpath(output.heatmap, parent=True),
+    conda:
+        ENV
     log:
         "logs/figures.log",
     shell:
-        "python3 {SCRIPTS}/plot_figures.py --tables-dir {params.tables_dir:q} --baseline {params.baseline:q}"
+        "python3 -m scripts.plot_figures --tables-dir {params.tables_dir:q} --baseline {params.baseline:q}"
         " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule report:
     input:
+        cells=rules.aggregate.output.cells,
         tables=rules.aggregate.output,
+        heatmap=rules.figures.output.heatmap,
         figures=rules.figures.output,
     output:
         html="report/index.html",
     params:
         config=matrix.canonical(config),
-        tables_dir="results/tables",
-        figures_dir="results/figures",
+        tables_dir=subpath(input.cells, parent=True),
+        figures_dir=subpath(input.heatmap, parent=True),
+    conda:
+        ENV
     log:
         "logs/report.log",
     shell:
-        "python3 {SCRIPTS}/render_report.py --tables-dir {params.tables_dir:q} --figures-dir {params.figures_dir:q}"
+        "python3 -m scripts.render_report --tables-dir {params.tables_dir:q} --figures-dir {params.figures_dir:q}"
         " --config {params.config:q} --out {output.html:q} > {log:q} 2>&1"

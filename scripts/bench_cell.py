@@ -14,7 +14,7 @@ from infbench.timing import TimingPolicy
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--cell", required=True, help="key, options, device, timing, tolerance as JSON")
-parser.add_argument("--model-dir", required=True)
+parser.add_argument("--manifest", required=True, help="the model's manifest.json (its directory holds the weights)")
 parser.add_argument("--reference", required=True)
 parser.add_argument("--graph", default=None)
 parser.add_argument("--threads", type=int, required=True)
@@ -26,7 +26,7 @@ params = json.loads(args.cell)
 spec = cell.CellSpec(
     key=params["key"],
     options=params["options"],
-    model_dir=Path(args.model_dir),
+    model_dir=Path(args.manifest).parent,
     graph_path=Path(args.graph) if args.graph else None,
     reference=Path(args.reference),
     device=params["device"],

@@ -2,22 +2,24 @@
 
 import argparse
 import logging
+from pathlib import Path
 
 import torch
 
 from infbench import artifacts, models
 
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--model-dir", required=True)
+parser.add_argument("--manifest", required=True, help="the model's manifest.json (its directory holds the weights)")
 parser.add_argument("--batch", type=int, required=True)
 parser.add_argument("--seq-len", type=int, required=True)
 parser.add_argument("--seed", type=int, required=True)
 parser.add_argument("--out", required=True)
 args = parser.parse_args()
 logging.basicConfig(level=logging.INFO)
-manifest = artifacts.read_manifest(args.model_dir)
+model_dir = Path(args.manifest).parent
+manifest = artifacts.read_manifest(model_dir)
 inputs = artifacts.make_inputs(manifest, args.batch, args.seq_len, args.seed)
-module = models.load_module(args.model_dir, "fp32", "cpu")
+module = models.load_module(model_dir, "fp32", "cpu")
 with torch.inference_mode():
     reference = module(*(torch.from_numpy(a) for a in inputs.values())).numpy()
 artifacts.save_reference(args.out, inputs, reference)

@@ -1,0 +1,116 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from infbench import config as matrix
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def base() -> dict:
+    return yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
+
+
+def test_shipped_configs_validate():
+    for name in ("config.yaml", "tiny.yaml"):
+        matrix.load(REPO / "config" / name)
+
+
+def test_defaults_are_filled_everywhere():
+    config = matrix.validate({"models": {"m": {"model_type": "bert"}}})
+    assert config["device"] == "auto"
+    assert config["backends"] == {"eager": {"engine": "torch", "options": {}}}
+    assert config["timing"]["warmup_s"] == 0.5
+    assert config["accuracy"]["tolerance"]["bf16"] == 0.05
+    assert config["models"]["m"]["seed"] == 0
+    assert config["models"]["m"]["trust_remote_code"] is False
+
+
+def test_engine_option_defaults_are_filled():
+    config = base()
+    config["backends"] = {"eager": {"engine": "torch"}, "c": {"engine": "torch_compile"}}
+    matrix.validate(config)
+    assert config["backends"]["c"]["options"] == {"mode": "default", "dynamic": False, "fullgraph": False}
+
+
+def test_every_schema_key_has_a_description_and_a_default():
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    missing = []
+
+    def walk(node, path):
+        for key, sub in (node.get("properties") or {}).items():
+            if "description" not in sub or "default" not in sub:
+                missing.append(f"{path}.{key}")
+            walk(sub, f"{path}.{key}")
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            walk(extra, f"{path}.*")
+        for branch in node.get("allOf", []):  # per-engine refinements of keys described above
+            for key, sub in branch.get("then", {}).get("properties", {}).items():
+                walk(sub, f"{path}.{key}")
+
+    walk(schema, "")
+    assert missing == []
+
+
+BAD = [
+    (lambda c: c["backends"]["eager"].update(engine="tensorflow"), "backends.eager.engine", "tensorflow"),
+    (lambda c: c.update(precisions=["fp8"]), "precisions[0]", "fp8"),
+    (lambda c: c.update(batch_sizes=[0]), "batch_sizes[0]", "minimum"),
+    (lambda c: c.update(batch_sizes=[-4]), "batch_sizes[0]", "-4"),
+    (lambda c: c.update(seq_lens=[1.5]), "seq_lens[0]", "integer"),
+    (lambda c: c.update(seq_lens=["long"]), "seq_lens[0]", "long"),
+    (lambda c: c["backends"]["inductor"]["options"].update(mode="fastest"), "backends.inductor.options.mode", "fastest"),
+    (lambda c: c["backends"]["ort"]["options"].update(provider_x=1), "backends.ort.options", "provider_x"),
+    (lambda c: c["backends"]["eager"].setdefault("options", {}).update(mode="x"), "backends.eager.options", "mode"),
+    (lambda c: c["backends"].update({"bad/name": {"engine": "torch"}}), "backends", "bad/name"),
+    (lambda c: c["models"].update({"../evil": {"model_type": "bert"}}), "models", "../evil"),
+    (lambda c: c.update(device="tpu"), "device", "tpu"),
+    (lambda c: c.update(baseline={"backend": "nope", "precision": "fp32"}), "baseline.backend", "nope"),
+    (lambda c: c.update(baseline={"backend": "eager", "precision": "fp16"}), "baseline.precision", "fp16"),
+    (lambda c: c["timing"].update(budget_s=0), "timing.budget_s", "0"),
+    (lambda c: c.update(unknown_key=1), "<top level>", "unknown_key"),
+]
+
+
+@pytest.mark.parametrize("mutate, key, value", BAD, ids=[b[1] + ":" + b[2] for b in BAD])
+def test_bad_values_give_one_line_naming_the_key(mutate, key, value):
+    config = base()
+    mutate(config)
+    with pytest.raises(matrix.ConfigError) as error:
+        matrix.validate(config)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"invalid config: {key}"), message
+    assert value in message
+
+
+def test_cells_are_the_full_product_in_stable_order():
+    config = matrix.load(REPO / "config" / "tiny.yaml")
+    cells = matrix.cells(config)
+    assert len(cells) == 1 * 4 * 2 * 1 * 2
+    reordered = {**config, "seq_lens": config["seq_lens"][::-1], "backends": dict(reversed(config["backends"].items()))}
+    assert matrix.cells(reordered) == cells
+    assert len(set(cells)) == len(cells)
+
+
+def test_canonical_is_independent_of_key_order():
+    assert matrix.canonical({"a": 1, "b": {"c": 2, "d": 3}}) == matrix.canonical({"b": {"d": 3, "c": 2}, "a": 1})
+
+
+@settings(max_examples=60, deadline=None)
+@given(batches=st.lists(st.integers(min_value=-3, max_value=64), min_size=1, max_size=4, unique=True),
+       seqs=st.lists(st.integers(min_value=-3, max_value=512), min_size=1, max_size=4, unique=True))
+def test_property_shapes_accepted_iff_all_positive(batches, seqs):
+    config = base()
+    config.update(batch_sizes=batches, seq_lens=seqs)
+    valid = all(b >= 1 for b in batches) and all(s >= 1 for s in seqs)
+    if valid:
+        matrix.validate(copy.deepcopy(config))
+    else:
+        with pytest.raises(matrix.ConfigError, match=r"^invalid config: (batch_sizes|seq_lens)\[\d+\]"):
+            matrix.validate(config)

@@ -1,0 +1,152 @@
+"""Engines on the tiny model built by the real workflow run (no mocks of the libraries themselves)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from infbench import artifacts, cell, engines
+from infbench.engines.base import CellContext
+from infbench.timing import TimingPolicy
+
+QUICK = TimingPolicy(warmup_s=0.0, min_iters=3, max_iters=20, budget_s=0.2, target_ci_rel_width=0.5)
+
+
+def spec(run_dir: Path, backend: str, engine: str, precision="fp32", options=None, graph=None, seq_len=8):
+    return cell.CellSpec(
+        key={"model": "tiny-bert", "backend": backend, "engine": engine, "precision": precision, "batch": 1,
+             "seq_len": seq_len},
+        options=options or {},
+        model_dir=run_dir / "results/models/tiny-bert",
+        graph_path=run_dir / f"results/onnx/tiny-bert/{graph}.onnx" if graph else None,
+        reference=run_dir / f"results/reference/tiny-bert/b1_s{seq_len}.npz",
+        device="cpu", threads=1, policy=QUICK, tolerance=1e-4,
+    )
+
+
+def context(run_dir: Path, seq_len=8, options=None, graph=None) -> CellContext:
+    s = spec(run_dir, "x", "torch", options=options, graph=graph, seq_len=seq_len)
+    manifest = artifacts.read_manifest(s.model_dir)
+    inputs, _ = artifacts.load_reference(s.reference, manifest["input_names"])
+    return CellContext(s.model_dir, s.graph_path, inputs, "fp32", options or {}, "cpu", 1)
+
+
+def test_registry_names_every_configurable_engine():
+    import yaml
+
+    schema = yaml.safe_load((Path(__file__).parents[1] / "config/schema.yaml").read_text())
+    engine_enum = schema["properties"]["backends"]["additionalProperties"]["properties"]["engine"]["enum"]
+    assert sorted(engine_enum) == sorted(engines.ENGINES)
+    with pytest.raises(KeyError, match="unknown engine"):
+        engines.get("tensorflow")
+
+
+def test_eager_cell_is_ok_and_accurate(tiny_run):
+    record = cell.run(spec(tiny_run, "eager", "torch"))
+    assert record["status"] == "ok", record["reason"]
+    assert record["accuracy"]["passed"] and record["accuracy"]["rel_l2"] < 1e-5
+    assert record["timing"]["n"] == len(record["timing"]["samples_ms"]) >= 3
+    assert record["device"]["threads"] == 1
+    assert record["env"]["torch"] and record["env"]["onnxruntime"]
+
+
+def test_compiled_cell_records_compile_counters(tiny_run):
+    record = cell.run(spec(tiny_run, "inductor", "torch_compile", options={"mode": "default"}))
+    assert record["status"] == "ok", record["reason"]
+    prepare = record["prepare"]
+    assert prepare["graphs"] >= 1 and prepare["compile_seconds"] > 0
+    assert prepare["recompiles"] == 0 and prepare["fallback"] is False
+    assert prepare["compiled_runs"] >= record["timing"]["n"]
+    assert prepare["graph_breaks"] == 0
+
+
+def _limit_name():
+    import torch._dynamo.config as dynamo_config
+
+    return "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+
+
+def test_recompile_limit_fallback_is_detected_not_timed(tiny_run):
+    """Force dynamo past its recompile limit: the eager fallback must be caught, not reported as compiled."""
+    import torch
+    import torch._dynamo
+
+    from infbench.engines import torch_compile
+
+    with torch._dynamo.config.patch(**{_limit_name(): 1}):
+        runner = torch_compile.prepare(context(tiny_run, seq_len=8))
+        assert runner.verify() is None
+        other = context(tiny_run, seq_len=16)
+        runner.tensors = tuple(torch.from_numpy(a) for a in other.inputs.values())
+        runner.run()  # a new static shape: over the limit, dynamo runs it eagerly
+        reason = runner.verify()
+    assert reason is not None and "eager fallback" in reason
+    assert runner.prepare["fallback"] is True
+
+
+def test_recompile_inside_timed_region_is_detected(tiny_run):
+    import torch
+
+    from infbench.engines import torch_compile
+
+    runner = torch_compile.prepare(context(tiny_run, seq_len=8))
+    other = context(tiny_run, seq_len=16)
+    runner.tensors = tuple(torch.from_numpy(a) for a in other.inputs.values())
+    runner.run()
+    reason = runner.verify()
+    assert reason is not None and "recompile" in reason
+    assert runner.prepare["recompiles"] == 1
+
+
+@pytest.mark.parametrize("graph", ["exported", "optimized"])
+def test_ort_io_binding_writes_the_preallocated_buffer(tiny_run, graph):
+    import onnxruntime as ort
+
+    from infbench.engines import ort as ort_engine
+
+    ctx = context(tiny_run, graph=graph, options={"graph": graph})
+    runner = ort_engine.prepare(ctx)
+    buffer = runner.out.ctypes.data
+    runner.out[:] = np.nan
+    runner.run()
+    assert runner.out.ctypes.data == buffer
+    plain = ort.InferenceSession(str(ctx.graph_path), providers=["CPUExecutionProvider"]).run(None, ctx.inputs)[0]
+    np.testing.assert_allclose(runner.output(), plain, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_graph_really_has_fused_attention(tiny_run):
+    import json
+
+    info = json.loads((tiny_run / "results/onnx/tiny-bert/optimized.json").read_text())
+    assert info["fused_ops"].get("Attention", 0) + info["fused_ops"].get("MultiHeadAttention", 0) == 2
+    assert info["fused_ops"]["SkipLayerNormalization"] >= 2
+    exported = json.loads((tiny_run / "results/onnx/tiny-bert/exported.json").read_text())
+    assert "Attention" not in exported["fused_ops"]
+    assert all(check["rel_l2"] < 1e-4 for check in info["parity"] + exported["parity"])
+
+
+def test_unsupported_precision_is_a_record_not_an_error(tiny_run):
+    record = cell.run(spec(tiny_run, "ort", "onnxruntime", precision="bf16", graph="exported"))
+    assert record["status"] == "unsupported"
+    assert "bf16" in record["reason"]
+    assert record["timing"] is None
+
+
+def test_unavailable_engine_is_a_record(tiny_run, monkeypatch):
+    from infbench.engines import ort as ort_engine
+
+    monkeypatch.setattr(ort_engine, "available", lambda device: "onnxruntime not importable: test")
+    record = cell.run(spec(tiny_run, "ort", "onnxruntime", graph="exported"))
+    assert record["status"] == "unavailable" and record["reason"] == "onnxruntime not importable: test"
+
+
+def test_engine_crash_becomes_a_failed_record(tiny_run, monkeypatch):
+    from infbench.engines import torch_eager
+
+    def boom(context):
+        raise RuntimeError("out of memory\nsecond line")
+
+    monkeypatch.setattr(torch_eager, "prepare", boom)
+    record = cell.run(spec(tiny_run, "eager", "torch"))
+    assert record["status"] == "failed"
+    assert record["reason"] == "RuntimeError: out of memory"

@@ -1,0 +1,55 @@
+import json
+import math
+
+import pytest
+
+from infbench import records
+
+
+def key(**over):
+    return {"model": "m", "backend": "eager", "engine": "torch", "precision": "fp32", "batch": 1, "seq_len": 8, **over}
+
+
+def test_every_record_has_all_sections():
+    record = records.new_record(key(), {}, "logs/x.log")
+    for section in ("schema_version", "key", "status", "reason", "log", "timing", "throughput", "accuracy",
+                    "prepare", "memory", "device", "env", "started_at", "finished_at"):
+        assert section in record
+
+
+def test_non_ok_records_need_a_one_line_reason():
+    record = records.new_record(key(), {}, None)
+    with pytest.raises(ValueError):
+        records.finish(record, "failed")
+    with pytest.raises(ValueError):
+        records.finish(record, "great", "x")
+    records.finish(record, "failed", "\n  RuntimeError: boom\n  at line 3\n")
+    assert record["reason"] == "RuntimeError: boom"
+
+
+def test_write_is_atomic_and_round_trips(tmp_path):
+    record = records.finish(records.new_record(key(), {"mode": "x"}, None), "ok")
+    record["timing"] = {"median_ms": 1.5, "cv": math.inf}
+    path = tmp_path / "a" / "b.json"
+    records.write(record, path)
+    assert [p.name for p in path.parent.iterdir()] == ["b.json"]  # no temporary left behind
+    back = records.read(path)
+    assert back["timing"] == {"median_ms": 1.5, "cv": None}  # non-finite numbers become null, never invalid JSON
+    assert back["options"] == {"mode": "x"}
+
+
+def test_failed_write_leaves_the_old_record_intact(tmp_path):
+    path = tmp_path / "r.json"
+    records.write(records.finish(records.new_record(key(), {}, None), "ok"), path)
+    before = path.read_text()
+    with pytest.raises(TypeError):
+        records.write({"schema_version": 1, "bad": object()}, path)
+    assert path.read_text() == before
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_read_rejects_other_schema_versions(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"schema_version": 999}))
+    with pytest.raises(ValueError, match="schema_version"):
+        records.read(path)

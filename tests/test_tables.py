@@ -1,0 +1,107 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from infbench import records, report, tables
+from infbench.stats import summarize
+
+
+def measured(backend, precision, median, batch=1, seq_len=8, passed=True, seed=0, model="m"):
+    rng = np.random.default_rng(seed)
+    samples = list(median * (1 + rng.normal(0, 0.01, 200)))
+    record = records.new_record({"model": model, "backend": backend, "engine": "torch", "precision": precision,
+                                 "batch": batch, "seq_len": seq_len}, {}, None)
+    record["timing"] = {**summarize(samples), "samples_ms": samples, "policy": {"stop_reason": "converged"}}
+    record["throughput"] = {"sequences_per_s": batch / median * 1e3, "tokens_per_s": batch * seq_len / median * 1e3}
+    record["accuracy"] = {"passed": passed, "rel_l2": 1e-6 if passed else 0.5, "finite": True}
+    record["env"] = {"torch": "2.13.0", "python": "3.11"}
+    record["device"] = {"name": "cpu-x"}
+    return records.finish(record, "ok")
+
+
+def failed(backend, precision, status="unsupported", reason="no bf16 here", batch=1, seq_len=8):
+    record = records.new_record({"model": "m", "backend": backend, "engine": "onnxruntime", "precision": precision,
+                                 "batch": batch, "seq_len": seq_len}, {}, "logs/x.log")
+    return records.finish(record, status, reason)
+
+
+BASELINE = {"backend": "eager", "precision": "fp32"}
+
+
+@pytest.fixture
+def recs():
+    return [
+        measured("eager", "fp32", 10.0, seed=1),
+        measured("fast", "fp32", 5.0, seed=2),
+        measured("wrong", "fp32", 1.0, passed=False, seed=3),
+        measured("same", "fp32", 10.0, seed=4),
+        failed("ort", "bf16"),
+        measured("eager", "fp32", 20.0, seq_len=16, seed=5),
+        measured("fast", "fp32", 25.0, seq_len=16, seed=6),
+    ]
+
+
+def test_cells_has_one_row_per_record_whatever_the_status(recs):
+    frame = tables.cells(recs)
+    assert len(frame) == len(recs)
+    row = frame[frame["backend"] == "ort"].iloc[0]
+    assert row["status"] == "unsupported" and row["reason"] == "no bf16 here"
+    assert pd.isna(row["median_ms"])
+
+
+def test_samples_are_kept_for_measured_cells_only(recs):
+    frame = tables.samples(recs)
+    assert len(frame) == 200 * 6
+    assert set(frame["backend"]) == {"eager", "fast", "wrong", "same"}
+
+
+def test_speedup_vs_baseline_with_ci(recs):
+    frame = tables.speedups(recs, BASELINE).set_index(["backend", "seq_len"])
+    assert frame.loc[("eager", 8), "speedup"] == pytest.approx(1.0)
+    assert not frame.loc[("eager", 8), "significant"]
+    fast = frame.loc[("fast", 8)]
+    assert fast["speedup"] == pytest.approx(2.0, rel=0.02)
+    assert fast["speedup_lo"] < 2.0 < fast["speedup_hi"] and fast["significant"]
+    assert not frame.loc[("same", 8), "significant"]
+    slower = frame.loc[("fast", 16)]
+    assert slower["speedup"] < 1 and slower["significant"]
+    assert ("ort", 8) not in frame.index  # no number for a cell that was not measured
+
+
+def test_best_per_shape_skips_cells_that_fail_accuracy(recs):
+    cells = tables.cells(recs)
+    best = tables.best_per_shape(cells, tables.speedups(recs, BASELINE)).set_index("seq_len")
+    assert best.loc[8, "backend"] == "fast"  # 'wrong' is faster but fails the accuracy check
+    assert best.loc[16, "backend"] == "eager"
+
+
+def test_environments_are_counted(recs):
+    env = tables.environments(recs)
+    assert env["cells"].sum() == len(recs)
+    assert len(env) == 2  # the unsupported record has no env: it shows as its own row, not merged
+
+
+def test_write_and_read_all(tmp_path, recs):
+    paths = []
+    for i, record in enumerate(recs):
+        path = tmp_path / "cells" / f"{i}.json"
+        records.write(record, path)
+        paths.append(path)
+    written = tables.write_all(paths, BASELINE, tmp_path / "tables")
+    back = tables.read_all(tmp_path / "tables")
+    assert set(back) == set(tables.TABLES)
+    assert len(back["cells"]) == len(written["cells"]) == len(recs)
+
+
+def test_report_escapes_every_string(tmp_path, recs):
+    evil = "<script>alert(1)</script>"
+    recs = [measured("eager", "fp32", 10.0, model=evil), failed("ort", "bf16", reason=evil)]
+    frames = {"cells": tables.cells(recs), "samples": tables.samples(recs),
+              "speedup": tables.speedups(recs, BASELINE), "environment": tables.environments(recs)}
+    frames["best"] = tables.best_per_shape(frames["cells"], frames["speedup"])
+    png = tmp_path / "f.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n")
+    html = report.render(frames, {"speedup_heatmap": png, "latency_vs_seq_len": png},
+                         {"baseline": BASELINE, "models": {evil: {}}}, tmp_path / "index.html")
+    assert evil not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html

