@@ -8,6 +8,7 @@ and only a cell whose timed path was verified is ``ok``.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +32,31 @@ class CellSpec:
     policy: TimingPolicy
     tolerance: float
     log_path: str | None = None
+    process_start: float | None = None  # perf_counter() at process start, to account for per-cell overhead
 
 
 def run(spec: CellSpec) -> dict:
     """Measure one cell and return its record (the caller writes it)."""
+    record = _run(spec)
+    record["cost"] = cost(record, spec.process_start)
+    return record
+
+
+def cost(record: dict, process_start: float | None) -> dict:
+    """Where the cell job's time went: measuring (warm-up + timed loop) vs everything else (imports,
+    loading, compiling). The rest is the per-cell price of one process per cell."""
+    policy = (record.get("timing") or {}).get("policy") or {}
+    measuring = policy.get("warmup_seconds", 0.0) + policy.get("loop_seconds", 0.0)
+    process = time.perf_counter() - process_start if process_start is not None else None
+    return {
+        "process_s": process,
+        "prepare_s": (record.get("prepare") or {}).get("seconds"),
+        "measure_s": measuring,
+        "overhead_s": process - measuring if process is not None else None,
+    }
+
+
+def _run(spec: CellSpec) -> dict:
     record = records.new_record(spec.key, spec.options, spec.log_path)
     record["env"] = environment.software()
     record["device"] = environment.cpu_device(spec.threads) if spec.device == "cpu" else {"kind": spec.device}

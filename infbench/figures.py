@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -49,6 +50,12 @@ def speedup_heatmap(speedup: pd.DataFrame, path: Path, baseline: dict) -> None:
     grid = sns.FacetGrid(frame, col="panel", row="precision", height=2.6, aspect=1.25, sharex=False,
                          sharey=False, margin_titles=True)
     grid.map_dataframe(_heatmap, vmin=1 - spread, vmax=1 + spread)
+    measured = set(zip(frame["precision"], frame["panel"]))
+    for (precision, panel), ax in grid.axes_dict.items():
+        if (precision, panel) not in measured:
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, "not measured\n(see the cells table)", ha="center", va="center", color="#777",
+                    transform=ax.transAxes)
     grid.set_titles(col_template="{col_name}", row_template="{row_name}")
     grid.set_axis_labels("seq_len", "batch")
     grid.figure.suptitle(
@@ -74,7 +81,14 @@ def latency_vs_seq_len(cells: pd.DataFrame, path: Path) -> None:
     grid = sns.FacetGrid(ok, col="batch", hue="series", height=3.2, aspect=1.2, sharey=False)
     grid.map_dataframe(_ci_band)
     grid.map_dataframe(sns.lineplot, x="seq_len", y="median_ms", marker="o")
-    grid.set(xscale="log", yscale="log")
+    seq_lens = sorted(ok["seq_len"].unique())
+    for ax in grid.axes.flat:
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(seq_lens, [str(s) for s in seq_lens])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     grid.set_titles(col_template="batch {col_name}")
     grid.set_axis_labels("seq_len (tokens)", "median latency (ms)")
     grid.add_legend(title="model · backend · precision")

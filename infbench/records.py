@@ -38,6 +38,7 @@ def new_record(key: dict, options: dict, log: str | None) -> dict:
         "memory": {"peak_bytes": None},
         "device": {},
         "env": {},
+        "cost": {},
         "started_at": now(),
         "finished_at": None,
     }

@@ -60,6 +60,8 @@ def _row(record: dict) -> dict:
         "fallback": prepare.get("fallback"),
         "fused_ops": json.dumps(prepare["fused_ops"], sort_keys=True) if prepare.get("fused_ops") else None,
         "peak_bytes": (record.get("memory") or {}).get("peak_bytes"),
+        "process_s": (record.get("cost") or {}).get("process_s"),
+        "overhead_s": (record.get("cost") or {}).get("overhead_s"),
         "device": (record.get("device") or {}).get("name"),
         "threads": (record.get("device") or {}).get("threads"),
         "options": json.dumps(record.get("options") or {}, sort_keys=True),

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# Tests never reach a model hub: pretrained models come from local directories only.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 

@@ -159,3 +159,19 @@ def test_pretrained_model_builds_through_the_workflow(tmp_path):
     manifest = json.loads((tmp_path / "results/models/minilm/manifest.json").read_text())
     assert manifest["source"] == "pretrained" and manifest["architecture"] == "BertModel"
     assert manifest["spec"]["pretrained"] == str(gt.get_model_path())
+
+
+def test_records_account_for_per_cell_overhead(tiny_run):
+    cells = pd.read_csv(tiny_run / "results/tables/cells.csv")
+    ok = cells[cells["status"] == "ok"]
+    assert (ok["process_s"] > 0).all()
+    assert (ok["overhead_s"] > 0).all() and (ok["overhead_s"] < ok["process_s"]).all()
+
+
+def test_snakemake_report_includes_tables_and_figures(tiny_run):
+    snakemake(tiny_run, "--configfile", "tiny.yaml", "--report", "smk-report.zip")
+    import zipfile
+
+    names = zipfile.ZipFile(tiny_run / "smk-report.zip").namelist()
+    for artifact in ("speedup_heatmap.png", "latency_vs_seq_len.png", "cells.csv", "speedup.csv"):
+        assert any(name.endswith(artifact) for name in names), artifact
