@@ -13,7 +13,7 @@ import numpy as np
 
 MANIFEST = "manifest.json"
 OUTPUT_NAME = "last_hidden_state"
-REFERENCE_KEY = "reference_fp32"
+REFERENCE_PREFIX = "reference_"
 
 
 def read_manifest(model_dir: Path) -> dict:
@@ -34,15 +34,18 @@ def make_inputs(manifest: dict, batch: int, seq_len: int, seed: int) -> dict[str
     return {name: arrays[name] for name in manifest["input_names"]}
 
 
-def save_reference(path: Path, inputs: dict[str, np.ndarray], reference: np.ndarray) -> None:
-    """Inputs and the fp32 eager output for one shape: every cell of that shape is fed and judged by this file."""
+def save_reference(path: Path, inputs: dict[str, np.ndarray], references: dict[str, np.ndarray]) -> None:
+    """Inputs and the eager outputs (by precision: fp32, fp64) for one shape: every cell of that shape is fed
+    and judged by this file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **inputs, **{REFERENCE_KEY: reference})
+    np.savez(tmp, **inputs, **{REFERENCE_PREFIX + name: array for name, array in references.items()})
     tmp.replace(path)
 
 
-def load_reference(path: Path, names: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def load_reference(path: Path, names: list[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(inputs by name, references by precision)."""
     with np.load(path) as data:
-        return {name: data[name] for name in names}, data[REFERENCE_KEY]
+        references = {key[len(REFERENCE_PREFIX):]: data[key] for key in data.files if key.startswith(REFERENCE_PREFIX)}
+        return {name: data[name] for name in names}, references

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from infbench import accuracy, artifacts, engines, environment, records
 from infbench.engines.base import CellContext
-from infbench.timing import TimingPolicy, measure
+from infbench.timing import CudaEventClock, HostClock, TimingPolicy, measure
 
 log = logging.getLogger("infbench.cell")
 
@@ -59,7 +59,8 @@ def cost(record: dict, process_start: float | None) -> dict:
 def _run(spec: CellSpec) -> dict:
     record = records.new_record(spec.key, spec.options, spec.log_path)
     record["env"] = environment.software()
-    record["device"] = environment.cpu_device(spec.threads) if spec.device == "cpu" else {"kind": spec.device}
+    record["device"] = (environment.cpu_device(spec.threads) if spec.device == "cpu"
+                        else {"kind": spec.device, "threads": spec.threads})
     engine = engines.get(spec.key["engine"])
     for status, check in (("unsupported", lambda: engine.supports(spec.key["precision"], spec.device)),
                           ("unavailable", lambda: engine.available(spec.device))):
@@ -80,25 +81,37 @@ def peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
 
 
+def _clock(spec: CellSpec):
+    if spec.device == "cuda":
+        return CudaEventClock(flush_l2=spec.policy.flush_l2)
+    return HostClock()
+
+
 def _measure(spec: CellSpec, engine, record: dict) -> dict:
     manifest = artifacts.read_manifest(spec.model_dir)
-    inputs, reference = artifacts.load_reference(spec.reference, manifest["input_names"])
+    inputs, references = artifacts.load_reference(spec.reference, manifest["input_names"])
     context = CellContext(spec.model_dir, spec.graph_path, inputs, spec.key["precision"], spec.options,
                           spec.device, spec.threads)
     runner = engine.prepare(context)
     try:
         record["prepare"] = runner.prepare
-        timing = measure(runner.run, spec.policy)
+        clock = _clock(spec)
+        if spec.device == "cuda":
+            record["device"] = environment.cuda_device()
+        timing = measure(runner.run, spec.policy, clock)
+        if spec.device == "cuda":
+            record["device"] = environment.before_after(record["device"], environment.nvml_sample())
         problem = runner.verify()
         record["prepare"] = runner.prepare
         record["timing"] = timing
         batch, seq_len = spec.key["batch"], spec.key["seq_len"]
         seconds = timing["median_ms"] / 1e3
         record["throughput"] = {"sequences_per_s": batch / seconds, "tokens_per_s": batch * seq_len / seconds}
-        record["accuracy"] = accuracy.compare(runner.output(), reference, spec.tolerance)
+        record["accuracy"] = accuracy.judge(runner.output(), references, spec.tolerance)
+        record["memory"] = {"peak_bytes": peak_rss_bytes(), "what": "process peak RSS (host)",
+                            "device_peak_bytes": runner.device_peak_bytes()}
     finally:
         runner.close()
-    record["memory"] = {"peak_bytes": peak_rss_bytes(), "what": "process peak RSS (host)"}
     if problem:
         return records.finish(record, "failed", problem)
     if not record["accuracy"]["finite"]:

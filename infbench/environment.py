@@ -81,6 +81,69 @@ def cpu_device(threads: int) -> dict:
     }
 
 
+def cuda_device(index: int = 0) -> dict:
+    """The device section of a GPU cell, from NVML (absent NVML: the name from torch, the rest None).
+
+    Clocks, temperature and power are read now; the cell reads them before and after timing so that a
+    clock that moved during the measurement is visible in the record.
+    """
+    info = {"kind": "cuda", "index": index, "name": None, "driver": None, "cuda": None, "sm_clock_mhz": None,
+            "temp_c": None, "power_w": None, "nvml": None}
+    try:
+        import torch
+
+        info["cuda"] = torch.version.cuda
+        info["name"] = torch.cuda.get_device_name(index)
+    except Exception:  # noqa: BLE001 - environment probing must never fail a cell
+        pass
+    info.update(nvml_sample(index))
+    return info
+
+
+def nvml_sample(index: int = 0) -> dict:
+    """SM clock (MHz), temperature (C), power (W), driver from NVML; {'nvml': reason} when NVML is absent."""
+    try:
+        import pynvml
+    except ImportError:
+        return {"nvml": "nvidia-ml-py not installed"}
+    try:
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        return {
+            "nvml": "ok",
+            "name": pynvml.nvmlDeviceGetName(handle),
+            "driver": pynvml.nvmlSystemGetDriverVersion(),
+            "sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
+            "temp_c": pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
+            "power_w": pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
+        }
+    except Exception as error:  # noqa: BLE001 - NVML errors (no driver, no permission) become data
+        return {"nvml": f"NVML unavailable: {error}"}
+
+
+def nvml_process_bytes(index: int = 0) -> int | None:
+    """Device memory held by this process (ORT's arena does not shrink, so after timing this is its peak)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        for process in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+            if process.pid == os.getpid():
+                return int(process.usedGpuMemory)
+    except Exception:  # noqa: BLE001 - no NVML, no number
+        return None
+    return None
+
+
+def before_after(before: dict, after: dict) -> dict:
+    """Device section with [before, after] for what can move during a cell (clock, temperature, power)."""
+    merged = dict(before)
+    for key in ("sm_clock_mhz", "temp_c", "power_w"):
+        merged[key] = [before.get(key), after.get(key)]
+    return merged
+
+
 def detect_device() -> str:
     """'cuda' when an NVIDIA GPU is visible to the driver, else 'cpu' — without importing torch."""
     gpus = Path("/proc/driver/nvidia/gpus")

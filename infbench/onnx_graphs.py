@@ -99,5 +99,31 @@ def optimize(exported: Path, out: Path, model_dir: Path, parity_rtol: float) -> 
     onnx.checker.check_model(str(out))
     manifest = artifacts.read_manifest(model_dir)
     parity = check_parity(ort_cpu(exported), ort_cpu(out), manifest, parity_rtol, "optimized vs exported graph")
-    return write_sidecar(out, {"optimizer": "onnxscript optimize_for_ort", "parity": parity,
+    info = write_sidecar(out, {"optimizer": "onnxscript optimize_for_ort", "parity": parity,
                                "fusions": {k: int(v) for k, v in fusion_counts.items() if v}})
+    require_attention_fusion(info["fused_ops"], model_dir)
+    return info
+
+
+def require_attention_fusion(fused_ops: dict[str, int], model_dir: Path) -> None:
+    """One fused attention op per layer, or an error: an unfused graph would be a silently slow number."""
+    layers = json.loads((Path(model_dir) / "config.json").read_text()).get("num_hidden_layers")
+    attention = sum(fused_ops.get(op, 0) for op in ("Attention", "MultiHeadAttention", "GroupQueryAttention"))
+    if layers and attention != layers:
+        raise ValueError(f"expected {layers} fused attention ops (one per layer), found {attention}: {fused_ops}")
+
+
+def to_fp16(graph_path: Path, out: Path) -> dict:
+    """fp16 weights and activations, converted after fusion (the fusion patterns match fp32 graphs only).
+
+    Inputs (int64 ids) and the output stay in their original types, so cells feed and compare the same
+    arrays at every precision; ORT's converter keeps its default list of numerically fragile ops in fp32.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(graph_path)), keep_io_types=True)
+    onnx.save(model, str(out))
+    onnx.checker.check_model(str(out))
+    return write_sidecar(out, {"converter": "onnxruntime.transformers.float16 (keep_io_types)",
+                               "source": Path(graph_path).name})

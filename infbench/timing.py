@@ -30,6 +30,7 @@ class TimingPolicy:
     max_iters: int = 2000
     budget_s: float = 5.0
     target_ci_rel_width: float = 0.02
+    flush_l2: bool = False
 
     @classmethod
     def from_config(cls, timing: dict) -> "TimingPolicy":
@@ -53,6 +54,40 @@ class HostClock:
         start = time.perf_counter_ns()
         run()
         return (time.perf_counter_ns() - start) / 1e6
+
+
+class CudaEventClock:
+    """CUDA events recorded around the call on the current stream, then one event synchronisation.
+
+    The interval is device time from the first to the last kernel of the call, including any gaps in which
+    the GPU waited for the host to launch work (so launch-bound engines are not flattered). The
+    synchronisation after each iteration keeps iterations from overlapping; it is outside the interval.
+    With ``flush_l2`` a buffer twice the L2 size is overwritten before each iteration (outside the
+    interval), so every iteration starts with a cold L2 as it would between real requests.
+    """
+
+    name = "cuda_event"
+
+    def __init__(self, flush_l2: bool = False):
+        import torch
+
+        self.torch = torch
+        self.start = torch.cuda.Event(enable_timing=True)
+        self.end = torch.cuda.Event(enable_timing=True)
+        self.flush_buffer = None
+        if flush_l2:
+            l2_bytes = torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
+            self.flush_buffer = torch.empty(2 * l2_bytes, dtype=torch.uint8, device="cuda")
+            self.name = "cuda_event+l2_flush"
+
+    def time_ms(self, run: Callable[[], object]) -> float:
+        if self.flush_buffer is not None:
+            self.flush_buffer.zero_()
+        self.start.record()
+        run()
+        self.end.record()
+        self.end.synchronize()
+        return self.start.elapsed_time(self.end)
 
 
 def _converged(samples: list[float], target: float) -> bool:

@@ -21,6 +21,7 @@ rule reference:
         npz="results/reference/{model}/b{batch}_s{seq_len}.npz",
     params:
         seed=config["inputs"]["seed"],
+        device=DEVICE,
     conda:
         ENV
     log:
@@ -29,4 +30,5 @@ rule reference:
         "benchmarks/reference/{model}/b{batch}_s{seq_len}.tsv"
     shell:
         "python3 -m scripts.make_reference --manifest {input.manifest:q} --batch {wildcards.batch}"
-        " --seq-len {wildcards.seq_len} --seed {params.seed} --out {output.npz:q} > {log:q} 2>&1"
+        " --seq-len {wildcards.seq_len} --seed {params.seed} --device {params.device}"
+        " --out {output.npz:q} > {log:q} 2>&1"

@@ -36,3 +36,21 @@ rule optimize_onnx:
     shell:
         "python3 -m scripts.optimize_onnx --exported {input.graph:q} --manifest {input.manifest:q}"
         " --out {output.graph:q} --parity-rtol {params.parity_rtol} > {log:q} 2>&1"
+
+
+rule convert_fp16:
+    input:
+        graph="results/onnx/{model}/{graph}.onnx",
+    output:
+        graph="results/onnx/{model}/{graph}_fp16.onnx",
+        info="results/onnx/{model}/{graph}_fp16.json",
+    wildcard_constraints:
+        graph="exported|optimized",
+    conda:
+        ENV
+    log:
+        "logs/onnx/{model}/{graph}_fp16.log",
+    benchmark:
+        "benchmarks/onnx/{model}/{graph}_fp16.tsv"
+    shell:
+        "python3 -m scripts.convert_fp16 --graph {input.graph:q} --out {output.graph:q} > {log:q} 2>&1"

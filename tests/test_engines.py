@@ -106,10 +106,10 @@ def test_ort_io_binding_writes_the_preallocated_buffer(tiny_run, graph):
 
     ctx = context(tiny_run, graph=graph, options={"graph": graph})
     runner = ort_engine.prepare(ctx)
-    buffer = runner.out.ctypes.data
-    runner.out[:] = np.nan
+    buffer = runner.out.data_ptr()
     runner.run()
-    assert runner.out.ctypes.data == buffer
+    assert runner.out.data_ptr() == buffer  # the output lands in the buffer bound once, not a new allocation
+    assert runner.prepare["providers"][0] == "CPUExecutionProvider"
     plain = ort.InferenceSession(str(ctx.graph_path), providers=["CPUExecutionProvider"]).run(None, ctx.inputs)[0]
     np.testing.assert_allclose(runner.output(), plain, rtol=1e-5, atol=1e-6)
 
@@ -150,3 +150,62 @@ def test_engine_crash_becomes_a_failed_record(tiny_run, monkeypatch):
     record = cell.run(spec(tiny_run, "eager", "torch"))
     assert record["status"] == "failed"
     assert record["reason"] == "RuntimeError: out of memory"
+
+
+def test_ort_reads_the_graph_of_its_precision():
+    from infbench.engines import ort as ort_engine
+
+    assert ort_engine.graph({"graph": "optimized"}, "fp32") == "optimized"
+    assert ort_engine.graph({"graph": "optimized"}, "fp16") == "optimized_fp16"
+    assert ort_engine.supports("fp16", "cuda") is None
+    assert "fp16" in ort_engine.supports("fp16", "cpu")
+    cuda = ort_engine.providers(CellContext(Path("."), None, {}, "fp16", {"cuda_graph": True}, "cuda", 1))
+    assert cuda == [("CUDAExecutionProvider", {"device_id": 0, "enable_cuda_graph": "1"})]
+
+
+def test_fp16_conversion_keeps_io_types_and_fusions(tiny_run, tmp_path):
+    import json
+
+    import onnxruntime as ort
+
+    from infbench import onnx_graphs
+
+    source = tiny_run / "results/onnx/tiny-bert/optimized.onnx"
+    info = onnx_graphs.to_fp16(source, tmp_path / "optimized_fp16.onnx")
+    assert info["fused_ops"]["Attention"] == 2
+    session = ort.InferenceSession(str(tmp_path / "optimized_fp16.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.type for i in session.get_inputs()] == ["tensor(int64)"] * 3
+    assert session.get_outputs()[0].type == "tensor(float)"
+    assert json.loads((tmp_path / "optimized_fp16.json").read_text())["source"] == "optimized.onnx"
+
+
+def test_missing_attention_fusion_is_an_error(tiny_run):
+    from infbench import onnx_graphs
+
+    with pytest.raises(ValueError, match="expected 2 fused attention ops"):
+        onnx_graphs.require_attention_fusion({"SkipLayerNormalization": 4}, tiny_run / "results/models/tiny-bert")
+    onnx_graphs.require_attention_fusion({"Attention": 2}, tiny_run / "results/models/tiny-bert")
+
+
+def test_nvml_absence_is_data_not_a_crash(monkeypatch):
+    import sys
+
+    from infbench import environment
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    assert environment.nvml_sample() == {"nvml": "nvidia-ml-py not installed"}
+    device = environment.cuda_device()
+    assert device["kind"] == "cuda" and device["sm_clock_mhz"] is None
+    merged = environment.before_after({"sm_clock_mhz": 1000, "temp_c": 40}, {"sm_clock_mhz": 900})
+    assert merged["sm_clock_mhz"] == [1000, 900] and merged["temp_c"] == [40, None]
+
+
+def test_accuracy_reports_fp32_and_fp64_references():
+    from infbench import accuracy
+
+    ref = np.linspace(1, 2, 64).reshape(2, 32)
+    result = accuracy.judge(ref * (1 + 1e-3), {"fp32": ref.astype(np.float32), "fp64": ref}, tolerance=1e-2)
+    assert result["passed"] and result["rel_l2"] == pytest.approx(1e-3, rel=1e-3)
+    assert result["fp64"]["rel_l2"] == pytest.approx(1e-3, rel=1e-6)
+    bad = accuracy.judge(np.full_like(ref, np.nan), {"fp32": ref}, tolerance=1.0)
+    assert not bad["passed"] and not bad["finite"]

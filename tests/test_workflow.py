@@ -5,6 +5,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -24,7 +25,7 @@ def test_tables_hold_every_cell_with_the_right_status(tiny_run):
     assert len(ok) == 12
     assert ok["accuracy_passed"].all()
     assert (ok["ci_lo_ms"] <= ok["median_ms"]).all() and (ok["median_ms"] <= ok["ci_hi_ms"]).all()
-    assert (ok["tokens_per_s"] == pytest.approx(ok["sequences_per_s"] * ok["seq_len"]))
+    np.testing.assert_allclose(ok["tokens_per_s"], ok["sequences_per_s"] * ok["seq_len"])
     compiled = ok[ok["backend"] == "inductor"]
     assert (compiled["graphs"] >= 1).all() and (~compiled["fallback"].astype(bool)).all()
     assert ok[ok["backend"] == "ort-fused"]["fused_ops"].str.contains("Attention").all()

@@ -7,8 +7,8 @@ An engine is one module exposing four names (nothing else is called by the pipel
     import-free, so unsupported cells never pay for loading a library.
 ``available(device) -> str | None``
     Can it run here: a reason (library not importable, device missing), or None.
-``graph(options) -> str | None``
-    Which ONNX graph the engine reads ('exported', 'optimized') or None; the workflow turns this into the
+``graph(options, precision) -> str | None``
+    Which ONNX graph the engine reads ('exported', 'optimized', 'optimized_fp16', ...) or None; the workflow turns this into the
     cell job's input, so a torch cell never waits for, nor reruns after, an ONNX export.
 ``prepare(cell: CellContext) -> Runner``
     Load / compile / build outside the timed region (see infbench.engines.base.Runner).

@@ -47,6 +47,10 @@ class Runner:
         """The last output as a host array (outside the timed region), for the accuracy check."""
         raise NotImplementedError
 
+    def device_peak_bytes(self) -> int | None:
+        """Peak device memory of the cell (accelerators only)."""
+        return None
+
     def verify(self) -> str | None:
         """After timing: a reason the timed path was not the one claimed (e.g. eager fallback), or None."""
         return None

@@ -1,7 +1,10 @@
 """ONNX Runtime: the exported or the fusion-optimized graph, run through IO binding.
 
-IO binding keeps inputs in ORT-owned buffers bound once and writes outputs into one pre-allocated array, so
-the timed call is the session's work only (no per-call input conversion or output allocation).
+IO binding binds inputs once as OrtValues on the cell's device and the output to one pre-allocated OrtValue
+there, so the timed call is the session's work only: no per-call host↔device copy, conversion or output
+allocation. ``Run`` returns when the device work is done (ORT synchronises its stream), so the clock's
+interval around it is the real latency. fp16 runs the fp16 conversion of the chosen graph (converted after
+fusion, see infbench.onnx_graphs).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import numpy as np
 from infbench.engines.base import CellContext, Runner
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-PRECISIONS = {"cpu": ("fp32",), "cuda": ("fp32",)}
+PRECISIONS = {"cpu": ("fp32",), "cuda": ("fp32", "fp16")}
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
           "all": "ORT_ENABLE_ALL"}
 
@@ -32,31 +35,45 @@ def available(device: str) -> str | None:
         return f"onnxruntime not importable: {error}"
     provider = PROVIDERS[device]
     if provider not in onnxruntime.get_available_providers():
-        return f"{provider} not in this onnxruntime build ({onnxruntime.get_available_providers()})"
+        return f"{provider} not in this onnxruntime build ({', '.join(onnxruntime.get_available_providers())})"
     return None
 
 
-def graph(options: dict) -> str | None:
-    return options.get("graph", "exported")
+def graph(options: dict, precision: str) -> str:
+    """The graph file stem: 'exported' / 'optimized', with '_fp16' for the fp16 conversion."""
+    name = options.get("graph", "exported")
+    return f"{name}_fp16" if precision == "fp16" else name
 
 
 class OrtRunner(Runner):
     def __init__(self, session, context: CellContext, prepare: dict):
+        import onnxruntime as ort
+
         super().__init__(prepare=prepare)
         self.session = session
+        self.device = context.device
         output = session.get_outputs()[0].name
         first = session.run([output], context.inputs)[0]  # discovers the output shape and dtype
-        self.out = np.empty_like(first)
         self.binding = session.io_binding()
-        for name, array in context.inputs.items():
-            self.binding.bind_cpu_input(name, np.ascontiguousarray(array))
-        self.binding.bind_output(output, "cpu", 0, self.out.dtype, list(self.out.shape), self.out.ctypes.data)
+        self.inputs = {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), context.device, 0)
+                       for name, array in context.inputs.items()}
+        for name, value in self.inputs.items():
+            self.binding.bind_ortvalue_input(name, value)
+        self.out = ort.OrtValue.ortvalue_from_shape_and_type(list(first.shape), first.dtype, context.device, 0)
+        self.binding.bind_ortvalue_output(output, self.out)
 
     def run(self) -> None:
         self.session.run_with_iobinding(self.binding)
 
     def output(self) -> np.ndarray:
-        return self.out.copy()
+        return np.array(self.out.numpy(), copy=True)
+
+    def device_peak_bytes(self) -> int | None:
+        if self.device != "cuda":
+            return None
+        from infbench.environment import nvml_process_bytes
+
+        return nvml_process_bytes()
 
     def close(self) -> None:
         self.binding = None
@@ -74,20 +91,29 @@ def session_options(options: dict, threads: int):
     return so
 
 
+def providers(context: CellContext) -> list:
+    if context.device == "cuda":
+        cuda = {"device_id": 0, "enable_cuda_graph": "1" if context.options.get("cuda_graph") else "0"}
+        return [(PROVIDERS["cuda"], cuda)]
+    return [PROVIDERS["cpu"]]
+
+
 def prepare(context: CellContext) -> OrtRunner:
     import onnxruntime as ort
 
     start = time.perf_counter()
-    session = ort.InferenceSession(
-        str(context.graph_path), session_options(context.options, context.threads), providers=[PROVIDERS[context.device]]
-    )
+    session = ort.InferenceSession(str(context.graph_path), session_options(context.options, context.threads),
+                                   providers=providers(context))
+    if session.get_providers()[0] != PROVIDERS[context.device]:
+        raise RuntimeError(f"session fell back to {session.get_providers()[0]} instead of {PROVIDERS[context.device]}")
     seconds = time.perf_counter() - start
     sidecar = context.graph_path.with_suffix(".json")
     graph_info = json.loads(sidecar.read_text()) if sidecar.exists() else {}
     return OrtRunner(session, context, {
         "seconds": seconds,
         "what": "create inference session",
-        "graph": context.options.get("graph", "exported"),
+        "graph": context.graph_path.stem,
         "fused_ops": graph_info.get("fused_ops", {}),
         "providers": session.get_providers(),
+        "cuda_graph": bool(context.options.get("cuda_graph")),
     })

@@ -38,6 +38,7 @@ class CountingInductor:
         import torch._inductor
 
         self.config_patches = torch._inductor.list_mode_options(mode, dynamic)
+        self.cudagraphs = bool(self.config_patches.get("triton.cudagraphs", False))
         self.graphs_built = 0
         self.graph_calls = 0
 
@@ -70,13 +71,18 @@ class CompiledRunner(TorchRunner):
             self.eager_runs += 1
 
     def verify(self) -> str | None:
+        from torch._dynamo.utils import counters
+
         recompiles = self.backend.graphs_built - self.graphs_after_prepare
+        cudagraph_skips = int(counters["inductor"].get("cudagraph_skips", 0))
         self.prepare.update(recompiles=recompiles, fallback=self.eager_runs > 0, eager_runs=self.eager_runs,
-                            compiled_runs=self.runs - self.eager_runs)
+                            compiled_runs=self.runs - self.eager_runs, cudagraph_skips=cudagraph_skips)
         if self.eager_runs:
             return f"compiled path not taken in {self.eager_runs} of {self.runs} runs (eager fallback)"
         if recompiles:
             return f"{recompiles} recompile(s) after preparation: compilation inside the timed region"
+        if self.backend.cudagraphs and self.device == "cuda" and cudagraph_skips:
+            return f"CUDA graphs requested but skipped {cudagraph_skips} time(s): the timed path was not replayed"
         return None
 
 
@@ -85,7 +91,7 @@ def prepare(context: CellContext) -> CompiledRunner:
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    options = {"mode": "default", "dynamic": False, "fullgraph": False, **context.options}
+    options = {"mode": "default", "dynamic": False, "fullgraph": False, "tf32": False, **context.options}
     start = time.perf_counter()
     module = torch_eager.load(context)
     load_seconds = time.perf_counter() - start
@@ -116,5 +122,6 @@ def prepare(context: CellContext) -> CompiledRunner:
         inductor_cache_dir=os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
         mode=options["mode"],
         dynamic=options["dynamic"],
+        cudagraphs=backend.cudagraphs,
     )
     return runner

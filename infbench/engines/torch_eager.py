@@ -1,6 +1,8 @@
 """PyTorch eager: the baseline every speedup is measured against.
 
-Weights are cast to the cell's precision (no autocast); attention is whatever transformers selects (SDPA).
+Weights are cast to the cell's precision (no autocast unless the ``autocast`` option asks for fp32 weights
+under autocast); attention is whatever transformers selects (SDPA). fp32 on CUDA is true fp32: TF32 is off
+unless the ``tf32`` option turns it on (as its own backend entry, so both are reported).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def torch_available(device: str) -> str | None:
     return None
 
 
-def graph(options: dict) -> str | None:
+def graph(options: dict, precision: str) -> str | None:
     return None
 
 
@@ -43,17 +45,34 @@ class TorchRunner(Runner):
     """Calls a module on device-resident tensors; shared by eager and compiled torch engines."""
 
     def __init__(self, module, context: CellContext, prepare: dict):
+        import contextlib
+
         import torch
 
         super().__init__(prepare=prepare)
         self.module = module
+        self.device = context.device
         self.tensors = tuple(torch.from_numpy(context.inputs[n]).to(context.device) for n in context.inputs)
         self.last = None
         self._inference = torch.inference_mode
+        self._autocast = contextlib.nullcontext
+        if context.options.get("autocast"):
+            dtype = models_dtype(context.precision)
+            self._autocast = lambda: torch.autocast(device_type=context.device, dtype=dtype)
+        if context.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
 
     def run(self) -> None:
-        with self._inference():
+        with self._inference(), self._autocast():
             self.last = self.module(*self.tensors)
+
+    def device_peak_bytes(self) -> int | None:
+        if self.device != "cuda":
+            return None
+        import torch
+
+        return int(torch.cuda.max_memory_allocated())
 
     def output(self) -> np.ndarray:
         return self.last.float().cpu().numpy()
@@ -63,18 +82,29 @@ class TorchRunner(Runner):
         self.last = None
 
 
-def pin_threads(threads: int) -> None:
+def models_dtype(precision: str):
+    from infbench import models
+
+    return models.TORCH_DTYPES[precision]
+
+
+def set_math(context: CellContext) -> None:
+    """Threads pinned (CPU); TF32 only when the backend asks for it (CUDA)."""
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(context.threads)
+    tf32 = bool(context.options.get("tf32", False))
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
 
 
 def load(context: CellContext):
-    """The saved model as a module in the cell's precision on its device, with threads pinned."""
+    """The saved model as a module in the cell's precision (fp32 under autocast) on its device."""
     from infbench import models
 
-    pin_threads(context.threads)
-    return models.load_module(context.model_dir, context.precision, context.device)
+    set_math(context)
+    weights = "fp32" if context.options.get("autocast") else context.precision
+    return models.load_module(context.model_dir, weights, context.device)
 
 
 def prepare(context: CellContext) -> Runner:
