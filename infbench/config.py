@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import jsonschema
@@ -82,17 +82,28 @@ def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
 
 
 def _check_cross_references(config: dict) -> None:
+    for name, entry in config["backends"].items():
+        extra = sorted(set(entry["precisions"] or []) - set(config["precisions"]))
+        if extra:
+            raise ConfigError(f"invalid config: backends.{name}.precisions: {extra} not in precisions "
+                              f"{config['precisions']}")
     baseline = config["baseline"]
     if baseline["backend"] not in config["backends"]:
         raise ConfigError(
             f"invalid config: baseline.backend: {baseline['backend']!r} is not a configured backend "
             f"(one of {sorted(config['backends'])})"
         )
-    if baseline["precision"] not in config["precisions"]:
+    if baseline["precision"] not in backend_precisions(config, baseline["backend"]):
         raise ConfigError(
-            f"invalid config: baseline.precision: {baseline['precision']!r} is not in precisions "
-            f"{config['precisions']}"
+            f"invalid config: baseline.precision: {baseline['precision']!r} is not a precision of backend "
+            f"{baseline['backend']!r} ({backend_precisions(config, baseline['backend'])})"
         )
+
+
+def backend_precisions(config: dict, backend: str) -> list[str]:
+    """The precisions a backend is timed at, in the order of the top-level list."""
+    allowed = config["backends"][backend].get("precisions")
+    return [p for p in config["precisions"] if allowed is None or p in allowed]
 
 
 def load(path: str | Path) -> dict:
@@ -104,13 +115,9 @@ def cells(config: dict) -> list[Cell]:
     """Every cell of the matrix, in a stable order."""
     return [
         Cell(model, backend, precision, batch, seq_len)
-        for model, backend, precision, batch, seq_len in itertools.product(
-            sorted(config["models"]),
-            sorted(config["backends"]),
-            config["precisions"],
-            sorted(config["batch_sizes"]),
-            sorted(config["seq_lens"]),
-        )
+        for model, backend in itertools.product(sorted(config["models"]), sorted(config["backends"]))
+        for precision in backend_precisions(config, backend)
+        for batch, seq_len in shapes(config)
     ]
 
 
@@ -123,6 +130,3 @@ def canonical(value) -> str:
     """A stable JSON string: what a rule's ``params`` holds, so that only a real change reruns the rule."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
-
-def cell_dict(cell: Cell) -> dict:
-    return asdict(cell)

@@ -26,6 +26,8 @@ DEVICE = detect_device() if config["device"] == "auto" else config["device"]
 CELLS = matrix.cells(config)
 # On the CPU a timing job takes every core: nothing else runs beside it, and its threads are pinned to that count.
 BENCH_THREADS = workflow.cores if DEVICE == "cpu" else 1
+# On a GPU the reference (fp64 on the device) would disturb a timing job: it takes the timing slot too.
+REFERENCE_SLOTS = 1 if DEVICE == "cuda" else 0
 
 NAME = "[A-Za-z0-9][A-Za-z0-9_-]*"
 

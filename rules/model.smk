@@ -22,6 +22,8 @@ rule reference:
     params:
         seed=config["inputs"]["seed"],
         device=DEVICE,
+    resources:
+        timing_slots=REFERENCE_SLOTS,
     conda:
         ENV
     log:

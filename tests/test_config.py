@@ -23,7 +23,8 @@ def test_shipped_configs_validate():
 def test_defaults_are_filled_everywhere():
     config = matrix.validate({"models": {"m": {"model_type": "bert"}}})
     assert config["device"] == "auto"
-    assert config["backends"] == {"eager": {"engine": "torch", "options": {}}}
+    assert config["backends"] == {"eager": {"engine": "torch", "options": {"tf32": False, "autocast": False},
+                                            "precisions": None}}
     assert config["timing"]["warmup_s"] == 0.5
     assert config["accuracy"]["tolerance"]["bf16"] == 0.05
     assert config["models"]["m"]["seed"] == 0
@@ -34,7 +35,9 @@ def test_engine_option_defaults_are_filled():
     config = base()
     config["backends"] = {"eager": {"engine": "torch"}, "c": {"engine": "torch_compile"}}
     matrix.validate(config)
-    assert config["backends"]["c"]["options"] == {"mode": "default", "dynamic": False, "fullgraph": False}
+    assert config["backends"]["c"]["options"] == {"mode": "default", "dynamic": False, "fullgraph": False,
+                                                  "tf32": False}
+    assert config["backends"]["eager"]["options"] == {"tf32": False, "autocast": False}  # no leak between entries
 
 
 def test_every_schema_key_has_a_description_and_a_default():
@@ -73,6 +76,8 @@ BAD = [
     (lambda c: c.update(baseline={"backend": "nope", "precision": "fp32"}), "baseline.backend", "nope"),
     (lambda c: c.update(baseline={"backend": "eager", "precision": "fp16"}), "baseline.precision", "fp16"),
     (lambda c: c["timing"].update(budget_s=0), "timing.budget_s", "0"),
+    (lambda c: c["backends"]["ort"].update(precisions=["fp16"]), "backends.ort.precisions", "fp16"),
+    (lambda c: c["backends"]["eager"].update(precisions=["bf16"]), "baseline.precision", "fp32"),
     (lambda c: c.update(unknown_key=1), "<top level>", "unknown_key"),
 ]
 
@@ -114,3 +119,13 @@ def test_property_shapes_accepted_iff_all_positive(batches, seqs):
     else:
         with pytest.raises(matrix.ConfigError, match=r"^invalid config: (batch_sizes|seq_lens)\[\d+\]"):
             matrix.validate(config)
+
+
+def test_backend_precisions_restrict_its_cells():
+    config = base()
+    config["backends"]["ort"]["precisions"] = ["fp32"]
+    matrix.validate(config)
+    cells = matrix.cells(config)
+    assert {c.precision for c in cells if c.backend == "ort"} == {"fp32"}
+    assert {c.precision for c in cells if c.backend == "eager"} == {"fp32", "bf16"}
+    assert len(cells) == 16 - 2

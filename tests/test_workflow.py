@@ -156,7 +156,7 @@ def test_pretrained_model_builds_through_the_workflow(tmp_path):
     config = tiny_config()
     config["models"] = {"minilm": {"pretrained": str(gt.get_model_path())}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    snakemake(tmp_path, "--configfile", "c.yaml", "results/models/minilm/manifest.json")
+    snakemake(tmp_path, "results/models/minilm/manifest.json", "--configfile", "c.yaml")
     manifest = json.loads((tmp_path / "results/models/minilm/manifest.json").read_text())
     assert manifest["source"] == "pretrained" and manifest["architecture"] == "BertModel"
     assert manifest["spec"]["pretrained"] == str(gt.get_model_path())

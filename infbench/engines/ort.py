@@ -102,6 +102,8 @@ def prepare(context: CellContext) -> OrtRunner:
     import onnxruntime as ort
 
     start = time.perf_counter()
+    if context.device == "cuda" and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels torch also uses, whatever LD_LIBRARY_PATH says
     session = ort.InferenceSession(str(context.graph_path), session_options(context.options, context.threads),
                                    providers=providers(context))
     if session.get_providers()[0] != PROVIDERS[context.device]:
