@@ -26,13 +26,18 @@ PACKAGES = {
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+# Builds published under another distribution name; the first one installed is the one that imports first
+# in the usual layouts (the GPU build installed beside the CPU one shadows it).
+ALTERNATIVES = {"onnxruntime": ("onnxruntime-gpu", "onnxruntime")}
+
+
 def package_version(distribution: str) -> str | None:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        if distribution == "onnxruntime":  # the GPU build has its own distribution name
-            return package_version("onnxruntime-gpu")
-        return None
+    for name in ALTERNATIVES.get(distribution, (distribution,)):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def git_commit() -> str | None:

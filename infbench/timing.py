@@ -1,8 +1,8 @@
 """The one timing function every engine is measured with.
 
 Policy (what ``measure`` does, in order):
-1. Warm-up: call ``run`` untimed until ``warmup_s`` has passed (at least one call), so that lazy
-   initialisation, allocator growth and caches are paid before timing.
+1. Warm-up: call ``run`` untimed until ``warmup_s`` has passed and at least ``warmup_min_iters`` calls
+   were made, so that lazy initialisation, allocator growth and caches are paid before timing.
 2. Timed loop: each iteration is timed on its own by the clock (``perf_counter_ns`` around the call on the
    CPU; a device clock can be plugged in for accelerators). Only ``run`` is inside the timed region: inputs
    are already where the engine reads them and outputs go to pre-allocated buffers.
@@ -26,6 +26,7 @@ from infbench.stats import median_ci, summarize
 @dataclass(frozen=True)
 class TimingPolicy:
     warmup_s: float = 0.5
+    warmup_min_iters: int = 3
     min_iters: int = 10
     max_iters: int = 2000
     budget_s: float = 5.0
@@ -104,7 +105,7 @@ def measure(run: Callable[[], object], policy: TimingPolicy, clock: Clock | None
     while True:
         run()
         warmup_iters += 1
-        if time.perf_counter() - warmup_start >= policy.warmup_s:
+        if time.perf_counter() - warmup_start >= policy.warmup_s and warmup_iters >= policy.warmup_min_iters:
             break
     warmup_seconds = time.perf_counter() - warmup_start
 

@@ -160,7 +160,7 @@ def test_ort_reads_the_graph_of_its_precision():
     assert ort_engine.supports("fp16", "cuda") is None
     assert "fp16" in ort_engine.supports("fp16", "cpu")
     cuda = ort_engine.providers(CellContext(Path("."), None, {}, "fp16", {"cuda_graph": True}, "cuda", 1))
-    assert cuda == [("CUDAExecutionProvider", {"device_id": 0, "enable_cuda_graph": "1"})]
+    assert cuda == [("CUDAExecutionProvider", {"device_id": 0, "enable_cuda_graph": "1", "use_tf32": "0"})]
 
 
 def test_fp16_conversion_keeps_io_types_and_fusions(tiny_run, tmp_path):
@@ -209,3 +209,27 @@ def test_accuracy_reports_fp32_and_fp64_references():
     assert result["fp64"]["rel_l2"] == pytest.approx(1e-3, rel=1e-6)
     bad = accuracy.judge(np.full_like(ref, np.nan), {"fp32": ref}, tolerance=1.0)
     assert not bad["passed"] and not bad["finite"]
+
+
+def test_output_is_preallocated_from_the_graph_dims_without_a_run(tiny_run):
+    """With ORT CUDA graphs the first run is the capture: the output buffer must exist before it."""
+    import onnxruntime as ort
+
+    from infbench.engines import ort as ort_engine
+
+    ctx = context(tiny_run, seq_len=16, graph="optimized")
+    session = ort.InferenceSession(str(ctx.graph_path), providers=["CPUExecutionProvider"])
+    assert ort_engine.output_shape(session, ctx.inputs) == [1, 16, 64]
+    runner = ort_engine.OrtRunner(session, ctx, {})
+    assert not np.any(runner.out.numpy())  # nothing has run yet
+    runner.run()
+    np.testing.assert_allclose(runner.output(), session.run(None, ctx.inputs)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_cuda_provider_is_true_fp32_unless_tf32_is_asked():
+    from infbench.engines import ort as ort_engine
+
+    fp32 = ort_engine.providers(CellContext(Path("."), None, {}, "fp32", {}, "cuda", 1))
+    assert fp32[0][1]["use_tf32"] == "0"
+    tf32 = ort_engine.providers(CellContext(Path("."), None, {}, "fp32", {"tf32": True}, "cuda", 1))
+    assert tf32[0][1]["use_tf32"] == "1"

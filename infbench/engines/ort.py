@@ -52,15 +52,17 @@ class OrtRunner(Runner):
         super().__init__(prepare=prepare)
         self.session = session
         self.device = context.device
-        output = session.get_outputs()[0].name
-        first = session.run([output], context.inputs)[0]  # discovers the output shape and dtype
+        output = session.get_outputs()[0]
         self.binding = session.io_binding()
         self.inputs = {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), context.device, 0)
                        for name, array in context.inputs.items()}
         for name, value in self.inputs.items():
             self.binding.bind_ortvalue_input(name, value)
-        self.out = ort.OrtValue.ortvalue_from_shape_and_type(list(first.shape), first.dtype, context.device, 0)
-        self.binding.bind_ortvalue_output(output, self.out)
+        # Allocated before the first run: with CUDA graphs that run is the capture, and it must already write
+        # into the buffer every replay will write into.
+        self.out = ort.OrtValue.ortvalue_from_shape_and_type(
+            output_shape(session, context.inputs), ORT_TYPES[output.type], context.device, 0)
+        self.binding.bind_ortvalue_output(output.name, self.out)
 
     def run(self) -> None:
         self.session.run_with_iobinding(self.binding)
@@ -80,6 +82,27 @@ class OrtRunner(Runner):
         self.session = None
 
 
+ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def output_shape(session, inputs: dict[str, np.ndarray]) -> list[int]:
+    """The first output's concrete shape: its symbolic dims ('batch', 'seq_len') named as in the inputs."""
+    sizes: dict[str, int] = {}
+    for declared in session.get_inputs():
+        for dim, size in zip(declared.shape, inputs[declared.name].shape):
+            if isinstance(dim, str):
+                sizes[dim] = size
+    shape = []
+    for dim in session.get_outputs()[0].shape:
+        if isinstance(dim, int):
+            shape.append(dim)
+        elif dim in sizes:
+            shape.append(sizes[dim])
+        else:
+            raise ValueError(f"output dim {dim!r} is not an input dim: cannot pre-allocate the output")
+    return shape
+
+
 def session_options(options: dict, threads: int):
     import onnxruntime as ort
 
@@ -93,7 +116,9 @@ def session_options(options: dict, threads: int):
 
 def providers(context: CellContext) -> list:
     if context.device == "cuda":
-        cuda = {"device_id": 0, "enable_cuda_graph": "1" if context.options.get("cuda_graph") else "0"}
+        cuda = {"device_id": 0, "enable_cuda_graph": "1" if context.options.get("cuda_graph") else "0",
+                # ORT's CUDA provider uses TF32 by default; fp32 means fp32 unless the backend asks for TF32
+                "use_tf32": "1" if context.options.get("tf32") else "0"}
         return [(PROVIDERS["cuda"], cuda)]
     return [PROVIDERS["cpu"]]
 
@@ -118,4 +143,5 @@ def prepare(context: CellContext) -> OrtRunner:
         "fused_ops": graph_info.get("fused_ops", {}),
         "providers": session.get_providers(),
         "cuda_graph": bool(context.options.get("cuda_graph")),
+        "onnxruntime_version": ort.__version__,
     })
