@@ -20,3 +20,12 @@ rule all:
     default_target: True
     input:
         rules.report.output.html,
+
+
+# The cell worker (infbench/worker.py) outlives no run: stop it however the run ends.
+onsuccess:
+    worker.shutdown_all()
+
+
+onerror:
+    worker.shutdown_all()

@@ -35,6 +35,44 @@ class CellSpec:
     process_start: float | None = None  # perf_counter() at process start, to account for per-cell overhead
 
 
+def spec_from_request(request: dict) -> CellSpec:
+    """A cell job's request (what scripts/bench_cell.py parsed) → the spec."""
+    params = request["cell"]
+    return CellSpec(
+        key=params["key"],
+        options=params["options"],
+        model_dir=Path(request["manifest"]).parent,
+        graph_path=Path(request["graph"]) if request.get("graph") else None,
+        reference=Path(request["reference"]),
+        device=params["device"],
+        threads=request["threads"],
+        policy=TimingPolicy.from_config(params["timing"]),
+        tolerance=params["tolerance"],
+        log_path=request.get("log"),
+        process_start=request.get("process_start"),
+    )
+
+
+def run_request(request: dict) -> dict:
+    """Run a cell job's request and write its record: what a cell job does, in-process or in a worker."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    record = run(spec_from_request(request))
+    if "worker" in request:
+        record["cost"]["worker"] = request["worker"]
+    records.write(record, request["out"])
+    log.info("%s %s", record["status"], record["reason"] or "")
+    return record
+
+
+def failed_without_record(request: dict, reason: str) -> dict:
+    """The record of a cell whose process died before writing one (crash, kill): the failure is kept."""
+    spec = spec_from_request(request)
+    record = records.new_record(spec.key, spec.options, spec.log_path)
+    record = records.finish(record, "failed", reason)
+    records.write(record, request["out"])
+    return record
+
+
 def run(spec: CellSpec) -> dict:
     """Measure one cell and return its record (the caller writes it)."""
     record = _run(spec)

@@ -7,7 +7,7 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 from infbench import config as matrix
-from infbench import engines
+from infbench import engines, worker
 from infbench.environment import detect_device
 
 try:

@@ -53,6 +53,9 @@ def test_records_carry_key_env_and_log(tiny_run):
         assert record["log"] and (tiny_run / record["log"]).exists()
         if record["status"] == "ok":
             assert record["device"]["threads"] == 2  # a timing job takes every core it was given
+    servers = {json.loads(p.read_text())["cost"]["worker"]["server_pid"] for p in paths}
+    assert len(servers) == 1  # every cell was forked from one worker: imports paid once per run
+    assert not list((tiny_run / "results/.workers").glob("*.sock"))  # and the run stopped it at the end
 
 
 def test_report_is_self_contained_and_lists_everything(tiny_run):

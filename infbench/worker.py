@@ -1,0 +1,172 @@
+"""A fork server for cell jobs: imports paid once per run, one fresh process per cell all the same.
+
+Why: a cell job that imports torch + transformers pays seconds before it measures anything (3.7 s on a
+2-core CPU here, ~15 s on the GPU host we measured), and a GPU matrix has hundreds of cells. The first cell
+job of a run starts this server, which imports the heavy libraries and then forks one child per cell. The
+child is a new process as before (its own CUDA context, its own crash), but it starts with the imports done.
+
+Safety rules this file keeps:
+- the server never initialises CUDA nor runs a tensor op, so forking is safe, and it is single-threaded
+  (one request at a time: timing jobs never overlap anyway);
+- the socket name is derived from the Python executable and the library's source files, so edited code or
+  another environment gets a new server rather than stale imports;
+- the child takes the client's environment and working directory, and writes its record itself; the client
+  writes a ``failed`` record if the child dies without one;
+- an idle server exits after ``IDLE_S``; Snakemake's onsuccess/onerror handlers stop it at the end of a run.
+Set ``INFBENCH_WORKER=0`` to run each cell in its own fresh interpreter instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WORKER_DIR = Path("results/.workers")
+IDLE_S = 180
+START_TIMEOUT_S = 180
+PRELOAD = ("numpy", "torch", "transformers", "onnxruntime", "onnx", "torch._dynamo", "torch._inductor.compile_fx",
+           "infbench.models", "infbench.engines.torch_compile", "infbench.engines.ort")
+PACKAGE = Path(__file__).resolve().parent
+
+
+def enabled() -> bool:
+    return os.environ.get("INFBENCH_WORKER", "1") != "0"
+
+
+def fingerprint() -> str:
+    """Changes when the interpreter, the import path or any library source file changes."""
+    digest = hashlib.sha256(f"{sys.executable}|{os.environ.get('PYTHONPATH', '')}".encode())
+    for path in sorted(PACKAGE.rglob("*.py")):
+        stat = path.stat()
+        digest.update(f"{path}|{stat.st_mtime_ns}|{stat.st_size}".encode())
+    return digest.hexdigest()[:16]
+
+
+def socket_path() -> Path:
+    return WORKER_DIR / f"cell-{fingerprint()}.sock"
+
+
+def _send(path: Path, message: dict, timeout: float | None) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        conn.connect(str(path))
+        conn.sendall(json.dumps(message).encode() + b"\n")
+        with conn.makefile("rb") as reply:
+            line = reply.readline()
+    if not line:
+        raise ConnectionError("worker closed the connection without a reply")
+    return json.loads(line)
+
+
+def _start(path: Path, log: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as sink:
+        subprocess.Popen([sys.executable, "-m", "infbench.worker", str(path)], stdout=sink, stderr=sink,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            if _send(path, {"ping": True}, timeout=5).get("pong"):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"cell worker did not start within {START_TIMEOUT_S} s (see {log})")
+
+
+def run(request: dict) -> dict:
+    """Run one cell request in a forked child of the (started if needed) server: {'exit': code, 'pid': ...}."""
+    path = socket_path()
+    request = {**request, "cwd": os.getcwd(), "env": dict(os.environ)}
+    try:
+        return _send(path, request, timeout=None)
+    except OSError:
+        _start(path, path.with_suffix(".log"))
+        return _send(path, request, timeout=None)
+
+
+def shutdown_all(directory: Path = WORKER_DIR) -> None:
+    """Stop every server of this results tree (Snakemake's onsuccess/onerror call this)."""
+    for path in Path(directory).glob("*.sock"):
+        try:
+            _send(path, {"shutdown": True}, timeout=5)
+        except OSError:
+            path.unlink(missing_ok=True)
+
+
+def _child(request: dict, handler) -> int:
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    try:
+        handler(request)
+        return 0
+    except BaseException:  # noqa: BLE001 - the child must always leave through os._exit
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def serve(path: Path, handler) -> None:
+    """Accept requests one at a time; fork a child per cell request; exit when idle or told to."""
+    path.unlink(missing_ok=True)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(8)
+    server.settimeout(IDLE_S)
+    served = 0
+    try:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except socket.timeout:
+                return
+            with conn, conn.makefile("rb") as incoming:
+                request = json.loads(incoming.readline() or b"{}")
+                if request.get("ping"):
+                    reply = {"pong": True, "pid": os.getpid()}
+                elif request.get("shutdown"):
+                    conn.sendall(b'{"stopped": true}\n')
+                    return
+                else:
+                    request["worker"] = {"server_pid": os.getpid(), "served": served}
+                    served += 1
+                    pid = os.fork()
+                    if pid == 0:
+                        server.close()
+                        os._exit(_child(request, handler))
+                    _, status = os.waitpid(pid, 0)
+                    reply = {"exit": os.waitstatus_to_exitcode(status), "pid": pid, "server_pid": os.getpid()}
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+    finally:
+        server.close()
+        path.unlink(missing_ok=True)
+
+
+def _preload() -> None:
+    import importlib
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # noqa: BLE001 - a missing library is the engine's to report, per cell
+            print(f"preload {name}: {type(error).__name__}: {error}", flush=True)
+
+
+if __name__ == "__main__":
+    from infbench.cell import run_request
+
+    _preload()
+    serve(Path(sys.argv[1]), run_request)
