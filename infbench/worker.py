@@ -30,8 +30,11 @@ from pathlib import Path
 WORKER_DIR = Path("results/.workers")
 IDLE_S = 180
 START_TIMEOUT_S = 180
-PRELOAD = ("numpy", "torch", "transformers", "onnxruntime", "onnx", "torch._dynamo", "torch._inductor.compile_fx",
-           "infbench.models", "infbench.engines.torch_compile", "infbench.engines.ort")
+# Imports that never touch the CUDA driver: a driver initialised in the server would be unusable in every
+# forked child ("Cannot re-initialize CUDA in forked subprocess"). torch._dynamo / inductor query the device
+# on import, so they stay out (measured on the H100 host).
+PRELOAD = ("numpy", "torch", "transformers", "onnxruntime", "onnx", "infbench.models",
+           "infbench.engines.torch_compile", "infbench.engines.ort")
 PACKAGE = Path(__file__).resolve().parent
 
 
@@ -79,15 +82,21 @@ def _start(path: Path, log: Path) -> None:
     raise TimeoutError(f"cell worker did not start within {START_TIMEOUT_S} s (see {log})")
 
 
+class Unusable(RuntimeError):
+    """The server cannot run cells here (its probe failed); the caller runs the cell in-process instead."""
+
+
 def run(request: dict) -> dict:
     """Run one cell request in a forked child of the (started if needed) server: {'exit': code, 'pid': ...}."""
     path = socket_path()
-    request = {**request, "cwd": os.getcwd(), "env": dict(os.environ)}
     try:
-        return _send(path, request, timeout=None)
+        hello = _send(path, {"ping": True}, timeout=30)
     except OSError:
         _start(path, path.with_suffix(".log"))
-        return _send(path, request, timeout=None)
+        hello = _send(path, {"ping": True}, timeout=30)
+    if not hello.get("usable"):
+        raise Unusable(hello.get("reason") or "worker unusable")
+    return _send(path, {**request, "cwd": os.getcwd(), "env": dict(os.environ)}, timeout=None)
 
 
 def shutdown_all(directory: Path = WORKER_DIR) -> None:
@@ -119,7 +128,26 @@ def _child(request: dict, handler) -> int:
         sys.stderr.flush()
 
 
-def serve(path: Path, handler) -> None:
+def probe_cuda() -> str | None:
+    """Where a GPU is visible: can a forked child initialise CUDA? The reason it cannot, or None."""
+    from infbench.environment import detect_device
+
+    if detect_device() != "cuda":
+        return None
+    pid = os.fork()
+    if pid == 0:
+        try:
+            import torch
+
+            torch.zeros(1, device="cuda")
+            os._exit(0)
+        except BaseException:  # noqa: BLE001
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    return None if os.waitstatus_to_exitcode(status) == 0 else "a forked child cannot initialise CUDA"
+
+
+def serve(path: Path, handler, unusable: str | None = None) -> None:
     """Accept requests one at a time; fork a child per cell request; exit when idle or told to."""
     path.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -136,7 +164,7 @@ def serve(path: Path, handler) -> None:
             with conn, conn.makefile("rb") as incoming:
                 request = json.loads(incoming.readline() or b"{}")
                 if request.get("ping"):
-                    reply = {"pong": True, "pid": os.getpid()}
+                    reply = {"pong": True, "pid": os.getpid(), "usable": unusable is None, "reason": unusable}
                 elif request.get("shutdown"):
                     conn.sendall(b'{"stopped": true}\n')
                     return
@@ -168,5 +196,9 @@ def _preload() -> None:
 if __name__ == "__main__":
     from infbench.cell import run_request
 
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # is_available() without a driver init
     _preload()
-    serve(Path(sys.argv[1]), run_request)
+    reason = probe_cuda()
+    if reason:
+        print(f"unusable: {reason}; cells will run in their own interpreters", flush=True)
+    serve(Path(sys.argv[1]), run_request, reason)

@@ -28,10 +28,12 @@ request = {
     "cell": json.loads(args.cell), "manifest": args.manifest, "reference": args.reference, "graph": args.graph,
     "threads": args.threads, "log": args.log, "out": args.out, "process_start": PROCESS_START,
 }
-if worker.enabled():
+try:
+    if not worker.enabled():
+        raise worker.Unusable("INFBENCH_WORKER=0")
     Path(args.out).unlink(missing_ok=True)
     reply = worker.run(request)
     if not Path(args.out).exists():
         cell.failed_without_record(request, f"cell process exited with {reply.get('exit')} before writing its record")
-else:
+except worker.Unusable:
     cell.run_request(request)

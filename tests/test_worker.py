@@ -70,3 +70,27 @@ def test_shutdown_removes_dead_sockets(tmp_path):
     dead.write_text("")
     worker.shutdown_all(tmp_path)
     assert not dead.exists()
+
+
+def test_an_unusable_worker_falls_back_to_a_fresh_process(tiny_run, tmp_path, monkeypatch):
+    """A server whose CUDA probe failed says so on ping; the cell then runs in the job's own interpreter."""
+    import threading
+
+    monkeypatch.chdir(tiny_run)
+    path = tmp_path / "cell-x.sock"
+    monkeypatch.setattr(worker, "socket_path", lambda: path)
+    server = threading.Thread(target=worker.serve, args=(path, None, "a forked child cannot initialise CUDA"))
+    server.start()
+    try:
+        for _ in range(100):
+            if path.exists():
+                break
+            import time
+
+            time.sleep(0.05)
+        with pytest.raises(worker.Unusable, match="cannot initialise CUDA"):
+            worker.run({"out": "x"})
+    finally:
+        worker.shutdown_all(tmp_path)
+        server.join(timeout=10)
+    assert not server.is_alive()
