@@ -67,6 +67,10 @@ def _send(path: Path, message: dict, timeout: float | None) -> dict:
     return json.loads(line)
 
 
+class Unusable(RuntimeError):
+    """The server cannot run cells here (its probe failed); the caller runs the cell in-process instead."""
+
+
 def _start(path: Path, log: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as sink:
@@ -79,11 +83,7 @@ def _start(path: Path, log: Path) -> None:
                 return
         except OSError:
             time.sleep(0.2)
-    raise TimeoutError(f"cell worker did not start within {START_TIMEOUT_S} s (see {log})")
-
-
-class Unusable(RuntimeError):
-    """The server cannot run cells here (its probe failed); the caller runs the cell in-process instead."""
+    raise Unusable(f"cell worker did not start within {START_TIMEOUT_S} s (see {log})")
 
 
 def run(request: dict) -> dict:
