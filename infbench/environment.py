@@ -105,15 +105,23 @@ def cuda_device(index: int = 0) -> dict:
     return info
 
 
+def _nvml(index: int):
+    """(pynvml, handle of GPU ``index``); raises ImportError without nvidia-ml-py, NVMLError without a driver."""
+    import pynvml
+
+    pynvml.nvmlInit()
+    return pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
+
+
 def nvml_sample(index: int = 0) -> dict:
     """SM clock (MHz), temperature (C), power (W), driver from NVML; {'nvml': reason} when NVML is absent."""
     try:
-        import pynvml
+        pynvml, handle = _nvml(index)
     except ImportError:
         return {"nvml": "nvidia-ml-py not installed"}
+    except Exception as error:  # noqa: BLE001 - NVML errors (no driver, no permission) become data
+        return {"nvml": f"NVML unavailable: {error}"}
     try:
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
         return {
             "nvml": "ok",
             "name": pynvml.nvmlDeviceGetName(handle),
@@ -129,10 +137,7 @@ def nvml_sample(index: int = 0) -> dict:
 def nvml_process_bytes(index: int = 0) -> int | None:
     """Device memory held by this process (ORT's arena does not shrink, so after timing this is its peak)."""
     try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        pynvml, handle = _nvml(index)
         for process in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
             if process.pid == os.getpid():
                 return int(process.usedGpuMemory)

@@ -20,11 +20,11 @@ logging.basicConfig(level=logging.INFO)
 model_dir = Path(args.manifest).parent
 manifest = artifacts.read_manifest(model_dir)
 inputs = artifacts.make_inputs(manifest, args.batch, args.seq_len, args.seed)
+# fp32 without TF32: the baseline every cell is compared with is true fp32 arithmetic
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
 references = {}
 for precision in ("fp32", "fp64"):
-    # fp32 without TF32: the baseline every cell is compared with is true fp32 arithmetic
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
     module = models.load_module(model_dir, precision, args.device)
     with torch.inference_mode():
         output = module(*(torch.from_numpy(a).to(args.device) for a in inputs.values()))
