@@ -83,10 +83,10 @@ def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
 
 def _check_cross_references(config: dict) -> None:
     for name, entry in config["backends"].items():
-        extra = sorted(set(entry["precisions"] or []) - set(config["precisions"]))
-        if extra:
-            raise ConfigError(f"invalid config: backends.{name}.precisions: {extra} not in precisions "
-                              f"{config['precisions']}")
+        for key in ("precisions", "batch_sizes", "seq_lens"):
+            extra = sorted(set(entry[key] or []) - set(config[key]))
+            if extra:
+                raise ConfigError(f"invalid config: backends.{name}.{key}: {extra} not in {key} {config[key]}")
     baseline = config["baseline"]
     if baseline["backend"] not in config["backends"]:
         raise ConfigError(
@@ -117,13 +117,16 @@ def cells(config: dict) -> list[Cell]:
         Cell(model, backend, precision, batch, seq_len)
         for model, backend in itertools.product(sorted(config["models"]), sorted(config["backends"]))
         for precision in backend_precisions(config, backend)
-        for batch, seq_len in shapes(config)
+        for batch, seq_len in shapes(config, backend)
     ]
 
 
-def shapes(config: dict) -> list[tuple[int, int]]:
-    """Every (batch, seq_len) of the grid."""
-    return list(itertools.product(sorted(config["batch_sizes"]), sorted(config["seq_lens"])))
+def shapes(config: dict, backend: str | None = None) -> list[tuple[int, int]]:
+    """Every (batch, seq_len) of the grid, or of one backend's part of it."""
+    entry = config["backends"][backend] if backend else {}
+    batches = entry.get("batch_sizes") or config["batch_sizes"]
+    seq_lens = entry.get("seq_lens") or config["seq_lens"]
+    return list(itertools.product(sorted(batches), sorted(seq_lens)))
 
 
 def canonical(value) -> str:

@@ -35,6 +35,11 @@ START_TIMEOUT_S = 180
 # on import, so they stay out (measured on the H100 host).
 PRELOAD = ("numpy", "torch", "transformers", "onnxruntime", "onnx", "infbench.models",
            "infbench.engines.torch_compile", "infbench.engines.ort")
+# transformers imports a model's modules lazily, on first use: most of an eager cell's 6-9 s "load weights"
+# on the H100 host. They pull in parts of dynamo, so they are preloaded only where a forked child shows that
+# importing them leaves the CUDA driver untouched (see preload_if_cuda_free).
+PRELOAD_IF_CUDA_FREE = ("transformers.modeling_utils", "transformers.models.auto.modeling_auto",
+                        "transformers.models.bert.modeling_bert")
 PACKAGE = Path(__file__).resolve().parent
 
 
@@ -193,11 +198,35 @@ def _preload() -> None:
             print(f"preload {name}: {type(error).__name__}: {error}", flush=True)
 
 
+def preload_if_cuda_free(names=PRELOAD_IF_CUDA_FREE) -> str:
+    """Import ``names`` here only if, imported in a forked child, they leave CUDA uninitialised."""
+    import importlib
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for name in names:
+                importlib.import_module(name)
+            import torch
+
+            os._exit(3 if torch.cuda.is_initialized() else 0)
+        except BaseException:  # noqa: BLE001
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        return "not preloaded: " + ("importing them initialises CUDA" if code == 3 else "import failed")
+    for name in names:
+        importlib.import_module(name)
+    return "preloaded"
+
+
 if __name__ == "__main__":
     from infbench.cell import run_request
 
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # is_available() without a driver init
     _preload()
+    print(f"modelling modules {', '.join(PRELOAD_IF_CUDA_FREE)}: {preload_if_cuda_free()}", flush=True)
     reason = probe_cuda()
     if reason:
         print(f"unusable: {reason}; cells will run in their own interpreters", flush=True)

@@ -16,7 +16,7 @@ def base() -> dict:
 
 
 def test_shipped_configs_validate():
-    for name in ("config.yaml", "tiny.yaml"):
+    for name in ("config.yaml", "tiny.yaml", "gpu.yaml", "gpu-smoke.yaml"):
         matrix.load(REPO / "config" / name)
 
 
@@ -24,7 +24,8 @@ def test_defaults_are_filled_everywhere():
     config = matrix.validate({"models": {"m": {"model_type": "bert"}}})
     assert config["device"] == "auto"
     assert config["backends"] == {"eager": {"engine": "torch", "options": {"tf32": False, "autocast": False},
-                                            "precisions": None}}
+                                            "precisions": None, "batch_sizes": None,
+                                            "seq_lens": None}}
     assert config["timing"]["warmup_s"] == 0.5
     assert config["accuracy"]["tolerance"]["bf16"] == 0.05
     assert config["models"]["m"]["seed"] == 0
@@ -78,6 +79,8 @@ BAD = [
     (lambda c: c["timing"].update(budget_s=0), "timing.budget_s", "0"),
     (lambda c: c["backends"]["ort"].update(precisions=["fp16"]), "backends.ort.precisions", "fp16"),
     (lambda c: c["backends"]["eager"].update(precisions=["bf16"]), "baseline.precision", "fp32"),
+    (lambda c: c["backends"]["ort"].update(seq_lens=[4096]), "backends.ort.seq_lens", "4096"),
+    (lambda c: c["backends"]["ort"].update(batch_sizes=[0]), "backends.ort.batch_sizes[0]", "0"),
     (lambda c: c.update(unknown_key=1), "<top level>", "unknown_key"),
 ]
 
@@ -129,3 +132,12 @@ def test_backend_precisions_restrict_its_cells():
     assert {c.precision for c in cells if c.backend == "ort"} == {"fp32"}
     assert {c.precision for c in cells if c.backend == "eager"} == {"fp32", "bf16"}
     assert len(cells) == 16 - 2
+
+
+def test_backend_shapes_restrict_its_cells():
+    config = base()
+    config["backends"]["ort"]["seq_lens"] = [config["seq_lens"][0]]
+    matrix.validate(config)
+    cells = matrix.cells(config)
+    assert {c.seq_len for c in cells if c.backend == "ort"} == {config["seq_lens"][0]}
+    assert {c.seq_len for c in cells if c.backend == "eager"} == set(config["seq_lens"])

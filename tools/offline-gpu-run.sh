@@ -31,7 +31,7 @@ case "${1:?stage|run}" in
     done | tee -a "$out/snakemake.log" | tail -60
     cp report/index.html "$out/" 2>/dev/null || true
     # at most a few files come back: everything else travels in one tarball
-    tar czf "$out/results.tgz" results/tables results/figures results/cells results/onnx/*/*.json logs benchmarks \
+    tar czf "$out/results.tgz" results/tables results/figures results/cells results/onnx/*/*.json results/.workers/*.log logs benchmarks \
       2>/dev/null || true
     exit $status ;;
 esac
