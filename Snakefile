@@ -1,4 +1,4 @@
-# Transformer inference benchmark: model → ONNX → fused ONNX → one timing job per cell → tables → figures
+# Transformer inference benchmark: model → ONNX → fused ONNX → TensorRT engines → one timing job per cell → tables → figures
 # → one self-contained HTML report. The matrix lives in config/config.yaml (schema: config/schema.yaml).
 
 
@@ -12,6 +12,7 @@ if not workflow.config_settings.configfiles:
 include: "rules/common.smk"
 include: "rules/model.smk"
 include: "rules/onnx.smk"
+include: "rules/engines.smk"
 include: "rules/bench.smk"
 include: "rules/report.smk"
 

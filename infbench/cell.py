@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infbench import accuracy, artifacts, engines, environment, records
-from infbench.engines.base import CellContext
+from infbench.engines.base import CellContext, CellUnusable
 from infbench.timing import CudaEventClock, HostClock, TimingPolicy, measure
 
 log = logging.getLogger("infbench.cell")
@@ -31,6 +31,7 @@ class CellSpec:
     threads: int
     policy: TimingPolicy
     tolerance: float
+    engine_path: Path | None = None
     log_path: str | None = None
     process_start: float | None = None  # perf_counter() at process start, to account for per-cell overhead
 
@@ -48,6 +49,7 @@ def spec_from_request(request: dict) -> CellSpec:
         threads=request["threads"],
         policy=TimingPolicy.from_config(params["timing"]),
         tolerance=params["tolerance"],
+        engine_path=Path(request["engine"]) if request.get("engine") else None,
         log_path=request.get("log"),
         process_start=request.get("process_start"),
     )
@@ -101,13 +103,16 @@ def _run(spec: CellSpec) -> dict:
                         else {"kind": spec.device, "threads": spec.threads})
     engine = engines.get(spec.key["engine"])
     for status, check in (("unsupported", lambda: engine.supports(spec.key["precision"], spec.device)),
-                          ("unavailable", lambda: engine.available(spec.device))):
+                          ("unavailable", lambda: engine.available(spec.device, spec.options))):
         reason = check()
         if reason:
             log.info("%s: %s", status, reason)
             return records.finish(record, status, reason)
     try:
         return _measure(spec, engine, record)
+    except CellUnusable as error:
+        log.info("%s: %s", error.status, error)
+        return records.finish(record, error.status, records.one_line(str(error)))
     except Exception as error:  # noqa: BLE001 - any engine failure becomes a failed record, never a lost cell
         log.error("cell failed:\n%s", traceback.format_exc())
         return records.finish(record, "failed", f"{type(error).__name__}: {records.one_line(str(error))}")
@@ -129,7 +134,7 @@ def _measure(spec: CellSpec, engine, record: dict) -> dict:
     manifest = artifacts.read_manifest(spec.model_dir)
     inputs, references = artifacts.load_reference(spec.reference, manifest["input_names"])
     context = CellContext(spec.model_dir, spec.graph_path, inputs, spec.key["precision"], spec.options,
-                          spec.device, spec.threads)
+                          spec.device, spec.threads, spec.engine_path)
     runner = engine.prepare(context)
     try:
         record["prepare"] = runner.prepare

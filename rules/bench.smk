@@ -9,7 +9,7 @@ rule bench:
         record=f"results/cells/{CELL_PATH}.json",
     params:
         cell=cell_params,
-        graph=graph_flag,
+        artifacts=artifact_flags,
     threads: BENCH_THREADS
     resources:
         timing_slots=1,
@@ -21,5 +21,5 @@ rule bench:
         f"benchmarks/cells/{CELL_PATH}.tsv"
     shell:
         "python3 -m scripts.bench_cell --cell {params.cell:q} --manifest {input.manifest:q}"
-        " --reference {input.reference:q} {params.graph:q} --threads {threads} --log {log:q}"
+        " --reference {input.reference:q} {params.artifacts:q} --threads {threads} --log {log:q}"
         " --out {output.record:q} > {log:q} 2>&1"

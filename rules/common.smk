@@ -7,7 +7,7 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 from infbench import config as matrix
-from infbench import engines, worker
+from infbench import engines, trt_build, worker
 from infbench.environment import detect_device
 
 try:
@@ -62,15 +62,59 @@ def bench_inputs(wildcards):
     }
     entry = backend_entry(wildcards)
     engine = engines.get(entry["engine"])
+    # an unsupported cell records so without reading a graph or an engine: never build one for it
+    if engine.supports(wildcards.precision, DEVICE):
+        return inputs
     graph = engine.graph(entry["options"], wildcards.precision)
-    # an unsupported cell records so without reading a graph: never build one for it
-    if graph and not engine.supports(wildcards.precision, DEVICE):
+    if graph:
         inputs["graph"] = f"results/onnx/{wildcards.model}/{graph}.onnx"
+    if hasattr(engine, "plan_graph"):
+        profile = f"b{wildcards.batch}_s{wildcards.seq_len}" if entry["options"].get("per_shape") else "grid"
+        inputs["engine"] = f"results/engines/{wildcards.model}/{wildcards.backend}/{wildcards.precision}/{profile}.plan"
     return inputs
 
 
-def graph_flag(wildcards, input):
-    return ["--graph", input.graph] if "graph" in input.keys() else []
+def artifact_flags(wildcards, input):
+    """--graph / --engine for the cell job, where it reads one."""
+    return [flag for name in ("graph", "engine") if name in input.keys() for flag in (f"--{name}", input[name])]
+
+
+def backend_profile(backend):
+    """The TensorRT optimization profile spanning a backend's grid (min / opt / max)."""
+    batches, seq_lens = zip(*matrix.shapes(config, backend))
+    return trt_build.profile_from_grid(list(batches), list(seq_lens))
+
+
+def engine_graph(wildcards):
+    entry = backend_entry(wildcards)
+    graph = engines.get(entry["engine"]).plan_graph(entry["options"], wildcards.precision)
+    return f"results/onnx/{wildcards.model}/{graph}.onnx"
+
+
+# What an engine depends on besides its graph: library and version, precision, profile, build options (not
+# runtime ones such as cuda_graph). A new library version rebuilds it.
+BUILD_OPTIONS = ("library", "tf32", "builder_optimization_level", "workspace_gib")
+
+
+def engine_build_params(wildcards):
+    entry = backend_entry(wildcards)
+    options = {k: v for k, v in entry["options"].items() if k in BUILD_OPTIONS}
+    if wildcards.profile == "grid":
+        profile = backend_profile(wildcards.backend)
+    else:
+        batch, seq_len = (int(part[1:]) for part in wildcards.profile.split("_"))
+        profile = {"min": [batch, seq_len], "opt": [batch, seq_len], "max": [batch, seq_len]}
+    return matrix.canonical({"library": options["library"], "library_version": trt_build.library_version(options["library"]),
+                             "precision": wildcards.precision, "profile": profile, "options": options})
+
+
+def cell_options(wildcards, entry):
+    """The backend's options; ORT's TensorRT provider also gets its explicit profile and engine cache."""
+    options = dict(entry["options"])
+    if entry["engine"] == "onnxruntime" and options.get("provider") == "tensorrt":
+        options["profile"] = backend_profile(wildcards.backend)
+        options["engine_cache_dir"] = f"results/cache/ort-trt/{wildcards.model}/{wildcards.backend}/{wildcards.precision}"
+    return options
 
 
 def cell_params(wildcards):
@@ -86,7 +130,7 @@ def cell_params(wildcards):
                 "batch": int(wildcards.batch),
                 "seq_len": int(wildcards.seq_len),
             },
-            "options": entry["options"],
+            "options": cell_options(wildcards, entry),
             "device": DEVICE,
             "timing": config["timing"],
             "tolerance": config["accuracy"]["tolerance"][wildcards.precision],

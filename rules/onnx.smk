@@ -38,19 +38,21 @@ rule optimize_onnx:
         " --out {output.graph:q} --parity-rtol {params.parity_rtol} > {log:q} 2>&1"
 
 
-rule convert_fp16:
+rule convert_precision:
     input:
         graph="results/onnx/{model}/{graph}.onnx",
     output:
-        graph="results/onnx/{model}/{graph}_fp16.onnx",
-        info="results/onnx/{model}/{graph}_fp16.json",
+        graph="results/onnx/{model}/{graph}_{typed}.onnx",
+        info="results/onnx/{model}/{graph}_{typed}.json",
     wildcard_constraints:
         graph="exported|optimized",
+        typed="fp16|bf16",
     conda:
         ENV
     log:
-        "logs/onnx/{model}/{graph}_fp16.log",
+        "logs/onnx/{model}/{graph}_{typed}.log",
     benchmark:
-        "benchmarks/onnx/{model}/{graph}_fp16.tsv"
+        "benchmarks/onnx/{model}/{graph}_{typed}.tsv"
     shell:
-        "python3 -m scripts.convert_fp16 --graph {input.graph:q} --out {output.graph:q} > {log:q} 2>&1"
+        "python3 -m scripts.convert_precision --graph {input.graph:q} --out {output.graph:q}"
+        " --precision {wildcards.typed} > {log:q} 2>&1"

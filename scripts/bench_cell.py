@@ -20,12 +20,13 @@ parser.add_argument("--cell", required=True, help="key, options, device, timing,
 parser.add_argument("--manifest", required=True, help="the model's manifest.json (its directory holds the weights)")
 parser.add_argument("--reference", required=True)
 parser.add_argument("--graph", default=None)
+parser.add_argument("--engine", default=None, help="a serialized TensorRT engine (build_engine rule)")
 parser.add_argument("--threads", type=int, required=True)
 parser.add_argument("--log", required=True, help="this job's log path, stored in the record")
 parser.add_argument("--out", required=True)
 args = parser.parse_args()
 request = {
-    "cell": json.loads(args.cell), "manifest": args.manifest, "reference": args.reference, "graph": args.graph,
+    "cell": json.loads(args.cell), "manifest": args.manifest, "reference": args.reference, "graph": args.graph, "engine": args.engine,
     "threads": args.threads, "log": args.log, "out": args.out, "process_start": PROCESS_START,
 }
 try:

@@ -135,7 +135,7 @@ def test_unsupported_precision_is_a_record_not_an_error(tiny_run):
 def test_unavailable_engine_is_a_record(tiny_run, monkeypatch):
     from infbench.engines import ort as ort_engine
 
-    monkeypatch.setattr(ort_engine, "available", lambda device: "onnxruntime not importable: test")
+    monkeypatch.setattr(ort_engine, "available", lambda device, options: "onnxruntime not importable: test")
     record = cell.run(spec(tiny_run, "ort", "onnxruntime", graph="exported"))
     assert record["status"] == "unavailable" and record["reason"] == "onnxruntime not importable: test"
 
@@ -171,7 +171,7 @@ def test_fp16_conversion_keeps_io_types_and_fusions(tiny_run, tmp_path):
     from infbench import onnx_graphs
 
     source = tiny_run / "results/onnx/tiny-bert/optimized.onnx"
-    info = onnx_graphs.to_fp16(source, tmp_path / "optimized_fp16.onnx")
+    info = onnx_graphs.to_typed(source, tmp_path / "optimized_fp16.onnx", "fp16")
     assert info["fused_ops"]["Attention"] == 2
     session = ort.InferenceSession(str(tmp_path / "optimized_fp16.onnx"), providers=["CPUExecutionProvider"])
     assert [i.type for i in session.get_inputs()] == ["tensor(int64)"] * 3
@@ -241,3 +241,19 @@ def test_cuda_provider_is_true_fp32_unless_tf32_is_asked():
     assert fp32[0][1]["use_tf32"] == "0"
     tf32 = ort_engine.providers(CellContext(Path("."), None, {}, "fp32", {"tf32": True}, "cuda", 1))
     assert tf32[0][1]["use_tf32"] == "1"
+
+
+def test_a_failed_engine_build_gives_its_cells_the_build_reason(tiny_run, monkeypatch, tmp_path):
+    """A cell of an engine whose build failed records the build's status and reason (not a generic crash)."""
+    from infbench import trt_build
+    from infbench.engines import tensorrt
+
+    plan = tmp_path / "grid.plan"
+    trt_build._write(plan, b"", {"status": "failed", "reason": "ONNX parser: unsupported op X"})
+    monkeypatch.setattr(tensorrt, "supports", lambda precision, device: None)
+    monkeypatch.setattr(tensorrt, "available", lambda device, options: None)
+    cell_spec = spec(tiny_run, "trt", "tensorrt")
+    cell_spec.engine_path = plan
+    record = cell.run(cell_spec)
+    assert record["status"] == "failed"
+    assert record["reason"] == "engine build failed: ONNX parser: unsupported op X"

@@ -71,9 +71,9 @@ def test_report_is_self_contained_and_lists_everything(tiny_run):
         assert (tiny_run / "results/figures" / figure).stat().st_size > 10_000
 
 
-def dry_run(workdir: Path, config: dict | None = None) -> dict[str, list[str]]:
+def dry_run(workdir: Path, config: dict | None = None, *extra: str) -> dict[str, list[str]]:
     """Jobs a dry run would execute: rule → outputs."""
-    args = ["-n"]
+    args = ["-n", *extra]
     if config is not None:
         (workdir / "changed.yaml").write_text(yaml.safe_dump(config))
         args += ["--configfile", "changed.yaml"]

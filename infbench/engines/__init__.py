@@ -5,11 +5,14 @@ An engine is one module exposing four names (nothing else is called by the pipel
 ``supports(precision, device) -> str | None``
     Static capability: a reason the engine cannot run ``precision`` on ``device``, or None. Cheap and
     import-free, so unsupported cells never pay for loading a library.
-``available(device) -> str | None``
-    Can it run here: a reason (library not importable, device missing), or None.
+``available(device, options) -> str | None``
+    Can it run here: a reason (library not importable, device missing or refused), or None.
 ``graph(options, precision) -> str | None``
     Which ONNX graph the engine reads ('exported', 'optimized', 'optimized_fp16', ...) or None; the workflow turns this into the
     cell job's input, so a torch cell never waits for, nor reruns after, an ONNX export.
+``plan_graph(options, precision) -> str`` (optional)
+    Engines that run a serialized engine built ahead (TensorRT): the ONNX graph the build_engine rule reads.
+    The workflow then gives the cell the plan (``CellContext.engine_path``) instead of a graph.
 ``prepare(cell: CellContext) -> Runner``
     Load / compile / build outside the timed region (see infbench.engines.base.Runner).
 
@@ -22,12 +25,14 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from infbench.engines import ort, torch_compile, torch_eager
+from infbench.engines import ort, tensorrt, torch_compile, torch_eager, torch_tensorrt
 
 ENGINES: dict[str, ModuleType] = {
     "torch": torch_eager,
     "torch_compile": torch_compile,
     "onnxruntime": ort,
+    "tensorrt": tensorrt,  # TensorRT and TensorRT-RTX (option 'library')
+    "torch_tensorrt": torch_tensorrt,
 }
 
 

@@ -19,6 +19,7 @@ class CellContext:
     options: dict
     device: str
     threads: int
+    engine_path: Path | None = None  # a serialized engine built by the build_engine rule (TensorRT engines)
 
     @property
     def batch(self) -> int:
@@ -27,6 +28,15 @@ class CellContext:
     @property
     def seq_len(self) -> int:
         return int(next(iter(self.inputs.values())).shape[1])
+
+
+class CellUnusable(RuntimeError):
+    """Raised in ``prepare`` when an upstream step (e.g. an engine build) says the cell cannot run: the cell
+    takes that step's status ('unavailable' or 'failed') and reason instead of a generic failure."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status = status
 
 
 @dataclass

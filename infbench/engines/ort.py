@@ -5,6 +5,11 @@ there, so the timed call is the session's work only: no per-call host↔device c
 allocation. ``Run`` returns when the device work is done (ORT synchronises its stream), so the clock's
 interval around it is the real latency. fp16 runs the fp16 conversion of the chosen graph (converted after
 fusion, see infbench.onnx_graphs).
+
+``provider: tensorrt`` puts ORT's TensorRT execution provider first (CUDA for what it does not take). Its
+engines are built at session creation for the explicit profile of the backend's grid (given by the
+workflow as ``options['profile']``) and cached under ``options['engine_cache_dir']``, so no engine is built
+inside the timed region; fp16 cells enable trt_fp16 on the fp32 exported graph.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import numpy as np
 from infbench.engines.base import CellContext, Runner
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+TENSORRT_PROVIDER = "TensorrtExecutionProvider"
+NVINFER = "libnvinfer.so.10"  # what ORT 1.2x/1.3x's TensorRT provider links against
 PRECISIONS = {"cpu": ("fp32",), "cuda": ("fp32", "fp16")}
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
           "all": "ORT_ENABLE_ALL"}
@@ -28,20 +35,35 @@ def supports(precision: str, device: str) -> str | None:
     return None
 
 
-def available(device: str) -> str | None:
+def available(device: str, options: dict) -> str | None:
     try:
         import onnxruntime
     except ImportError as error:
         return f"onnxruntime not importable: {error}"
-    provider = PROVIDERS[device]
+    provider = first_provider(device, options)
     if provider not in onnxruntime.get_available_providers():
         return f"{provider} not in this onnxruntime build ({', '.join(onnxruntime.get_available_providers())})"
+    if provider == TENSORRT_PROVIDER:
+        import ctypes
+
+        try:
+            ctypes.CDLL(NVINFER)
+        except OSError as error:
+            return f"TensorRT runtime not loadable for ORT's TensorRT provider: {error}"
     return None
+
+
+def first_provider(device: str, options: dict) -> str:
+    if device == "cuda" and options.get("provider") == "tensorrt":
+        return TENSORRT_PROVIDER
+    return PROVIDERS[device]
 
 
 def graph(options: dict, precision: str) -> str:
     """The graph file stem: 'exported' / 'optimized', with '_fp16' for the fp16 conversion."""
     name = options.get("graph", "exported")
+    if options.get("provider") == "tensorrt":
+        return name  # fp16 is TensorRT's own (trt_fp16_enable) on the fp32 graph
     return f"{name}_fp16" if precision == "fp16" else name
 
 
@@ -119,8 +141,33 @@ def providers(context: CellContext) -> list:
         cuda = {"device_id": 0, "enable_cuda_graph": "1" if context.options.get("cuda_graph") else "0",
                 # ORT's CUDA provider uses TF32 by default; fp32 means fp32 unless the backend asks for TF32
                 "use_tf32": "1" if context.options.get("tf32") else "0"}
+        if context.options.get("provider") == "tensorrt":  # the graph capture is TensorRT's, not CUDA's
+            return [(TENSORRT_PROVIDER, tensorrt_options(context)), (PROVIDERS["cuda"], {**cuda, "enable_cuda_graph": "0"})]
         return [(PROVIDERS["cuda"], cuda)]
     return [PROVIDERS["cpu"]]
+
+
+def tensorrt_options(context: CellContext) -> dict:
+    """ORT TensorRT provider options: explicit profile shapes for every input, engine and timing caches."""
+    profile = context.options["profile"]
+
+    def shapes(which: str) -> str:
+        batch, seq_len = profile[which]
+        return ",".join(f"{name}:{batch}x{seq_len}" for name in context.inputs)
+
+    cache = str(context.options["engine_cache_dir"])
+    return {
+        "device_id": 0,
+        "trt_fp16_enable": context.precision == "fp16",
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": cache,
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": cache,
+        "trt_profile_min_shapes": shapes("min"),
+        "trt_profile_opt_shapes": shapes("opt"),
+        "trt_profile_max_shapes": shapes("max"),
+        "trt_cuda_graph_enable": bool(context.options.get("cuda_graph")),
+    }
 
 
 def prepare(context: CellContext) -> OrtRunner:
@@ -131,12 +178,13 @@ def prepare(context: CellContext) -> OrtRunner:
         ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels torch also uses, whatever LD_LIBRARY_PATH says
     session = ort.InferenceSession(str(context.graph_path), session_options(context.options, context.threads),
                                    providers=providers(context))
-    if session.get_providers()[0] != PROVIDERS[context.device]:
-        raise RuntimeError(f"session fell back to {session.get_providers()[0]} instead of {PROVIDERS[context.device]}")
+    expected = first_provider(context.device, context.options)
+    if session.get_providers()[0] != expected:
+        raise RuntimeError(f"session fell back to {session.get_providers()[0]} instead of {expected}")
     seconds = time.perf_counter() - start
     sidecar = context.graph_path.with_suffix(".json")
     graph_info = json.loads(sidecar.read_text()) if sidecar.exists() else {}
-    return OrtRunner(session, context, {
+    runner = OrtRunner(session, context, {
         "seconds": seconds,
         "what": "create inference session",
         "graph": context.graph_path.stem,
@@ -145,3 +193,11 @@ def prepare(context: CellContext) -> OrtRunner:
         "cuda_graph": bool(context.options.get("cuda_graph")),
         "onnxruntime_version": ort.__version__,
     })
+    if expected == TENSORRT_PROVIDER:
+        # the provider builds (or loads from its cache) the engine on the first run: do it here, not in warm-up
+        start = time.perf_counter()
+        runner.run()
+        runner.prepare.update(engine_build_or_load_seconds=time.perf_counter() - start,
+                              profile=context.options["profile"], trt_fp16=context.precision == "fp16")
+        runner.prepare["seconds"] += runner.prepare["engine_build_or_load_seconds"]
+    return runner

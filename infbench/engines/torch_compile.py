@@ -20,7 +20,7 @@ supports = torch_eager.supports
 graph = torch_eager.graph
 
 
-def available(device: str) -> str | None:
+def available(device: str, options: dict) -> str | None:
     reason = torch_eager.torch_available(device)
     if reason:
         return reason

@@ -22,7 +22,7 @@ def supports(precision: str, device: str) -> str | None:
     return None
 
 
-def available(device: str) -> str | None:
+def available(device: str, options: dict) -> str | None:
     return torch_available(device)
 
 

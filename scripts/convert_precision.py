@@ -1,0 +1,16 @@
+"""Rule convert_precision: the fp16 or bf16 version of an ONNX graph (fp16 ORT cells, typed TensorRT-RTX builds)."""
+
+import argparse
+import json
+import logging
+
+from infbench import onnx_graphs
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--graph", required=True)
+parser.add_argument("--out", required=True)
+parser.add_argument("--precision", required=True, choices=["fp16", "bf16"])
+args = parser.parse_args()
+logging.basicConfig(level=logging.INFO)
+info = onnx_graphs.to_typed(args.graph, args.out, args.precision)
+logging.info("%s: %s", args.precision, json.dumps(info["fused_ops"]))
