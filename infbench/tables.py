@@ -54,6 +54,8 @@ def _row(record: dict) -> dict:
         "tolerance": accuracy.get("tolerance"),
         "prepare_s": prepare.get("seconds"),
         "compile_s": prepare.get("compile_seconds"),
+        "build_s": prepare.get("build_seconds", prepare.get("engine_build_or_load_seconds")),
+        "engine_bytes": prepare.get("engine_bytes"),
         "graphs": prepare.get("graphs"),
         "graph_breaks": prepare.get("graph_breaks"),
         "recompiles": prepare.get("recompiles"),
