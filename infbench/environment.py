@@ -6,9 +6,12 @@ torch into an ONNX Runtime cell.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -56,9 +59,56 @@ def software() -> dict:
         python=platform.python_version(),
         platform=platform.platform(),
         git_commit=git_commit(),
-        container=os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER"),
+        python_executable=sys.executable,
+        container=container(),
     )
     return env
+
+
+def container() -> dict | None:
+    """The Apptainer image this process runs in (None outside one): path, SIF sha256, labels, OS.
+
+    The labels and /etc/os-release are read inside the container, so they prove where the job ran; the
+    sha256 identifies the exact image file (computed once per image file and cached beside the results).
+    """
+    image = os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")
+    if not image:
+        return None
+    labels_path = Path("/.singularity.d/labels.json")
+    labels = json.loads(labels_path.read_text()) if labels_path.exists() else {}
+    return {"runtime": "apptainer", "image": image, "name": os.environ.get("APPTAINER_NAME"),
+            "sha256": image_sha256(Path(image)), "labels": labels, "os": os_release()}
+
+
+def image_sha256(image: Path, cache_dir: Path = Path("results/.cache/images")) -> str | None:
+    """sha256 of an image file, cached by (path, size, mtime): hashing a GB per cell would cost seconds."""
+    try:
+        stat = image.stat()
+    except OSError:
+        return None  # not visible inside (not bound): the labels still identify it
+    key = hashlib.sha256(f"{image.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:24]
+    cached = cache_dir / key
+    if cached.exists():
+        return cached.read_text().strip()
+    digest = hashlib.sha256()
+    with open(image, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".{os.getpid()}")
+    tmp.write_text(digest.hexdigest())
+    tmp.replace(cached)
+    return digest.hexdigest()
+
+
+def os_release() -> str | None:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return None
 
 
 def cpu_name() -> str:

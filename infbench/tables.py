@@ -117,9 +117,18 @@ def speedups(recs: list[dict], baseline: dict) -> pd.DataFrame:
 def environments(recs: list[dict]) -> pd.DataFrame:
     """Distinct software environments and devices the records came from, with how many cells each."""
     rows = [{**{c: (r.get("env") or {}).get(c) for c in ENV_COLUMNS},
+             "container": container_label((r.get("env") or {}).get("container")),
              "device": (r.get("device") or {}).get("name")} for r in recs]
     frame = pd.DataFrame(rows, columns=[*ENV_COLUMNS, "device"]).astype("string").fillna("-")
     return frame.value_counts().rename("cells").reset_index()
+
+
+def container_label(container: dict | None) -> str | None:
+    """An image as one cell of the environment table: path and the start of its sha256."""
+    if not container:
+        return None
+    digest = container.get("sha256")
+    return f"{container['image']} (sha256:{digest[:12]})" if digest else container["image"]
 
 
 def best_per_shape(cells_frame: pd.DataFrame, speedup_frame: pd.DataFrame) -> pd.DataFrame:

@@ -44,7 +44,10 @@ PACKAGE = Path(__file__).resolve().parent
 
 
 def enabled() -> bool:
-    return os.environ.get("INFBENCH_WORKER", "1") != "0"
+    """Off with INFBENCH_WORKER=0, and inside an Apptainer job: a server started there would outlive the
+    job's container instance (its image mount), and the next job's container would talk to it."""
+    in_container = bool(os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER"))
+    return os.environ.get("INFBENCH_WORKER", "1") != "0" and not in_container
 
 
 def fingerprint() -> str:

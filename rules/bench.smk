@@ -15,6 +15,8 @@ rule bench:
         timing_slots=1,
     conda:
         ENV
+    container:
+        COMPUTE_IMAGE
     log:
         f"logs/cells/{CELL_PATH}.log",
     benchmark:

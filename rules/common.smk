@@ -9,6 +9,7 @@ sys.path.insert(0, workflow.basedir)
 from infbench import config as matrix
 from infbench import engines, trt_build, worker
 from infbench.environment import detect_device
+from snakemake.settings.types import DeploymentMethod
 
 try:
     matrix.validate(config)
@@ -23,6 +24,26 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.abspath("results/cache/
 # The software of every rule, for `--sdm conda`; the pinned pip environment of `make` is the same list.
 ENV = "../envs/infbench.yaml"
 DEVICE = detect_device() if config["device"] == "auto" else config["device"]
+
+
+def container_image(key):
+    """A configured image; a local file is made absolute and must exist when containers are used."""
+    image = config["containers"][key]
+    if "://" in image:
+        return image
+    path = os.path.abspath(image)
+    if USE_CONTAINERS and not os.path.isfile(path):
+        raise WorkflowError(f"invalid config: containers.{key}: image file {image!r} does not exist "
+                            f"(build it: apptainer build {image} containers/{key}.def)")
+    return path
+
+
+USE_CONTAINERS = DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
+COMPUTE_IMAGE = container_image("gpu" if DEVICE == "cuda" else "cpu")
+REPORT_IMAGE = container_image("report") if config["containers"]["report"] else COMPUTE_IMAGE
+if USE_CONTAINERS and not os.path.abspath(".").startswith(workflow.basedir):
+    # jobs import the library and scripts/ from this checkout: make it visible inside the containers
+    workflow.deployment_settings.apptainer_args += f" --bind {workflow.basedir}"
 CELLS = matrix.cells(config)
 # On the CPU a timing job takes every core: nothing else runs beside it, and its threads are pinned to that count.
 BENCH_THREADS = workflow.cores if DEVICE == "cpu" else 1

@@ -17,6 +17,8 @@ rule build_engine:
         timing_slots=REFERENCE_SLOTS,
     conda:
         ENV
+    container:
+        COMPUTE_IMAGE
     log:
         "logs/engines/{model}/{backend}/{precision}/{profile}.log",
     benchmark:

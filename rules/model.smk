@@ -6,6 +6,8 @@ rule build_model:
         out_dir=subpath(output.manifest, parent=True),
     conda:
         ENV
+    container:
+        COMPUTE_IMAGE
     log:
         "logs/models/{model}.log",
     benchmark:
@@ -26,6 +28,8 @@ rule reference:
         timing_slots=REFERENCE_SLOTS,
     conda:
         ENV
+    container:
+        COMPUTE_IMAGE
     log:
         "logs/reference/{model}/b{batch}_s{seq_len}.log",
     benchmark:

@@ -9,6 +9,8 @@ rule export_onnx:
         parity_rtol=config["onnx"]["parity_rtol"],
     conda:
         ENV
+    container:
+        COMPUTE_IMAGE
     log:
         "logs/onnx/{model}/exported.log",
     benchmark:
@@ -29,6 +31,8 @@ rule optimize_onnx:
         parity_rtol=config["onnx"]["parity_rtol"],
     conda:
         ENV
+    container:
+        COMPUTE_IMAGE
     log:
         "logs/onnx/{model}/optimized.log",
     benchmark:
@@ -49,6 +53,8 @@ rule convert_precision:
         typed="fp16|bf16",
     conda:
         ENV
+    container:
+        COMPUTE_IMAGE
     log:
         "logs/onnx/{model}/{graph}_{typed}.log",
     benchmark:

@@ -12,6 +12,8 @@ rule aggregate:
         out_dir=subpath(output.cells, parent=True),
     conda:
         ENV
+    container:
+        REPORT_IMAGE
     log:
         "logs/aggregate.log",
     shell:
@@ -40,6 +42,8 @@ rule figures:
         out_dir=subpath(output.heatmap, parent=True),
     conda:
         ENV
+    container:
+        REPORT_IMAGE
     log:
         "logs/figures.log",
     shell:
@@ -61,6 +65,8 @@ rule report:
         figures_dir=subpath(input.heatmap, parent=True),
     conda:
         ENV
+    container:
+        REPORT_IMAGE
     log:
         "logs/report.log",
     shell:
