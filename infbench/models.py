@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from infbench import artifacts
 from infbench.artifacts import MANIFEST, OUTPUT_NAME, read_manifest
 
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}
@@ -106,3 +107,31 @@ class HiddenStates(torch.nn.Module):
 
     def forward(self, *tensors):
         return self.model(**dict(zip(self.names, tensors))).last_hidden_state
+
+
+def make_reference(model_dir: Path, batch: int, seq_len: int, seed: int, device: str, out: Path) -> dict:
+    """The inputs of one shape and the eager outputs every cell of it is judged by: fp32 (true fp32, TF32
+    off: the baseline's arithmetic) and fp64 (which tells whether fp32 itself drifts)."""
+    manifest = read_manifest(model_dir)
+    inputs = artifacts.make_inputs(manifest, batch, seq_len, seed)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    references = {}
+    for precision in ("fp32", "fp64"):
+        module = load_module(model_dir, precision, device)
+        with torch.inference_mode():
+            output = module(*(torch.from_numpy(a).to(device) for a in inputs.values()))
+        references[precision] = output.float().cpu().numpy() if precision == "fp32" else output.cpu().numpy()
+        del module
+    artifacts.save_reference(out, inputs, references)
+    return references
+
+
+def reference_request(request: dict) -> None:
+    """A reference job's request (scripts/make_reference.py), run in-process or in a worker child."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO)
+    references = make_reference(Path(request["manifest"]).parent, request["batch"], request["seq_len"],
+                                request["seed"], request["device"], Path(request["out"]))
+    logging.getLogger("infbench.reference").info("reference %s: output %s", request["out"], references["fp32"].shape)

@@ -107,6 +107,29 @@ def run(request: dict) -> dict:
     return _send(path, {**request, "cwd": os.getcwd(), "env": dict(os.environ)}, timeout=None)
 
 
+def handle(request: dict) -> None:
+    """What a child does with a request: a reference job or (the default) a cell."""
+    if request.get("job") == "reference":
+        from infbench.models import reference_request
+
+        reference_request(request)
+    else:
+        from infbench.cell import run_request
+
+        run_request(request)
+
+
+def run_job(request: dict) -> dict:
+    """Run a request in a worker child, or in this process where the worker is off or unusable."""
+    try:
+        if not enabled():
+            raise Unusable("worker off")
+        return run(request)
+    except Unusable:
+        handle(request)
+        return {"exit": 0, "pid": os.getpid()}
+
+
 def shutdown_all(directory: Path = WORKER_DIR) -> None:
     """Stop every server of this results tree (Snakemake's onsuccess/onerror call this)."""
     for path in Path(directory).glob("*.sock"):
@@ -225,12 +248,10 @@ def preload_if_cuda_free(names=PRELOAD_IF_CUDA_FREE) -> str:
 
 
 if __name__ == "__main__":
-    from infbench.cell import run_request
-
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # is_available() without a driver init
     _preload()
     print(f"modelling modules {', '.join(PRELOAD_IF_CUDA_FREE)}: {preload_if_cuda_free()}", flush=True)
     reason = probe_cuda()
     if reason:
         print(f"unusable: {reason}; cells will run in their own interpreters", flush=True)
-    serve(Path(sys.argv[1]), run_request, reason)
+    serve(Path(sys.argv[1]), handle, reason)

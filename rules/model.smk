@@ -37,4 +37,4 @@ rule reference:
     shell:
         "python3 -m scripts.make_reference --manifest {input.manifest:q} --batch {wildcards.batch}"
         " --seq-len {wildcards.seq_len} --seed {params.seed} --device {params.device}"
-        " --out {output.npz:q} > {log:q} 2>&1"
+        " --log {log:q} --out {output.npz:q} > {log:q} 2>&1"

@@ -29,12 +29,7 @@ request = {
     "cell": json.loads(args.cell), "manifest": args.manifest, "reference": args.reference, "graph": args.graph, "engine": args.engine,
     "threads": args.threads, "log": args.log, "out": args.out, "process_start": PROCESS_START,
 }
-try:
-    if not worker.enabled():
-        raise worker.Unusable("INFBENCH_WORKER=0")
-    Path(args.out).unlink(missing_ok=True)
-    reply = worker.run(request)
-    if not Path(args.out).exists():
-        cell.failed_without_record(request, f"cell process exited with {reply.get('exit')} before writing its record")
-except worker.Unusable:
-    cell.run_request(request)
+Path(args.out).unlink(missing_ok=True)
+reply = worker.run_job(request)
+if not Path(args.out).exists():
+    cell.failed_without_record(request, f"cell process exited with {reply.get('exit')} before writing its record")

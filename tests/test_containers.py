@@ -87,7 +87,7 @@ def test_tiny_config_runs_every_job_inside_the_image_and_reruns_nothing(cpu_imag
     environment = (tmp_path / "results/tables/environment.csv").read_text()
     assert f"{cpu_image} (sha256:{image_sha256[:12]})" in environment
 
-    again = snakemake(tmp_path, "-n", "--sdm", "apptainer", "--configfile", "tiny.yaml")
+    again = snakemake(tmp_path, "-n", "--use-singularity", "--configfile", "tiny.yaml")  # the old spelling
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
