@@ -31,6 +31,7 @@ class CellSpec:
     threads: int
     policy: TimingPolicy
     tolerance: float
+    stability: dict | None = None
     engine_path: Path | None = None
     log_path: str | None = None
     process_start: float | None = None  # perf_counter() at process start, to account for per-cell overhead
@@ -49,6 +50,7 @@ def spec_from_request(request: dict) -> CellSpec:
         threads=request["threads"],
         policy=TimingPolicy.from_config(params["timing"]),
         tolerance=params["tolerance"],
+        stability=params.get("stability"),
         engine_path=Path(request["engine"]) if request.get("engine") else None,
         log_path=request.get("log"),
         process_start=request.get("process_start"),
@@ -118,6 +120,24 @@ def _run(spec: CellSpec) -> dict:
         return records.finish(record, "failed", f"{type(error).__name__}: {records.one_line(str(error))}")
 
 
+def stability(timing: dict, device: dict, limits: dict) -> dict:
+    """Is the number trustworthy as a steady state: spread of the iterations, and (GPU) the SM clock
+    before vs after timing. An unstable cell keeps its number but is flagged, with why."""
+    max_cv, max_clock = limits.get("max_cv", 0.1), limits.get("max_clock_change", 0.1)
+    reasons = []
+    cv = timing.get("cv")
+    if cv is not None and cv > max_cv:
+        reasons.append(f"cv {cv:.3f} > {max_cv}")
+    clock = device.get("sm_clock_mhz")
+    change = None
+    if isinstance(clock, list) and None not in clock and clock[0]:
+        change = abs(clock[1] - clock[0]) / clock[0]
+        if change > max_clock:
+            reasons.append(f"SM clock moved {clock[0]}→{clock[1]} MHz")
+    return {"unstable": bool(reasons), "why": "; ".join(reasons) or None, "cv": cv, "max_cv": max_cv,
+            "clock_change": change, "max_clock_change": max_clock}
+
+
 def peak_rss_bytes() -> int:
     import resource
 
@@ -147,6 +167,7 @@ def _measure(spec: CellSpec, engine, record: dict) -> dict:
         problem = runner.verify()
         record["prepare"] = runner.prepare
         record["timing"] = timing
+        record["stability"] = stability(timing, record["device"], spec.stability or {})
         batch, seq_len = spec.key["batch"], spec.key["seq_len"]
         seconds = timing["median_ms"] / 1e3
         record["throughput"] = {"sequences_per_s": batch / seconds, "tokens_per_s": batch * seq_len / seconds}

@@ -1,4 +1,5 @@
-"""Figures from the tables (seaborn): the speedup heatmap of the seed and latency vs sequence length.
+"""Figures from the tables (seaborn): the verdict heatmap, the seed's speedup heatmap, latency vs sequence
+length, throughput vs batch, and the roofline.
 
 Each function writes one PNG and always writes it: with nothing measured, the figure says so, so the report
 never has a hole where a figure should be.
@@ -96,13 +97,101 @@ def latency_vs_seq_len(cells: pd.DataFrame, path: Path) -> None:
     plt.close(grid.figure)
 
 
-FIGURES = {"speedup_heatmap": "speedup_heatmap.png", "latency_vs_seq_len": "latency_vs_seq_len.png"}
+def verdict_heatmap(best: pd.DataFrame, path: Path, baseline: dict) -> None:
+    """Per shape, the fastest accurate backend: its name in the cell, colour = its speedup over the baseline."""
+    path = Path(path)
+    if best.empty:
+        _empty(path, "no measured cell passed the accuracy check")
+        return
+    models = sorted(best["model"].unique())
+    fig, axes = plt.subplots(1, len(models), figsize=(1.9 * best["seq_len"].nunique() + 2.5, 0.75 * best["batch"].nunique() + 1.6),
+                             squeeze=False)
+    for ax, model in zip(axes[0], models):
+        frame = best[best["model"] == model]
+        grid = frame.pivot_table(index="batch", columns="seq_len", values="speedup")
+
+        def label(row) -> str:
+            text = f"{row.backend}\n{row.precision}"
+            if pd.notna(row.speedup):
+                text += f"\n{row.speedup:.2f}x [{row.speedup_lo:.2f}, {row.speedup_hi:.2f}]"
+            return text
+
+        labels = frame.assign(label=[label(r) for r in frame.itertuples()]).pivot_table(
+            index="batch", columns="seq_len", values="label", aggfunc="first").reindex_like(grid)
+        spread = max(float((grid - 1).abs().max().max()), 0.05) if grid.notna().any().any() else 1.0
+        sns.heatmap(grid, annot=labels, fmt="", cmap="RdYlGn", center=1.0, vmin=1 - spread, vmax=1 + spread,
+                    linewidths=0.5, annot_kws={"fontsize": 7}, cbar_kws={"label": "speedup vs baseline"}, ax=ax)
+        ax.set_title(model)
+        ax.set_xlabel("seq_len")
+        ax.set_ylabel("batch")
+    fig.suptitle(f"Fastest accurate backend per shape (speedup vs {baseline['backend']} {baseline['precision']}, "
+                 "95% CI)")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
 
 
-def write_all(tables: dict[str, pd.DataFrame], baseline: dict, out_dir: Path) -> dict[str, Path]:
+def throughput_vs_batch(cells: pd.DataFrame, path: Path) -> None:
+    """Sequences/s vs batch size, one panel per seq_len, one line per backend/precision (log-log)."""
+    path = Path(path)
+    ok = cells[cells["status"] == "ok"].copy()
+    if ok.empty:
+        _empty(path, "no measured cells")
+        return
+    ok["series"] = ok["model"] + " · " + ok["backend"] + " · " + ok["precision"]
+    grid = sns.FacetGrid(ok, col="seq_len", hue="series", height=3.2, aspect=1.2, sharey=False)
+    grid.map_dataframe(sns.lineplot, x="batch", y="sequences_per_s", marker="o")
+    batches = sorted(ok["batch"].unique())
+    for ax in grid.axes.flat:
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    grid.set_titles(col_template="seq_len {col_name}")
+    grid.set_axis_labels("batch", "sequences / s (x seq_len = tokens / s)")
+    grid.add_legend(title="model · backend · precision")
+    grid.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(grid.figure)
+
+
+def roofline_plot(roofline: pd.DataFrame, peaks: dict | None, path: Path) -> None:
+    """Achieved FLOP/s vs arithmetic intensity per cell, under the measured roofs of each precision."""
+    path = Path(path)
+    frame = roofline.dropna(subset=["floor_ms"]) if not roofline.empty else roofline
+    if frame.empty or not peaks:
+        _empty(path, "no roofline: no measured cell or no measured device peaks")
+        return
+    frame = frame.assign(series=frame["backend"] + " · " + frame["precision"],
+                         tflops=frame["achieved_flops_per_s"] / 1e12)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    sns.scatterplot(frame, x="intensity_flops_per_byte", y="tflops", hue="series", style="precision", ax=ax)
+    lo, hi = frame["intensity_flops_per_byte"].min() / 2, frame["intensity_flops_per_byte"].max() * 2
+    bandwidth = peaks["copy_bytes_per_s"]
+    for name, flops in sorted((peaks.get("matmul_flops_per_s") or {}).items()):
+        xs = [lo, flops / bandwidth, hi]
+        ax.plot(xs, [min(x * bandwidth, flops) / 1e12 for x in xs], "--", linewidth=1, label=f"roof {name}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOPs / minimum byte)")
+    ax.set_ylabel("achieved TFLOP/s")
+    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    ax.set_title("Roofline: every measured cell under the device's measured peaks")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+
+
+FIGURES = {"verdict_heatmap": "verdict_heatmap.png", "speedup_heatmap": "speedup_heatmap.png",
+           "latency_vs_seq_len": "latency_vs_seq_len.png", "throughput_vs_batch": "throughput_vs_batch.png",
+           "roofline": "roofline.png"}
+
+
+def write_all(tables: dict[str, pd.DataFrame], baseline: dict, out_dir: Path, peaks: dict | None = None) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / filename for name, filename in FIGURES.items()}
+    verdict_heatmap(tables["best"], paths["verdict_heatmap"], baseline)
     speedup_heatmap(tables["speedup"], paths["speedup_heatmap"], baseline)
     latency_vs_seq_len(tables["cells"], paths["latency_vs_seq_len"])
+    throughput_vs_batch(tables["cells"], paths["throughput_vs_batch"])
+    roofline_plot(tables["roofline"], peaks, paths["roofline"])
     return paths

@@ -20,8 +20,9 @@ from infbench import environment
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "report" / "templates"
 CELL_COLUMNS = ["model", "backend", "precision", "batch", "seq_len", "status", "median_ms", "ci_lo_ms",
                 "ci_hi_ms", "p90_ms", "p99_ms", "cv", "n", "stop_reason", "sequences_per_s", "tokens_per_s",
-                "accuracy_passed", "rel_l2", "max_abs", "cosine", "prepare_s", "compile_s", "graph_breaks",
-                "recompiles", "fused_ops", "peak_bytes", "threads"]
+                "accuracy_passed", "rel_l2", "max_abs", "cosine", "unstable", "prepare_s", "compile_s", "build_s",
+                "engine_bytes", "graph_breaks", "recompiles", "fused_ops", "peak_bytes", "device_peak_bytes",
+                "process_s", "overhead_s", "threads"]
 
 
 def styled(frame: pd.DataFrame, precision: int = 3, highlight: str | None = None) -> str:
@@ -44,13 +45,52 @@ def status_counts(cells: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in cells["status"].value_counts().sort_index().items()}
 
 
+def accuracy_matrix(cells: pd.DataFrame) -> str:
+    """rel. L2 vs fp32 eager per (backend, precision) × shape; failing cells red, unmeasured blank."""
+    ok = cells[cells["status"] == "ok"]
+    if ok.empty:
+        return "<p class='empty'>(no measured cells)</p>"
+    ok = ok.assign(row=ok["model"] + " · " + ok["backend"] + " · " + ok["precision"],
+                   shape="b" + ok["batch"].astype(str) + " s" + ok["seq_len"].astype(str))
+    order = ok.sort_values(["batch", "seq_len"])["shape"].unique()
+    values = ok.pivot_table(index="row", columns="shape", values="rel_l2", aggfunc="first").reindex(columns=order)
+    passed = ok.pivot_table(index="row", columns="shape", values="accuracy_passed", aggfunc="first").reindex(columns=order)
+    colours = passed.map(lambda v: "" if pd.isna(v) else ("background:#fde2e1" if not bool(v) else "background:#e3f5e1"))
+    styler = values.style.format("{:.1e}", na_rep="").apply(lambda _: colours, axis=None)
+    styler = styler.format_index(escape="html", axis=0).format_index(escape="html", axis=1)
+    return styler.set_table_attributes('class="data"').to_html()
+
+
+def ranges(cells: pd.DataFrame) -> dict[str, str]:
+    """Min–max of what the GPU did across all cells (clock, temperature, power), for one line of the page."""
+    out = {}
+    for label, columns, unit in (("SM clock", ["sm_clock_before", "sm_clock_after"], "MHz"),
+                                 ("temperature", ["temp_c_after"], "°C"), ("power", ["power_w_after"], "W")):
+        present = [c for c in columns if c in cells.columns]
+        values = pd.concat([pd.to_numeric(cells[c], errors="coerce") for c in present]).dropna() if present else pd.Series()
+        if not values.empty:
+            out[label] = f"{values.min():g}–{values.max():g} {unit}"
+    return out
+
+
+KEY_COLUMNS = ["model", "backend", "precision", "batch", "seq_len"]
+
+
 def render(tables: dict[str, pd.DataFrame], figures: dict[str, Path], config: dict, out: Path) -> str:
     cells = tables["cells"]
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True,
                              undefined=jinja2.StrictUndefined)
-    not_ok = cells[cells["status"] != "ok"][["model", "backend", "precision", "batch", "seq_len", "status",
-                                             "reason", "log"]]
-    best = tables["best"]
+    not_ok = cells[cells["status"] != "ok"][[*KEY_COLUMNS, "status", "reason", "log"]]
+    unstable = cells[cells["unstable"].astype("boolean").fillna(False)] if "unstable" in cells else cells.iloc[0:0]
+    resources = cells[cells["status"] == "ok"][[c for c in [*KEY_COLUMNS, "device_peak_bytes", "peak_bytes",
+                                                            "sm_clock_before", "sm_clock_after", "temp_c_after",
+                                                            "power_w_after"] if c in cells.columns]]
+    cost = tables["cost"]
+    cost_by_backend = (cost.groupby(["model", "backend", "precision"], as_index=False)
+                       .agg(setup_s=("setup_s", "median"), compile_s=("compile_s", "median"),
+                            build_s=("build_s", "median"), break_even_min=("break_even_requests", "min"),
+                            break_even_max=("break_even_requests", "max"))) if not cost.empty else cost
+    images = sorted(tables["environment"]["container"].dropna().astype(str).unique()) if "container" in tables["environment"] else []
     html = env.get_template("index.html.j2").render(
         generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         git_commit=environment.git_commit(),
@@ -58,11 +98,21 @@ def render(tables: dict[str, pd.DataFrame], figures: dict[str, Path], config: di
         counts=status_counts(cells),
         total=len(cells),
         devices=sorted(cells["device"].dropna().astype(str).unique()),
-        best=styled(best),
+        gpu_ranges=ranges(cells),
+        remote_code=sorted(name for name, model in config.get("models", {}).items() if model.get("trust_remote_code")),
+        best=styled(tables["best"]),
         speedup=styled(tables["speedup"], highlight="accuracy_passed"),
+        accuracy=accuracy_matrix(cells),
+        accuracy_cells=styled(cells[cells["status"] == "ok"][[c for c in [*KEY_COLUMNS, "accuracy_passed", "tolerance", "rel_l2", "max_abs", "rel_l2_fp64", "max_abs_fp64", "cosine"] if c in cells.columns]], precision=6, highlight="accuracy_passed"),
+        cost=styled(cost_by_backend, precision=1),
+        cost_cells=styled(cost, precision=2),
+        roofline=styled(tables["roofline"], precision=3),
+        resources=styled(resources),
+        unstable=styled(unstable[[c for c in [*KEY_COLUMNS, "cv", "unstable_why", "median_ms"] if c in unstable.columns]]),
         cells=styled(cells[[c for c in CELL_COLUMNS if c in cells.columns]], highlight="accuracy_passed"),
         not_ok=styled(not_ok),
         environment=styled(tables["environment"]),
+        images=images,
         figures={name: _inline_png(path) for name, path in figures.items()},
         config_yaml=yaml.safe_dump(config, sort_keys=False),
     )

@@ -31,6 +31,14 @@ def _row(record: dict) -> dict:
     throughput = record.get("throughput") or {}
     policy = timing.get("policy") or {}
     ci = timing.get("ci95_ms") or [None, None]
+    device = record.get("device") or {}
+    fp64 = accuracy.get("fp64") or {}
+    stability = record.get("stability") or {}
+
+    def before_after(key: str, index: int):
+        value = device.get(key)
+        return value[index] if isinstance(value, list) else value
+
     return {
         **record["key"],
         "status": record["status"],
@@ -52,6 +60,10 @@ def _row(record: dict) -> dict:
         "max_abs": accuracy.get("max_abs"),
         "cosine": accuracy.get("cosine"),
         "tolerance": accuracy.get("tolerance"),
+        "rel_l2_fp64": fp64.get("rel_l2"),
+        "max_abs_fp64": fp64.get("max_abs"),
+        "unstable": stability.get("unstable"),
+        "unstable_why": stability.get("why"),
         "prepare_s": prepare.get("seconds"),
         "compile_s": prepare.get("compile_seconds"),
         "build_s": prepare.get("build_seconds", prepare.get("engine_build_or_load_seconds")),
@@ -62,6 +74,11 @@ def _row(record: dict) -> dict:
         "fallback": prepare.get("fallback"),
         "fused_ops": json.dumps(prepare["fused_ops"], sort_keys=True) if prepare.get("fused_ops") else None,
         "peak_bytes": (record.get("memory") or {}).get("peak_bytes"),
+        "device_peak_bytes": (record.get("memory") or {}).get("device_peak_bytes"),
+        "sm_clock_before": before_after("sm_clock_mhz", 0),
+        "sm_clock_after": before_after("sm_clock_mhz", 1),
+        "temp_c_after": before_after("temp_c", 1),
+        "power_w_after": before_after("power_w", 1),
         "process_s": (record.get("cost") or {}).get("process_s"),
         "overhead_s": (record.get("cost") or {}).get("overhead_s"),
         "device": (record.get("device") or {}).get("name"),
@@ -143,14 +160,58 @@ def best_per_shape(cells_frame: pd.DataFrame, speedup_frame: pd.DataFrame) -> pd
     return merged.sort_values(SHAPE).reset_index(drop=True)
 
 
-TABLES = ("cells", "samples", "speedup", "best", "environment")
+def roofline(cells_frame: pd.DataFrame, peaks: dict | None, geometries: dict[str, dict]) -> pd.DataFrame:
+    """Per measured cell: FLOPs, minimum bytes, the device's time floor and the % of it reached."""
+    from infbench import roofline as rl
+
+    columns = [*KEY, "median_ms", "flops", "min_bytes", "floor_ms", "bound", "pct_of_floor", "achieved_flops_per_s",
+               "intensity_flops_per_byte"]
+    rows = []
+    for row in cells_frame[cells_frame["status"] == "ok"].itertuples(index=False):
+        geometry = geometries.get(row.model)
+        if geometry is None:
+            continue
+        work = rl.cell_work(geometry, int(row.batch), int(row.seq_len), row.precision)
+        options = json.loads(row.options) if isinstance(row.options, str) else {}
+        bound = rl.floor(work, peaks or {}, row.precision, bool(options.get("tf32")))
+        rows.append({**{k: getattr(row, k) for k in KEY}, "median_ms": row.median_ms, **work,
+                     "floor_ms": bound and bound["floor_ms"], "bound": bound and bound["bound"],
+                     "pct_of_floor": bound and 100 * bound["floor_ms"] / row.median_ms,
+                     "achieved_flops_per_s": work["flops"] / (row.median_ms / 1e3),
+                     "intensity_flops_per_byte": work["flops"] / work["min_bytes"]})
+    return pd.DataFrame(rows, columns=columns)
 
 
-def write_all(record_paths, baseline: dict, out_dir: Path) -> dict[str, pd.DataFrame]:
+def costs(cells_frame: pd.DataFrame, baseline: dict) -> pd.DataFrame:
+    """What getting to each measured cell cost once (load + compile / engine build) beyond the baseline's
+    load, and after how many requests the saved latency has paid for it (None: it never does)."""
+    ok = cells_frame[cells_frame["status"] == "ok"].copy()
+    for column in ("median_ms", "prepare_s", "compile_s", "build_s"):
+        ok[column] = pd.to_numeric(ok[column], errors="coerce").astype(float)
+    ok["setup_s"] = ok["prepare_s"].fillna(0) + ok["build_s"].where(ok["engine"] == "tensorrt", 0).fillna(0)
+    base = ok[(ok["backend"] == baseline["backend"]) & (ok["precision"] == baseline["precision"])]
+    base = base[[*SHAPE, "median_ms", "setup_s"]].rename(columns={"median_ms": "baseline_ms", "setup_s": "baseline_setup_s"})
+    merged = ok[[*KEY, "median_ms", "setup_s", "compile_s", "build_s"]].merge(base, on=SHAPE, how="inner")
+    merged["extra_setup_s"] = merged["setup_s"] - merged["baseline_setup_s"]
+    merged["saved_ms_per_request"] = merged["baseline_ms"] - merged["median_ms"]
+    paid = (merged["saved_ms_per_request"] > 0) & (merged["extra_setup_s"] > 0)
+    saved = merged["saved_ms_per_request"].where(paid)
+    merged["break_even_requests"] = (1000 * merged["extra_setup_s"] / saved).where(paid)
+    merged.loc[(merged["extra_setup_s"] <= 0) & (merged["saved_ms_per_request"] > 0), "break_even_requests"] = 0
+    return merged.sort_values(KEY).reset_index(drop=True)
+
+
+TABLES = ("cells", "samples", "speedup", "best", "environment", "roofline", "cost")
+
+
+def write_all(record_paths, baseline: dict, out_dir: Path, peaks: dict | None = None,
+              geometries: dict[str, dict] | None = None) -> dict[str, pd.DataFrame]:
     recs = load(record_paths)
     frames = {"cells": cells(recs), "samples": samples(recs), "speedup": speedups(recs, baseline),
               "environment": environments(recs)}
     frames["best"] = best_per_shape(frames["cells"], frames["speedup"])
+    frames["roofline"] = roofline(frames["cells"], peaks, geometries or {})
+    frames["cost"] = costs(frames["cells"], baseline)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in TABLES:

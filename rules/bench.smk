@@ -25,3 +25,27 @@ rule bench:
         "python3 -m scripts.bench_cell --cell {params.cell:q} --manifest {input.manifest:q}"
         " --reference {input.reference:q} {params.artifacts:q} --threads {threads} --log {log:q}"
         " --out {output.record:q} > {log:q} 2>&1"
+
+
+# The device's own peak rates (matmul per precision, copy bandwidth) for the report's roofline: measured
+# once per run, with the timing policy, holding the timing slot like a cell.
+rule device_peaks:
+    output:
+        peaks="results/device/peaks.json",
+    params:
+        device=DEVICE,
+        timing=matrix.canonical(config["timing"]),
+    threads: BENCH_THREADS
+    resources:
+        timing_slots=1,
+    conda:
+        ENV
+    container:
+        COMPUTE_IMAGE
+    log:
+        "logs/device/peaks.log",
+    benchmark:
+        "benchmarks/device/peaks.tsv"
+    shell:
+        "python3 -m scripts.measure_peaks --device {params.device} --timing {params.timing:q}"
+        " --threads {threads} --out {output.peaks:q} > {log:q} 2>&1"

@@ -154,6 +154,7 @@ def cell_params(wildcards):
             "options": cell_options(wildcards, entry),
             "device": DEVICE,
             "timing": config["timing"],
+            "stability": config["stability"],
             "tolerance": config["accuracy"]["tolerance"][wildcards.precision],
         }
     )

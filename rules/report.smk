@@ -1,12 +1,16 @@
 rule aggregate:
     input:
         records=record_paths(),
+        peaks=rules.device_peaks.output.peaks,
+        manifests=expand("results/models/{model}/manifest.json", model=sorted(config["models"])),
     output:
         cells=report("results/tables/cells.csv", category="Tables", labels={"table": "cells"}),
         samples="results/tables/samples.csv",
         speedup=report("results/tables/speedup.csv", category="Tables", labels={"table": "speedup"}),
         best=report("results/tables/best.csv", category="Tables", labels={"table": "best per shape"}),
         environment="results/tables/environment.csv",
+        roofline=report("results/tables/roofline.csv", category="Tables", labels={"table": "roofline"}),
+        cost=report("results/tables/cost.csv", category="Tables", labels={"table": "cost and break-even"}),
     params:
         baseline=matrix.canonical(config["baseline"]),
         out_dir=subpath(output.cells, parent=True),
@@ -18,14 +22,20 @@ rule aggregate:
         "logs/aggregate.log",
     shell:
         "python3 -m scripts.aggregate --baseline {params.baseline:q} --out-dir {params.out_dir:q}"
-        " {input.records:q} > {log:q} 2>&1"
+        " --peaks {input.peaks:q} --manifests {input.manifests:q} --records {input.records:q} > {log:q} 2>&1"
 
 
 rule figures:
     input:
         cells=rules.aggregate.output.cells,
         tables=rules.aggregate.output,
+        peaks=rules.device_peaks.output.peaks,
     output:
+        verdict=report(
+            "results/figures/verdict_heatmap.png",
+            category="Figures",
+            labels={"figure": "fastest accurate backend per shape"},
+        ),
         heatmap=report(
             "results/figures/speedup_heatmap.png",
             category="Figures",
@@ -35,6 +45,16 @@ rule figures:
             "results/figures/latency_vs_seq_len.png",
             category="Figures",
             labels={"figure": "latency vs seq_len"},
+        ),
+        throughput=report(
+            "results/figures/throughput_vs_batch.png",
+            category="Figures",
+            labels={"figure": "throughput vs batch"},
+        ),
+        roofline=report(
+            "results/figures/roofline.png",
+            category="Figures",
+            labels={"figure": "roofline"},
         ),
     params:
         baseline=matrix.canonical(config["baseline"]),
@@ -48,7 +68,7 @@ rule figures:
         "logs/figures.log",
     shell:
         "python3 -m scripts.plot_figures --tables-dir {params.tables_dir:q} --baseline {params.baseline:q}"
-        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        " --peaks {input.peaks:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule report:
@@ -57,6 +77,7 @@ rule report:
         tables=rules.aggregate.output,
         heatmap=rules.figures.output.heatmap,
         figures=rules.figures.output,
+        peaks=rules.device_peaks.output.peaks,
     output:
         html="report/index.html",
     params:

@@ -60,15 +60,38 @@ def test_records_carry_key_env_and_log(tiny_run):
 
 def test_report_is_self_contained_and_lists_everything(tiny_run):
     html = (tiny_run / "report/index.html").read_text()
-    assert html.count('src="data:image/png;base64,') == 2
+    from infbench.figures import FIGURES
+
+    assert html.count('src="data:image/png;base64,') == len(FIGURES) == 5
     assert not re.search(r'(src|href)="(https?:)?//', html)
     for backend in BACKENDS:
         assert backend in html
     assert "onnxruntime CPUExecutionProvider has no bf16 graph in this pipeline" in html
     assert "tiny-bert" in html and "num_hidden_layers: 2" in html  # the config is listed
-    assert "Fastest accurate backend per shape" in html
-    for figure in ("speedup_heatmap.png", "latency_vs_seq_len.png"):
+    assert "the fastest accurate backend per shape" in html
+    for section in ("Accuracy", "Cost of getting there", "Roofline", "Memory and clocks", "Unstable cells"):
+        assert f">{section}</h2>" in html
+    for figure in FIGURES.values():
         assert (tiny_run / "results/figures" / figure).stat().st_size > 10_000
+
+
+def test_roofline_and_cost_tables(tiny_run):
+    """The roofline holds every measured cell with a floor below its latency; the cost table a break-even."""
+    import pandas as pd
+
+    cells = pd.read_csv(tiny_run / "results/tables/cells.csv")
+    roofline = pd.read_csv(tiny_run / "results/tables/roofline.csv")
+    assert len(roofline) == (cells["status"] == "ok").sum()
+    assert (roofline["floor_ms"] > 0).all() and (roofline["pct_of_floor"] <= 100).all()
+    geometry = {"layers": 2, "hidden": 64, "intermediate": 128}
+    tokens = 1 * 16
+    expected = 2 * (2 * tokens * (4 * 64 * 64 + 2 * 64 * 128) + 4 * 16 * 16 * 64)
+    assert roofline[(roofline["seq_len"] == 16)]["flops"].unique().tolist() == [expected], geometry
+    cost = pd.read_csv(tiny_run / "results/tables/cost.csv")
+    baseline = cost[(cost["backend"] == "eager") & (cost["precision"] == "fp32")]
+    assert (baseline["extra_setup_s"] == 0).all() and baseline["break_even_requests"].isna().all()
+    inductor = cost[cost["backend"] == "inductor"]
+    assert (inductor["extra_setup_s"] > 0).all()  # compilation costs something beyond loading weights
 
 
 def dry_run(workdir: Path, config: dict | None = None, *extra: str) -> dict[str, list[str]]:

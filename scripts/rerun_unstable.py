@@ -1,0 +1,30 @@
+"""Re-measure the cells flagged unstable (CV above stability.max_cv, or a GPU clock that moved): their
+records are forced to rerun, and aggregate / figures / report follow.
+
+    python3 -m scripts.rerun_unstable [--list] [-- snakemake arguments, e.g. --configfile config/gpu.yaml]
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--results", default="results", help="the results directory (default: results)")
+parser.add_argument("--list", action="store_true", help="only print the unstable records")
+parser.add_argument("snakemake_args", nargs=argparse.REMAINDER)
+args = parser.parse_args()
+unstable = []
+for path in sorted(Path(args.results, "cells").rglob("*.json")):
+    record = json.loads(path.read_text())
+    if (record.get("stability") or {}).get("unstable"):
+        unstable.append(str(path))
+        print(f"{path}: {record['stability']['why']}")
+if not unstable:
+    print("no unstable cells")
+    sys.exit(0)
+if args.list:
+    sys.exit(0)
+extra = [a for a in args.snakemake_args if a != "--"]
+sys.exit(subprocess.call(["snakemake", *extra, "--forcerun", *unstable]))
