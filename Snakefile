@@ -21,6 +21,7 @@ rule all:
     default_target: True
     input:
         rules.report.output.html,
+        rules.compare.output.html if config["compare"]["against"] else [],
 
 
 # The cell worker (infbench/worker.py) outlives no run: stop it however the run ends.

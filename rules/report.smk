@@ -93,3 +93,28 @@ rule report:
     shell:
         "python3 -m scripts.render_report --tables-dir {params.tables_dir:q} --figures-dir {params.figures_dir:q}"
         " --config {params.config:q} --out {output.html:q} > {log:q} 2>&1"
+
+
+rule compare:
+    input:
+        cells=rules.aggregate.output.cells,
+        samples=rules.aggregate.output.samples,
+        against=ancient(f"{config['compare']['against']}/cells.csv") if config["compare"]["against"] else [],
+    output:
+        html="report/compare.html",
+        table="results/tables/compare.csv",
+    params:
+        against=config["compare"]["against"] or "",
+        label=config["compare"]["label"] or config["compare"]["against"] or "",
+        min_change=config["compare"]["min_change"],
+        tables_dir=subpath(input.cells, parent=True),
+    conda:
+        ENV
+    container:
+        REPORT_IMAGE
+    log:
+        "logs/compare.log",
+    shell:
+        "python3 -m scripts.compare_runs {params.against:q} {params.tables_dir:q} --label-a {params.label:q}"
+        " --label-b 'this run' --min-change {params.min_change} --out {output.html:q} --csv {output.table:q}"
+        " > {log:q} 2>&1"

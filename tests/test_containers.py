@@ -56,8 +56,12 @@ def cpu_image(apptainer) -> Path:
     image = CACHE / f"infbench-cpu-{digest.hexdigest()[:16]}.sif"
     if not image.exists():
         command = [str(apptainer), "build", "--force"]
-        if Path("/opt/wheels").is_dir():  # torch's CPU wheel is a local file on this project's machines
-            command += ["--bind", "/opt/wheels:/wheels"]
+        # this project's machines: torch's CPU wheel is a local file, PyPI sits behind a proxy with its own CA
+        # and download.pytorch.org is unreachable (see containers/cpu.def)
+        if Path("/opt/wheels").is_dir():
+            command += ["--bind", "/opt/wheels:/wheels", "--build-arg", "torch_index=https://pypi.org/simple"]
+        if Path("/etc/ssl/certs/ca-certificates.crt").is_file():
+            command += ["--bind", "/etc/ssl/certs:/host-certs"]
         tmp = image.with_suffix(".building.sif")
         result = subprocess.run([*command, str(tmp), "containers/cpu.def"], cwd=REPO, capture_output=True,
                                 text=True, timeout=2400)
