@@ -53,6 +53,7 @@ def cpu_image(apptainer) -> Path:
     digest = hashlib.sha256()
     for part in ("containers/cpu.def", "requirements.txt"):
         digest.update((REPO / part).read_bytes())
+    CACHE.mkdir(parents=True, exist_ok=True)
     image = CACHE / f"infbench-cpu-{digest.hexdigest()[:16]}.sif"
     if not image.exists():
         command = [str(apptainer), "build", "--force"]

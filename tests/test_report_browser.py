@@ -1,0 +1,85 @@
+"""The report in a real headless browser (Debian's chromium through chromedriver): it loads with no console
+errors, every figure renders, tables sort, markup in the data stays text; a screenshot is saved to
+test-artifacts/ for a person to look at."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO
+
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in requirements-test.txt")
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    session = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+    yield session
+    session.quit()
+
+
+def test_report_loads_without_errors_and_every_figure_renders(tiny_run, browser):
+    page = tiny_run / "report/index.html"
+    browser.get(page.as_uri())
+    images = browser.find_elements("css selector", "img")
+    assert len(images) == 5
+    for image in images:
+        loaded = browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image)
+        assert loaded and loaded > 100, image.get_attribute("alt")
+    severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert severe == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "report.png"))
+    assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+    (ARTIFACTS / "report-size.txt").write_text(f"{page.stat().st_size} bytes\n")
+
+    # sorting: click the median_ms header of the all-cells table twice, the column ends descending
+    table = browser.find_element("css selector", "#cells ~ div.scroll table.data")
+    headers = [th.text for th in table.find_elements("css selector", "thead th")]
+    column = headers.index("median_ms")
+    header = table.find_elements("css selector", "thead th")[column]
+    header.click()
+    header.click()
+    values = [td.text for td in table.find_elements("css selector", f"tbody tr td:nth-child({column + 1})")]
+    numbers = [float(v.replace(",", "")) for v in values if v not in ("–", "")]
+    assert numbers == sorted(numbers, reverse=True) and len(numbers) >= 8
+
+
+def test_markup_in_the_data_is_shown_as_text(tiny_run, browser, tmp_path):
+    tables = tmp_path / "tables"
+    shutil.copytree(tiny_run / "results/tables", tables)
+    cells = pd.read_csv(tables / "cells.csv")
+    hostile = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+    cells.loc[cells["status"] != "ok", "reason"] = hostile
+    cells.to_csv(tables / "cells.csv", index=False)
+    out = tmp_path / "index.html"
+    config = (tiny_run / "tiny.yaml").read_text()
+    import json
+
+    import yaml
+
+    subprocess.run([sys.executable, "-m", "scripts.render_report", "--tables-dir", str(tables), "--figures-dir",
+                    str(tiny_run / "results/figures"), "--config", json.dumps(yaml.safe_load(config) | {"baseline": {"backend": "eager", "precision": "fp32"}}),
+                    "--out", str(out)], cwd=REPO, check=True)
+    browser.get(out.as_uri())
+    from selenium.common.exceptions import NoAlertPresentException
+
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text  # noqa: B018 - no script from the data ran
+    assert hostile in browser.find_element("css selector", "#not-ok ~ div.scroll").text
