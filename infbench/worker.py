@@ -119,15 +119,34 @@ def handle(request: dict) -> None:
         run_request(request)
 
 
+def wait(pid: int, timeout_s: float | None) -> tuple[int, bool]:
+    """Wait for a child; past ``timeout_s`` kill it (a hung cell must not hold the run): (exit code, timed out)."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        done, status = os.waitpid(pid, 0 if deadline is None else os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status), False
+        if time.monotonic() >= deadline:
+            os.kill(pid, 9)
+            _, status = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(status), True
+        time.sleep(0.05)
+
+
 def run_job(request: dict) -> dict:
-    """Run a request in a worker child, or in this process where the worker is off or unusable."""
+    """Run a request in a worker child or, where the worker is off or unusable, in a child of this process:
+    either way a crash or a hang (past request['timeout_s']) ends that child, never the job's bookkeeping."""
     try:
         if not enabled():
             raise Unusable("worker off")
         return run(request)
     except Unusable:
-        handle(request)
-        return {"exit": 0, "pid": os.getpid()}
+        pid = os.fork()
+        if pid == 0:
+            sys.stdout.flush()
+            os._exit(_child({"cwd": os.getcwd(), "env": dict(os.environ), **request}, handle))
+        code, timed_out = wait(pid, request.get("timeout_s"))
+        return {"exit": code, "timed_out": timed_out, "pid": pid}
 
 
 def shutdown_all(directory: Path = WORKER_DIR) -> None:
@@ -206,8 +225,8 @@ def serve(path: Path, handler, unusable: str | None = None) -> None:
                     if pid == 0:
                         server.close()
                         os._exit(_child(request, handler))
-                    _, status = os.waitpid(pid, 0)
-                    reply = {"exit": os.waitstatus_to_exitcode(status), "pid": pid, "server_pid": os.getpid()}
+                    code, timed_out = wait(pid, request.get("timeout_s"))
+                    reply = {"exit": code, "timed_out": timed_out, "pid": pid, "server_pid": os.getpid()}
                 conn.sendall(json.dumps(reply).encode() + b"\n")
     finally:
         server.close()

@@ -11,8 +11,10 @@ rule bench:
         cell=cell_params,
         artifacts=artifact_flags,
     threads: BENCH_THREADS
+    # the timeout is a resource, not a param: changing it must not rerun measured cells
     resources:
         timing_slots=1,
+        cell_timeout_s=int(config["cell_timeout_s"]),
     conda:
         ENV
     container:
@@ -23,7 +25,8 @@ rule bench:
         f"benchmarks/cells/{CELL_PATH}.tsv"
     shell:
         "python3 -m scripts.bench_cell --cell {params.cell:q} --manifest {input.manifest:q}"
-        " --reference {input.reference:q} {params.artifacts:q} --threads {threads} --log {log:q}"
+        " --reference {input.reference:q} {params.artifacts:q} --threads {threads}"
+        " --timeout {resources.cell_timeout_s} --log {log:q}"
         " --out {output.record:q} > {log:q} 2>&1"
 
 

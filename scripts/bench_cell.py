@@ -23,13 +23,19 @@ parser.add_argument("--graph", default=None)
 parser.add_argument("--engine", default=None, help="a serialized TensorRT engine (build_engine rule)")
 parser.add_argument("--threads", type=int, required=True)
 parser.add_argument("--log", required=True, help="this job's log path, stored in the record")
+parser.add_argument("--timeout", type=float, default=None, help="seconds before the cell process is killed")
 parser.add_argument("--out", required=True)
 args = parser.parse_args()
 request = {
     "cell": json.loads(args.cell), "manifest": args.manifest, "reference": args.reference, "graph": args.graph, "engine": args.engine,
     "threads": args.threads, "log": args.log, "out": args.out, "process_start": PROCESS_START,
+    "timeout_s": args.timeout,
 }
 Path(args.out).unlink(missing_ok=True)
 reply = worker.run_job(request)
 if not Path(args.out).exists():
-    cell.failed_without_record(request, f"cell process exited with {reply.get('exit')} before writing its record")
+    if reply.get("timed_out"):
+        reason = f"timed out after {request['timeout_s']} s (cell_timeout_s): the cell process was killed"
+    else:
+        reason = f"cell process exited with {reply.get('exit')} before writing its record"
+    cell.failed_without_record(request, reason)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from infbench.engines import ort, tensorrt, torch_compile, torch_eager, torch_tensorrt
+from infbench.engines import fault, ort, tensorrt, torch_compile, torch_eager, torch_tensorrt
 
 ENGINES: dict[str, ModuleType] = {
     "torch": torch_eager,
@@ -33,6 +33,7 @@ ENGINES: dict[str, ModuleType] = {
     "onnxruntime": ort,
     "tensorrt": tensorrt,  # TensorRT and TensorRT-RTX (option 'library')
     "torch_tensorrt": torch_tensorrt,
+    "fault": fault,  # fails on purpose: for testing the fault paths, never for benchmarking
 }
 
 
