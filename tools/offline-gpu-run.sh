@@ -22,7 +22,7 @@ case "${1:?stage|run}" in
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv > "$out/gpu.csv" || true
     start=$(date +%s)
     budget=${BUDGET_S:-420}
-    sm() { python3 -m snakemake --configfile "$config" --cores "$(nproc)" --keep-going "$@"; }
+    sm=(python3 -m snakemake --configfile "$config" --cores "$(nproc)" --keep-going)  # an array: timeout runs programs, not functions
     left() { echo $(( budget - ($(date +%s) - start) )); }
     set +e
     carried=$(find results/cells -name '*.json' 2>/dev/null)
@@ -30,16 +30,16 @@ case "${1:?stage|run}" in
       # records carried from an earlier device call (`carry: [results/cells]`): rebuild what they were
       # measured against (same config and seed give the same model, graphs and inputs), then mark them done
       echo "resuming with $(echo "$carried" | wc -l) carried records" | tee -a "$out/snakemake.log"
-      timeout --signal=INT "$(left)" sm --until reference optimize_onnx convert_precision device_peaks >> "$out/snakemake.log" 2>&1
-      sm --touch $carried >> "$out/snakemake.log" 2>&1
+      timeout --signal=INT "$(left)" "${sm[@]}" --until reference optimize_onnx convert_precision device_peaks >> "$out/snakemake.log" 2>&1
+      "${sm[@]}" --touch $carried >> "$out/snakemake.log" 2>&1
     fi
     if [ -n "${FIRST:-}" ]; then
       # cells of the backends matching FIRST (a regex) before the rest: cheap cells first in a short budget
       first=$(python3 -c "import sys, yaml; from infbench import config as m; c = m.validate(yaml.safe_load(open(sys.argv[1]))); import re; print(' '.join(f'results/cells/{x.model}/{x.backend}/{x.precision}/b{x.batch}_s{x.seq_len}.json' for x in m.cells(c) if re.search(sys.argv[2], x.backend)))" "$config" "$FIRST")
-      timeout --signal=INT "$(left)" sm $first "$@" >> "$out/snakemake.log" 2>&1
+      timeout --signal=INT "$(left)" "${sm[@]}" $first "$@" >> "$out/snakemake.log" 2>&1
     fi
     # stop (SIGINT: Snakemake cleans up) before the device call's own limit, so the outputs still come back
-    timeout --signal=INT "$(left)" sm "$@" >> "$out/snakemake.log" 2>&1
+    timeout --signal=INT "$(left)" "${sm[@]}" "$@" >> "$out/snakemake.log" 2>&1
     status=$?
     set -e
     echo "snakemake exit $status, wall $(( $(date +%s) - start )) s" | tee -a "$out/snakemake.log"
