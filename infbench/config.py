@@ -100,6 +100,55 @@ def _check_cross_references(config: dict) -> None:
         )
 
 
+def is_local_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+
+
+def model_limits(name: str, model: dict) -> dict:
+    """What the model accepts, read without building it: max_position_embeddings (None if unknown).
+
+    Order: an override, a local pretrained directory's config.json, transformers' defaults for the model
+    type (imported only then: it costs seconds per Snakemake start). A hub id is not looked up (offline)."""
+    overrides = model.get("overrides") or {}
+    if "max_position_embeddings" in overrides:
+        return {"max_position_embeddings": overrides["max_position_embeddings"]}
+    pretrained = model.get("pretrained")
+    if pretrained:
+        if not is_local_path(pretrained):
+            return {"max_position_embeddings": None}
+        directory = Path(pretrained).expanduser()
+        config_json = directory / "config.json"
+        try:
+            values = json.loads(config_json.read_text())
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"invalid config: models.{name}.pretrained: {pretrained!r} is not a readable model "
+                              f"directory ({type(error).__name__}: {config_json})") from None
+        return {"max_position_embeddings": values.get("max_position_embeddings")}
+    from transformers import AutoConfig
+
+    try:
+        defaults = AutoConfig.for_model(model["model_type"])
+    except (ValueError, KeyError):
+        raise ConfigError(f"invalid config: models.{name}.model_type: unknown model type {model['model_type']!r} "
+                          "(a transformers model type such as 'bert')") from None
+    return {"max_position_embeddings": getattr(defaults, "max_position_embeddings", None)}
+
+
+def check_models(config: dict) -> None:
+    """Shapes the models cannot take stop the run before any job (a BERT has 512 positions)."""
+    longest = max(config["seq_lens"])
+    for name, model in config["models"].items():
+        limit = model_limits(name, model)["max_position_embeddings"]
+        if limit and longest > limit:
+            raise ConfigError(f"invalid config: seq_lens: {longest} exceeds models.{name}'s "
+                              f"max_position_embeddings ({limit})")
+
+
+def uses_hub(config: dict) -> bool:
+    """Does any model entry ask for a hub id (the only case in which anything may be downloaded)?"""
+    return any(m.get("pretrained") and not is_local_path(m["pretrained"]) for m in config["models"].values())
+
+
 def backend_precisions(config: dict, backend: str) -> list[str]:
     """The precisions a backend is timed at, in the order of the top-level list."""
     allowed = config["backends"][backend].get("precisions")

@@ -29,9 +29,55 @@ def op_counts(graph_path: Path) -> dict[str, int]:
 
 def write_sidecar(graph_path: Path, info: dict) -> dict:
     counts = op_counts(graph_path)
-    info = {**info, "op_counts": counts, "fused_ops": {op: counts[op] for op in FUSED_OPS if op in counts}}
+    info = {"status": "ok", "reason": None, **info, "op_counts": counts, "sha256": file_sha256(graph_path),
+            "fused_ops": {op: counts[op] for op in FUSED_OPS if op in counts}}
     Path(graph_path).with_suffix(".json").write_text(json.dumps(info, indent=2, sort_keys=True))
     return info
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_failed(graph_path: Path, reason: str) -> dict:
+    """A graph step that failed: an empty graph file (the rule's output) and a sidecar with the reason, so
+    that the DAG goes on and every cell of the graph records the failure instead of the run stopping."""
+    Path(graph_path).write_bytes(b"")
+    info = {"status": "failed", "reason": reason, "op_counts": {}, "fused_ops": {}, "sha256": None}
+    Path(graph_path).with_suffix(".json").write_text(json.dumps(info, indent=2, sort_keys=True))
+    return info
+
+
+def read_sidecar(graph_path: Path) -> dict:
+    """A graph's sidecar; raises if the graph file is not the one the sidecar describes (corrupt, swapped)."""
+    info = json.loads(Path(graph_path).with_suffix(".json").read_text())
+    if info.get("status", "ok") == "ok" and info.get("sha256") and file_sha256(graph_path) != info["sha256"]:
+        raise ValueError(f"ONNX graph {graph_path} does not match its sidecar's sha256: rebuild it")
+    return info
+
+
+def guarded(step: str, out: Path, build, upstream: Path | None = None) -> dict:
+    """Run one graph step; a failure (or a failed upstream graph) becomes a failed sidecar, not a dead DAG."""
+    import logging
+    import traceback
+
+    from infbench.records import one_line
+
+    if upstream is not None:
+        before = json.loads(Path(upstream).with_suffix(".json").read_text())
+        if before.get("status", "ok") != "ok":
+            return write_failed(out, f"{Path(upstream).stem} failed: {before['reason']}")
+    try:
+        return build()
+    except Exception as error:  # noqa: BLE001 - the failure is recorded for every dependent cell
+        logging.getLogger("infbench.onnx").error("%s failed:\n%s", step, traceback.format_exc())
+        return write_failed(out, f"{step}: {type(error).__name__}: {one_line(str(error))}")
 
 
 def export(model_dir: Path, out: Path, opset: int, parity_rtol: float) -> dict:

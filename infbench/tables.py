@@ -24,6 +24,42 @@ def load(paths) -> list[dict]:
     return [record_io.read(path) for path in paths]
 
 
+# What makes two numbers comparable: the same device (model, driver, CUDA) and the same libraries and image.
+SIGNATURE_ENV = ("python", "torch", "transformers", "onnx", "onnxruntime", "tensorrt")
+SIGNATURE_DEVICE = ("name", "driver", "cuda")
+
+
+def signature(record: dict) -> dict:
+    env, device = record.get("env") or {}, record.get("device") or {}
+    container = env.get("container") or {}
+    return {**{k: env.get(k) for k in SIGNATURE_ENV}, **{f"device_{k}": device.get(k) for k in SIGNATURE_DEVICE},
+            "image_sha256": container.get("sha256")}
+
+
+def environment_id(record: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(signature(record), sort_keys=True).encode()).hexdigest()[:8]
+
+
+class MixedEnvironments(ValueError):
+    """Records from unlike environments in one aggregation (refused unless asked for)."""
+
+
+def check_environments(recs: list[dict], allow_mixed: bool) -> None:
+    """Refuse to put numbers from different devices / library versions in one table unless told to: a
+    speedup across two GPUs or two torch versions is not a speedup of a backend."""
+    measured = [r for r in recs if r.get("status") == "ok"]
+    signatures = {environment_id(r): signature(r) for r in measured}
+    if len(signatures) <= 1 or allow_mixed:
+        return
+    keys = sorted({k for s in signatures.values() for k in s})
+    differing = [k for k in keys if len({json.dumps(s.get(k)) for s in signatures.values()}) > 1]
+    detail = "; ".join(f"{k}: {sorted({str(s.get(k)) for s in signatures.values()})}" for k in differing)
+    raise MixedEnvironments(f"records come from {len(signatures)} environments ({detail}): aggregate each "
+                            "separately, or set aggregate.mix_environments: true to keep them apart in one report")
+
+
 def _row(record: dict) -> dict:
     timing = record.get("timing") or {}
     accuracy = record.get("accuracy") or {}
@@ -41,6 +77,7 @@ def _row(record: dict) -> dict:
 
     return {
         **record["key"],
+        "environment_id": environment_id(record),
         "status": record["status"],
         "reason": record.get("reason"),
         "median_ms": timing.get("median_ms"),
@@ -111,7 +148,7 @@ def speedups(recs: list[dict], baseline: dict) -> pd.DataFrame:
     interval excludes 1: only then does the report call a backend faster or slower.
     """
     base = {
-        (r["key"]["model"], r["key"]["batch"], r["key"]["seq_len"]): r
+        (environment_id(r), r["key"]["model"], r["key"]["batch"], r["key"]["seq_len"]): r
         for r in recs
         if r["status"] == "ok"
         and r["key"]["backend"] == baseline["backend"]
@@ -121,22 +158,23 @@ def speedups(recs: list[dict], baseline: dict) -> pd.DataFrame:
     for r in recs:
         if r["status"] != "ok":
             continue
-        ref = base.get((r["key"]["model"], r["key"]["batch"], r["key"]["seq_len"]))
+        ref = base.get((environment_id(r), r["key"]["model"], r["key"]["batch"], r["key"]["seq_len"]))
         if ref is None:
             continue
         point, lo, hi = ratio_of_medians_ci(ref["timing"]["samples_ms"], r["timing"]["samples_ms"])
         rows.append({**r["key"], "speedup": point, "speedup_lo": lo, "speedup_hi": hi,
-                     "significant": bool(lo > 1 or hi < 1), "accuracy_passed": r["accuracy"]["passed"]})
+                     "significant": bool(lo > 1 or hi < 1), "accuracy_passed": r["accuracy"]["passed"],
+                     "environment_id": environment_id(r)})
     return pd.DataFrame(rows, columns=[*KEY, "speedup", "speedup_lo", "speedup_hi", "significant",
-                                       "accuracy_passed"])
+                                       "accuracy_passed", "environment_id"])
 
 
 def environments(recs: list[dict]) -> pd.DataFrame:
     """Distinct software environments and devices the records came from, with how many cells each."""
-    rows = [{**{c: (r.get("env") or {}).get(c) for c in ENV_COLUMNS},
+    rows = [{"environment_id": environment_id(r), **{c: (r.get("env") or {}).get(c) for c in ENV_COLUMNS},
              "container": container_label((r.get("env") or {}).get("container")),
              "device": (r.get("device") or {}).get("name")} for r in recs]
-    frame = pd.DataFrame(rows, columns=[*ENV_COLUMNS, "device"]).astype("string").fillna("-")
+    frame = pd.DataFrame(rows, columns=["environment_id", *ENV_COLUMNS, "device"]).astype("string").fillna("-")
     return frame.value_counts().rename("cells").reset_index()
 
 
@@ -204,14 +242,22 @@ def costs(cells_frame: pd.DataFrame, baseline: dict) -> pd.DataFrame:
 TABLES = ("cells", "samples", "speedup", "best", "environment", "roofline", "cost")
 
 
-def write_all(record_paths, baseline: dict, out_dir: Path, peaks: dict | None = None,
-              geometries: dict[str, dict] | None = None) -> dict[str, pd.DataFrame]:
-    recs = load(record_paths)
+def build(recs: list[dict], baseline: dict, peaks: dict | None = None,
+          geometries: dict[str, dict] | None = None) -> dict[str, pd.DataFrame]:
+    """Every table (TABLES) from the records."""
     frames = {"cells": cells(recs), "samples": samples(recs), "speedup": speedups(recs, baseline),
               "environment": environments(recs)}
     frames["best"] = best_per_shape(frames["cells"], frames["speedup"])
     frames["roofline"] = roofline(frames["cells"], peaks, geometries or {})
     frames["cost"] = costs(frames["cells"], baseline)
+    return frames
+
+
+def write_all(record_paths, baseline: dict, out_dir: Path, peaks: dict | None = None,
+              geometries: dict[str, dict] | None = None, mix_environments: bool = False) -> dict[str, pd.DataFrame]:
+    recs = load(record_paths)
+    check_environments(recs, mix_environments)
+    frames = build(recs, baseline, peaks, geometries)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in TABLES:

@@ -80,6 +80,10 @@ def build(graph: Path, out: Path, library: str, precision: str, profile: dict, o
     out = Path(out)
     info = {"library": library, "library_version": library_version(library), "precision": precision,
             "profile": profile, "graph": Path(graph).name, "options": options}
+    graph_sidecar = Path(graph).with_suffix(".json")
+    upstream = json.loads(graph_sidecar.read_text()) if graph_sidecar.exists() else {}
+    if upstream.get("status", "ok") != "ok":
+        return _write(out, b"", {**info, "status": "failed", "reason": f"{Path(graph).stem} failed: {upstream['reason']}"})
     try:
         trt = import_library(library)
     except ImportError as error:
@@ -95,7 +99,6 @@ def build(graph: Path, out: Path, library: str, precision: str, profile: dict, o
         return _write(out, b"", {**info, "status": "failed", "reason": f"ONNX parser: {errors}"})
     config = builder.create_builder_config()
     info["precision_handling"] = configure_precision(trt, network, config, library, precision, options)
-    graph_sidecar = Path(graph).with_suffix(".json")
     if STRONGLY_TYPED[library] and graph_sidecar.exists():  # the typed graph says what it kept in fp32
         info["precision_handling"]["kept_fp32_ops"] = json.loads(graph_sidecar.read_text()).get("kept_fp32_ops", [])
     if options.get("builder_optimization_level") is not None:

@@ -1,8 +1,10 @@
 # Shared by every rule: config validation, the matrix, wildcard constraints and input/params functions.
 # Functions here hold exactly what a job's output depends on (see "Invalidation" in the README).
 
+import json
 import os
 import sys
+from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
@@ -13,8 +15,12 @@ from snakemake.settings.types import DeploymentMethod
 
 try:
     matrix.validate(config)
+    matrix.check_models(config)
 except matrix.ConfigError as error:
     raise WorkflowError(str(error)) from None
+# Nothing is downloaded unless a model entry names a hub id.
+if not matrix.uses_hub(config):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # Jobs import the library and scripts/ from this checkout (no install needed) and share one inductor cache per results tree.
 # (Set here, at parse time, so that it also holds where a cluster job re-parses this file on its node.)
@@ -41,6 +47,12 @@ def container_image(key):
 USE_CONTAINERS = DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
 COMPUTE_IMAGE = container_image("gpu" if DEVICE == "cuda" else "cpu")
 REPORT_IMAGE = container_image("report") if config["containers"]["report"] else COMPUTE_IMAGE
+if USE_CONTAINERS:
+    # the image files are hashed here, on the host (inside, an image outside the bound paths is invisible)
+    from infbench.environment import image_sha256
+
+    os.environ["INFBENCH_IMAGE_SHA256"] = json.dumps(
+        {image: image_sha256(Path(image)) for image in {COMPUTE_IMAGE, REPORT_IMAGE} if "://" not in image})
 if USE_CONTAINERS and not os.path.abspath(".").startswith(workflow.basedir):
     # jobs import the library and scripts/ from this checkout: make it visible inside the containers
     workflow.deployment_settings.apptainer_args += f" --bind {workflow.basedir}"

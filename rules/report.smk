@@ -13,6 +13,7 @@ rule aggregate:
         cost=report("results/tables/cost.csv", category="Tables", labels={"table": "cost and break-even"}),
     params:
         baseline=matrix.canonical(config["baseline"]),
+        mix="--mix-environments" if config["aggregate"]["mix_environments"] else "",
         out_dir=subpath(output.cells, parent=True),
     conda:
         ENV
@@ -22,7 +23,8 @@ rule aggregate:
         "logs/aggregate.log",
     shell:
         "python3 -m scripts.aggregate --baseline {params.baseline:q} --out-dir {params.out_dir:q}"
-        " --peaks {input.peaks:q} --manifests {input.manifests:q} --records {input.records:q} > {log:q} 2>&1"
+        " --peaks {input.peaks:q} --manifests {input.manifests:q} {params.mix} --records {input.records:q}"
+        " > {log:q} 2>&1"
 
 
 rule figures:

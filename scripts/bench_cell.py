@@ -23,7 +23,7 @@ parser.add_argument("--graph", default=None)
 parser.add_argument("--engine", default=None, help="a serialized TensorRT engine (build_engine rule)")
 parser.add_argument("--threads", type=int, required=True)
 parser.add_argument("--log", required=True, help="this job's log path, stored in the record")
-parser.add_argument("--timeout", type=float, default=None, help="seconds before the cell process is killed")
+parser.add_argument("--timeout", type=int, default=None, help="seconds before the cell process is killed")
 parser.add_argument("--out", required=True)
 args = parser.parse_args()
 request = {

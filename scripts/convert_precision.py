@@ -3,6 +3,7 @@
 import argparse
 import json
 import logging
+from pathlib import Path
 
 from infbench import onnx_graphs
 
@@ -12,5 +13,6 @@ parser.add_argument("--out", required=True)
 parser.add_argument("--precision", required=True, choices=["fp16", "bf16"])
 args = parser.parse_args()
 logging.basicConfig(level=logging.INFO)
-info = onnx_graphs.to_typed(args.graph, args.out, args.precision)
-logging.info("%s: %s", args.precision, json.dumps(info["fused_ops"]))
+info = onnx_graphs.guarded(f"{args.precision} conversion", Path(args.out),
+                          lambda: onnx_graphs.to_typed(args.graph, args.out, args.precision), upstream=Path(args.graph))
+logging.info("%s: %s %s", args.precision, info["status"], json.dumps(info["fused_ops"]))

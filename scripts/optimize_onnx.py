@@ -1,4 +1,7 @@
-"""Rule optimize_onnx: transformer fusions for ONNX Runtime, parity-checked against the exported graph."""
+"""Rule optimize_onnx: transformer fusions for ONNX Runtime, parity-checked against the exported graph.
+
+A failure (or a failed export) exits 0 with a failed sidecar: see infbench.onnx_graphs.guarded.
+"""
 
 import argparse
 import json
@@ -14,5 +17,6 @@ parser.add_argument("--out", required=True)
 parser.add_argument("--parity-rtol", type=float, required=True)
 args = parser.parse_args()
 logging.basicConfig(level=logging.INFO)
-info = onnx_graphs.optimize(args.exported, args.out, Path(args.manifest).parent, args.parity_rtol)
-logging.info("optimized: %s", json.dumps({k: info[k] for k in ("parity", "fused_ops", "fusions")}))
+info = onnx_graphs.guarded("ORT fusion", Path(args.out), lambda: onnx_graphs.optimize(
+    args.exported, args.out, Path(args.manifest).parent, args.parity_rtol), upstream=Path(args.exported))
+logging.info("optimized: %s", json.dumps({k: info.get(k) for k in ("status", "reason", "parity", "fused_ops", "fusions")}))

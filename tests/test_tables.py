@@ -96,12 +96,33 @@ def test_write_and_read_all(tmp_path, recs):
 def test_report_escapes_every_string(tmp_path, recs):
     evil = "<script>alert(1)</script>"
     recs = [measured("eager", "fp32", 10.0, model=evil), failed("ort", "bf16", reason=evil)]
-    frames = {"cells": tables.cells(recs), "samples": tables.samples(recs),
-              "speedup": tables.speedups(recs, BASELINE), "environment": tables.environments(recs)}
-    frames["best"] = tables.best_per_shape(frames["cells"], frames["speedup"])
+    frames = tables.build(recs, BASELINE)
     png = tmp_path / "f.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\n")
-    html = report.render(frames, {"speedup_heatmap": png, "latency_vs_seq_len": png},
+    from infbench.figures import FIGURES
+
+    html = report.render(frames, {name: png for name in FIGURES},
                          {"baseline": BASELINE, "models": {evil: {}}}, tmp_path / "index.html")
     assert evil not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_unlike_environments_are_refused_or_kept_apart(tmp_path, recs):
+    other = [measured("eager", "fp32", 30.0, seed=7), measured("fast", "fp32", 3.0, seed=8)]
+    for record in other:
+        record["env"]["torch"] = "2.11.0"
+        record["device"]["name"] = "gpu-y"
+    paths = []
+    for index, record in enumerate(recs + other):
+        paths.append(tmp_path / f"{index}.json")
+        records.write(record, paths[-1])
+    with pytest.raises(tables.MixedEnvironments) as error:
+        tables.write_all(paths, BASELINE, tmp_path / "tables")
+    message = str(error.value)
+    assert "2 environments" in message and "torch: ['2.11.0', '2.13.0']" in message and "\n" not in message
+    assert not (tmp_path / "tables").exists()  # nothing half-written
+    frames = tables.write_all(paths, BASELINE, tmp_path / "tables", mix_environments=True)
+    speedup = frames["speedup"]
+    assert speedup["environment_id"].nunique() == 2
+    fast = speedup[(speedup["backend"] == "fast") & (speedup["seq_len"] == 8)].set_index("environment_id")["speedup"]
+    assert sorted(fast.round(1)) == [2.0, 10.0]  # each vs the baseline of its own environment

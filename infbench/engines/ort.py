@@ -14,12 +14,11 @@ inside the timed region; fp16 cells enable trt_fp16 on the fp32 exported graph.
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
 
-from infbench.engines.base import CellContext, Runner
+from infbench.engines.base import CellContext, CellUnusable, Runner
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 TENSORRT_PROVIDER = "TensorrtExecutionProvider"
@@ -173,6 +172,11 @@ def tensorrt_options(context: CellContext) -> dict:
 def prepare(context: CellContext) -> OrtRunner:
     import onnxruntime as ort
 
+    from infbench import onnx_graphs
+
+    graph_info = onnx_graphs.read_sidecar(context.graph_path)
+    if graph_info.get("status", "ok") != "ok":
+        raise CellUnusable("failed", f"graph {context.graph_path.stem}: {graph_info['reason']}")
     start = time.perf_counter()
     if context.device == "cuda" and hasattr(ort, "preload_dlls"):
         ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels torch also uses, whatever LD_LIBRARY_PATH says
@@ -182,8 +186,6 @@ def prepare(context: CellContext) -> OrtRunner:
     if session.get_providers()[0] != expected:
         raise RuntimeError(f"session fell back to {session.get_providers()[0]} instead of {expected}")
     seconds = time.perf_counter() - start
-    sidecar = context.graph_path.with_suffix(".json")
-    graph_info = json.loads(sidecar.read_text()) if sidecar.exists() else {}
     runner = OrtRunner(session, context, {
         "seconds": seconds,
         "what": "create inference session",

@@ -1,0 +1,184 @@
+"""Faults and bad input, end to end: every fault becomes a record with a one-line reason while the rest of the
+DAG, the tables and the report complete (no --keep-going); a killed run resumes without losing or redoing
+finished cells; bad input stops before any job with one line naming the key."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import BIN, REPO, snakemake
+
+from infbench import cell, onnx_graphs, records
+from infbench.engines.base import CellUnusable
+
+TINY = yaml.safe_load((REPO / "config/tiny.yaml").read_text())
+
+
+def config_with(backends: dict, **changes) -> dict:
+    config = {**TINY, "backends": backends, "precisions": ["fp32"], **changes}
+    config["timing"] = {**TINY["timing"], "budget_s": 0.1}
+    return config
+
+
+def write(workdir: Path, config: dict) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "c.yaml").write_text(yaml.safe_dump(config))
+
+
+def read_records(workdir: Path) -> dict[tuple, dict]:
+    out = {}
+    for path in (workdir / "results/cells").rglob("*.json"):
+        record = json.loads(path.read_text())
+        key = record["key"]
+        out[(key["backend"], key["batch"], key["seq_len"])] = record
+    return out
+
+
+def test_every_fault_becomes_a_record_and_the_report_completes(tmp_path):
+    backends = {
+        "eager": {"engine": "torch"},
+        "raise": {"engine": "fault", "options": {"fault": "raise"}},
+        "crash": {"engine": "fault", "options": {"fault": "crash"}},
+        "hang": {"engine": "fault", "options": {"fault": "hang"}},
+        "nan": {"engine": "fault", "options": {"fault": "nan"}},
+        "oom": {"engine": "fault", "options": {"fault": "oom", "oom_from_batch": 2}},
+        "missing": {"engine": "fault", "options": {"fault": "unavailable"}},
+        "ort": {"engine": "onnxruntime", "options": {"graph": "exported"}},
+    }
+    # an export whose parity check cannot pass: the graph build fails, its cells must say why
+    config = config_with(backends, batch_sizes=[1, 2], seq_lens=[8], cell_timeout_s=15,
+                         onnx={"parity_rtol": 1e-15})
+    write(tmp_path, config)
+    snakemake(tmp_path, "--configfile", "c.yaml")  # no --keep-going: it must still finish
+    assert (tmp_path / "report/index.html").exists()
+    got = read_records(tmp_path)
+    assert len(got) == len(backends) * 2
+
+    def status(backend, batch=1):
+        record = got[(backend, batch, 8)]
+        return record["status"], record["reason"]
+
+    assert status("eager") == ("ok", None)
+    assert status("raise") == ("failed", "RuntimeError: fault engine: injected failure")
+    assert status("crash") == ("failed", "cell process exited with 139 before writing its record")
+    assert status("hang")[0] == "failed" and status("hang")[1].startswith("timed out after 15 s")
+    assert status("nan") == ("failed", "non-finite values in the output")
+    assert status("oom", 1)[0] == "ok" and status("oom", 2) == ("failed", "MemoryError: fault engine: out of memory at batch 2")
+    assert status("missing") == ("unavailable", "fault engine: library deliberately unavailable")
+    assert status("ort")[0] == "failed" and status("ort")[1].startswith("graph exported: ONNX export: ValueError:")
+    assert "parity check failed" in status("ort")[1]
+    for record in got.values():
+        assert "\n" not in (record["reason"] or "") and record["log"]
+    cells = pd.read_csv(tmp_path / "results/tables/cells.csv")
+    assert len(cells) == len(got)
+
+
+def test_a_failed_graph_step_propagates_to_its_conversions_and_cells(tmp_path):
+    graph = tmp_path / "exported.onnx"
+
+    def broken():
+        raise RuntimeError("exporter crashed\nwith a second line")
+
+    info = onnx_graphs.guarded("ONNX export", graph, broken)
+    assert info["status"] == "failed" and info["reason"] == "ONNX export: RuntimeError: exporter crashed"
+    converted = onnx_graphs.guarded("fp16 conversion", tmp_path / "exported_fp16.onnx", broken, upstream=graph)
+    assert converted["reason"] == "exported failed: ONNX export: RuntimeError: exporter crashed"
+
+
+def test_a_corrupt_graph_is_reported_not_timed(tiny_run, tmp_path):
+    from test_engines import spec
+
+    for suffix in (".onnx", ".json"):
+        source = tiny_run / f"results/onnx/tiny-bert/exported{suffix}"
+        (tmp_path / f"exported{suffix}").write_bytes(source.read_bytes())
+    data = bytearray((tmp_path / "exported.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "exported.onnx").write_bytes(bytes(data))
+    cell_spec = spec(tiny_run, "ort", "onnxruntime", graph="exported")
+    cell_spec.graph_path = tmp_path / "exported.onnx"
+    record = cell.run(cell_spec)
+    assert record["status"] == "failed" and "does not match its sidecar's sha256" in record["reason"]
+    assert "timing" not in record or not record.get("timing")
+
+
+def test_failed_build_status_becomes_the_cells_status():
+    error = CellUnusable("unavailable", "engine build unavailable: tensorrt not importable")
+    assert error.status == "unavailable" and str(error).startswith("engine build")
+
+
+def test_killed_run_resumes_without_losing_or_redoing_cells(tmp_path):
+    backends = {"eager": {"engine": "torch"}, "ort": {"engine": "onnxruntime", "options": {"graph": "exported"}}}
+    config = config_with(backends, batch_sizes=[1, 2, 3], seq_lens=[8, 16])
+    config["timing"] = {**config["timing"], "budget_s": 1.5, "target_ci_rel_width": 0.0001}  # slow cells
+    write(tmp_path, config)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    process = subprocess.Popen([str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--cores", "2",
+                                "--configfile", "c.yaml"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    cells_dir = tmp_path / "results/cells"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(cells_dir.rglob("*.json"))) < 3:
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)  # snakemake itself, mid-run, no cleanup
+    process.wait()
+    before = {p: p.read_text() for p in cells_dir.rglob("*.json")}
+    assert 3 <= len(before) < 12, "the kill must land mid-run"
+    for text in before.values():
+        json.loads(text)  # no truncated record: writes are atomic
+    time.sleep(2)  # let an orphaned cell job finish or die
+    before = {p: p.read_text() for p in cells_dir.rglob("*.json")}
+    snakemake(tmp_path, "--unlock", "--configfile", "c.yaml")  # a SIGKILLed Snakemake leaves its lock (by design)
+    snakemake(tmp_path, "--configfile", "c.yaml")
+    after = {p: p.read_text() for p in cells_dir.rglob("*.json")}
+    assert len(after) == 12
+    kept = [p for p in before if after[p] == before[p]]
+    assert len(kept) >= len(before) - 1, "finished cells were recomputed"  # at most the one in flight
+    assert "Nothing to be done" in snakemake(tmp_path, "-n", "--configfile", "c.yaml").stdout
+
+
+BAD = [
+    ({"seq_lens": [8, 256]}, "invalid config: seq_lens: 256 exceeds models.tiny-bert's max_position_embeddings (128)"),
+    ({"models": {"m": {"pretrained": "/nonexistent/model"}}}, "invalid config: models.m.pretrained: '/nonexistent/model' is not a readable model directory"),
+    ({"models": {"m": {"model_type": "no-such-type"}}}, "invalid config: models.m.model_type: unknown model type 'no-such-type'"),
+    ({"backends": {"eager": {"engine": "tensorflow"}}}, "invalid config: backends.eager.engine"),
+    ({"backends": {"eager": {"engine": "torch", "options": {"fast": True}}}}, "invalid config: backends.eager.options"),
+    ({"precisions": ["fp8"]}, "invalid config: precisions[0]"),
+    ({"batch_sizes": [0]}, "invalid config: batch_sizes[0]"),
+    ({"seq_lens": [8.5]}, "invalid config: seq_lens[0]"),
+    ({"baseline": {"backend": "ort", "precision": "fp32"}}, "invalid config: baseline.backend: 'ort'"),
+    ({"backends": {"a b": {"engine": "torch"}}, "baseline": {"backend": "a b", "precision": "fp32"}}, "invalid config: backends"),
+]
+
+
+@pytest.mark.parametrize("change, message", BAD, ids=[b[1].split(": ")[1] for b in BAD])
+def test_bad_input_stops_before_any_job_with_one_line(tmp_path, change, message):
+    config = {**TINY, "backends": {"eager": {"engine": "torch"}}, **change}
+    write(tmp_path, config)
+    result = snakemake(tmp_path, "-n", "--configfile", "c.yaml", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    line = next((l for l in output.splitlines() if l.startswith("invalid config:")), None)
+    assert line is not None and line.startswith(message), output[-1500:]
+    assert not (tmp_path / "results").exists()
+
+
+def test_unstable_cells_are_flagged_and_listed(tmp_path):
+    flagged = cell.stability({"cv": 0.3}, {"sm_clock_mhz": [1980, 1410]}, {"max_cv": 0.1, "max_clock_change": 0.1})
+    assert flagged["unstable"] and flagged["why"] == "cv 0.300 > 0.1; SM clock moved 1980→1410 MHz"
+    steady = cell.stability({"cv": 0.01}, {"sm_clock_mhz": [1980, 1975]}, {"max_cv": 0.1, "max_clock_change": 0.1})
+    assert not steady["unstable"] and steady["why"] is None
+    record = records.new_record({"model": "m", "backend": "b", "engine": "torch", "precision": "fp32", "batch": 1,
+                                 "seq_len": 8}, {}, None)
+    record["stability"] = flagged
+    records.write(records.finish(record, "ok"), tmp_path / "results/cells/m/b/fp32/b1_s8.json")
+    listing = subprocess.run([str(BIN / "python"), "-m", "scripts.rerun_unstable", "--results",
+                              str(tmp_path / "results"), "--list"], cwd=REPO, capture_output=True, text=True, check=True)
+    assert "b1_s8.json: cv 0.300 > 0.1" in listing.stdout
