@@ -127,6 +127,7 @@ def cpu_device(threads: int) -> dict:
     return {
         "kind": "cpu",
         "name": cpu_name(),
+        "lease": leased_gpu(),
         "logical_cpus": os.cpu_count(),
         "threads": threads,
         "driver": None,
@@ -153,13 +154,24 @@ def cuda_device(index: int = 0) -> dict:
     except Exception:  # noqa: BLE001 - environment probing must never fail a cell
         pass
     info.update(nvml_sample(index))
+    info["lease"] = leased_gpu()
     return info
 
 
+def leased_gpu() -> str | None:
+    """The physical GPU this process leased (infbench.devices), as CUDA_VISIBLE_DEVICES names it."""
+    return os.environ.get("INFBENCH_GPU")
+
+
 def _nvml(index: int):
-    """(pynvml, handle of GPU ``index``); raises ImportError without nvidia-ml-py, NVMLError without a driver."""
+    """(pynvml, handle of GPU ``index``); raises ImportError without nvidia-ml-py, NVMLError without a driver.
+
+    NVML numbers GPUs physically and ignores CUDA_VISIBLE_DEVICES: under a lease, the leased GPU is read."""
     import pynvml
 
+    lease = leased_gpu()
+    if lease is not None and lease.isdigit():
+        index = int(lease)
     pynvml.nvmlInit()
     return pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
 

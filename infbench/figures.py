@@ -29,14 +29,24 @@ def _empty(path: Path, message: str) -> None:
     plt.close(fig)
 
 
+def speedup_norm(speedups: pd.Series):
+    """Colours centred on 1 (no change), slower below and faster above, never a negative speedup."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    values = pd.to_numeric(speedups, errors="coerce").dropna()
+    low = min(float(values.min()) if not values.empty else 0.9, 0.95)
+    high = max(float(values.max()) if not values.empty else 1.1, 1.05)
+    return TwoSlopeNorm(vcenter=1.0, vmin=low, vmax=high)
+
+
 def _heatmap(data: pd.DataFrame, color=None, **kwargs) -> None:
     grid = data.pivot_table(index="batch", columns="seq_len", values="speedup")
     marks = data.assign(mark=data["significant"].map({True: "", False: "~"}))
     labels = marks.pivot_table(index="batch", columns="seq_len", values="speedup", aggfunc="first").copy()
     signs = marks.pivot_table(index="batch", columns="seq_len", values="mark", aggfunc="first")
     annot = labels.apply(lambda col: col.map(lambda v: f"{v:.2f}x")) + signs.reindex_like(labels).fillna("")
-    sns.heatmap(grid, annot=annot, fmt="", cmap="RdYlGn", center=1.0, vmin=kwargs.get("vmin"),
-                vmax=kwargs.get("vmax"), cbar=False, linewidths=0.5, ax=plt.gca())
+    sns.heatmap(grid, annot=annot, fmt="", cmap="RdYlGn", norm=kwargs["norm"], cbar=False, linewidths=0.5,
+                ax=plt.gca())
 
 
 def speedup_heatmap(speedup: pd.DataFrame, path: Path, baseline: dict) -> None:
@@ -47,10 +57,9 @@ def speedup_heatmap(speedup: pd.DataFrame, path: Path, baseline: dict) -> None:
         return
     frame = speedup.copy()
     frame["panel"] = frame["model"] + " · " + frame["backend"]
-    spread = max(abs(frame["speedup"].max() - 1), abs(1 - frame["speedup"].min()), 0.05)
     grid = sns.FacetGrid(frame, col="panel", row="precision", height=2.6, aspect=1.25, sharex=False,
                          sharey=False, margin_titles=True)
-    grid.map_dataframe(_heatmap, vmin=1 - spread, vmax=1 + spread)
+    grid.map_dataframe(_heatmap, norm=speedup_norm(frame["speedup"]))
     measured = set(zip(frame["precision"], frame["panel"]))
     for (precision, panel), ax in grid.axes_dict.items():
         if (precision, panel) not in measured:
@@ -118,8 +127,7 @@ def verdict_heatmap(best: pd.DataFrame, path: Path, baseline: dict) -> None:
 
         labels = frame.assign(label=[label(r) for r in frame.itertuples()]).pivot_table(
             index="batch", columns="seq_len", values="label", aggfunc="first").reindex_like(grid)
-        spread = max(float((grid - 1).abs().max().max()), 0.05) if grid.notna().any().any() else 1.0
-        sns.heatmap(grid, annot=labels, fmt="", cmap="RdYlGn", center=1.0, vmin=1 - spread, vmax=1 + spread,
+        sns.heatmap(grid, annot=labels, fmt="", cmap="RdYlGn", norm=speedup_norm(frame["speedup"]),
                     linewidths=0.5, annot_kws={"fontsize": 7}, cbar_kws={"label": "speedup vs baseline"}, ax=ax)
         ax.set_title(model)
         ax.set_xlabel("seq_len")

@@ -18,6 +18,7 @@ Set ``INFBENCH_WORKER=0`` to run each cell in its own fresh interpreter instead.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -198,36 +199,61 @@ def probe_cuda() -> str | None:
 
 
 def serve(path: Path, handler, unusable: str | None = None) -> None:
-    """Accept requests one at a time; fork a child per cell request; exit when idle or told to."""
+    """Fork a child per request and answer each client when its child ends; exit when idle or told to.
+
+    Requests are served concurrently (several GPUs time cells at once, each job holding its own device
+    lease); each child is killed past its request's timeout_s."""
+    import select
+
     path.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
-    server.listen(8)
-    server.settimeout(IDLE_S)
+    server.listen(64)
     served = 0
+    running: dict[int, tuple[socket.socket, float | None]] = {}  # pid → (client, deadline)
+    last_activity = time.monotonic()
     try:
         while True:
-            try:
-                conn, _ = server.accept()
-            except socket.timeout:
+            for pid, (conn, deadline) in list(running.items()):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                timed_out = not done and deadline is not None and time.monotonic() >= deadline
+                if timed_out:
+                    os.kill(pid, 9)
+                    done, status = os.waitpid(pid, 0)
+                if done:
+                    reply = {"exit": os.waitstatus_to_exitcode(status), "timed_out": timed_out, "pid": pid,
+                             "server_pid": os.getpid()}
+                    with contextlib.suppress(OSError):
+                        conn.sendall(json.dumps(reply).encode() + b"\n")
+                    conn.close()
+                    del running[pid]
+                    last_activity = time.monotonic()
+            if not running and time.monotonic() - last_activity > IDLE_S:
                 return
-            with conn, conn.makefile("rb") as incoming:
+            if not select.select([server], [], [], 0.05)[0]:
+                continue
+            conn, _ = server.accept()
+            last_activity = time.monotonic()
+            with conn.makefile("rb") as incoming:
                 request = json.loads(incoming.readline() or b"{}")
-                if request.get("ping"):
-                    reply = {"pong": True, "pid": os.getpid(), "usable": unusable is None, "reason": unusable}
-                elif request.get("shutdown"):
-                    conn.sendall(b'{"stopped": true}\n')
-                    return
-                else:
-                    request["worker"] = {"server_pid": os.getpid(), "served": served}
-                    served += 1
-                    pid = os.fork()
-                    if pid == 0:
-                        server.close()
-                        os._exit(_child(request, handler))
-                    code, timed_out = wait(pid, request.get("timeout_s"))
-                    reply = {"exit": code, "timed_out": timed_out, "pid": pid, "server_pid": os.getpid()}
-                conn.sendall(json.dumps(reply).encode() + b"\n")
+            if request.get("ping"):
+                reply = {"pong": True, "pid": os.getpid(), "usable": unusable is None, "reason": unusable}
+            elif request.get("shutdown"):
+                conn.sendall(b'{"stopped": true}\n')
+                conn.close()
+                return
+            else:
+                request["worker"] = {"server_pid": os.getpid(), "served": served}
+                served += 1
+                pid = os.fork()
+                if pid == 0:
+                    server.close()
+                    os._exit(_child(request, handler))
+                timeout = request.get("timeout_s")
+                running[pid] = (conn, None if timeout is None else time.monotonic() + timeout)
+                continue
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+            conn.close()
     finally:
         server.close()
         path.unlink(missing_ok=True)

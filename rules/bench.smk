@@ -1,5 +1,4 @@
-# One timing job per cell. Timing jobs never overlap: each holds the single 'timing_slots' resource
-# (limit set in profiles/default) and, on the CPU, every core.
+# One timing job per cell. Timing jobs never overlap on a device (see TIMING in common.smk).
 
 
 rule bench:
@@ -13,7 +12,7 @@ rule bench:
     threads: BENCH_THREADS
     # the timeout is a resource, not a param: changing it must not rerun measured cells
     resources:
-        timing_slots=1,
+        **TIMING,
         cell_timeout_s=int(config["cell_timeout_s"]),
     conda:
         ENV
@@ -40,7 +39,7 @@ rule device_peaks:
         timing=matrix.canonical(config["timing"]),
     threads: BENCH_THREADS
     resources:
-        timing_slots=1,
+        **TIMING,
     conda:
         ENV
     container:

@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)
 
 from infbench import config as matrix
-from infbench import engines, trt_build, worker
+from infbench import devices, engines, trt_build, worker
 from infbench.environment import detect_device
 from snakemake.settings.types import DeploymentMethod
 
@@ -58,9 +58,13 @@ if USE_CONTAINERS and not os.path.abspath(".").startswith(workflow.basedir):
     workflow.deployment_settings.apptainer_args += f" --bind {workflow.basedir}"
 CELLS = matrix.cells(config)
 # On the CPU a timing job takes every core: nothing else runs beside it, and its threads are pinned to that count.
-BENCH_THREADS = workflow.cores if DEVICE == "cpu" else 1
-# On a GPU the reference (fp64 on the device) would disturb a timing job: it takes the timing slot too.
-REFERENCE_SLOTS = 1 if DEVICE == "cuda" else 0
+BENCH_THREADS = 1 if devices.scheduled(DEVICE) else workflow.cores
+# Timing jobs never overlap on a device. On the CPU a timing job holds the single 'timing_slots' unit (and
+# every core). On GPUs it holds one 'gpu' unit (`--resources gpu=N` for N GPUs) and, inside, an exclusive
+# lease of one device (infbench/devices.py), which says *which* GPU. Jobs that run work on a GPU beside the
+# cells (fp64 references, engine builds, peak measurement) take a GPU the same way.
+TIMING = {"gpu": 1} if devices.scheduled(DEVICE) else {"timing_slots": 1}
+GPU_WORK = {"gpu": 1} if DEVICE == "cuda" else {}
 
 NAME = "[A-Za-z0-9][A-Za-z0-9_-]*"
 

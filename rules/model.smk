@@ -25,7 +25,7 @@ rule reference:
         seed=config["inputs"]["seed"],
         device=DEVICE,
     resources:
-        timing_slots=REFERENCE_SLOTS,
+        **GPU_WORK,
     conda:
         ENV
     container:

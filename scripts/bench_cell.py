@@ -13,7 +13,10 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from infbench import cell, worker  # noqa: E402
+import os  # noqa: E402
+from contextlib import nullcontext  # noqa: E402
+
+from infbench import cell, devices, worker  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--cell", required=True, help="key, options, device, timing, tolerance as JSON")
@@ -32,7 +35,10 @@ request = {
     "timeout_s": args.timeout,
 }
 Path(args.out).unlink(missing_ok=True)
-reply = worker.run_job(request)
+with devices.lease() if devices.scheduled(request["cell"]["device"]) else nullcontext() as gpu:
+    if gpu is not None:  # this GPU only, for the process that measures (set before any CUDA initialisation)
+        os.environ.update(CUDA_VISIBLE_DEVICES=gpu, INFBENCH_GPU=gpu)
+    reply = worker.run_job(request)
 if not Path(args.out).exists():
     if reply.get("timed_out"):
         reason = f"timed out after {request['timeout_s']} s (cell_timeout_s): the cell process was killed"

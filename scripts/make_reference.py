@@ -5,9 +5,11 @@ cells: on the GPU host a fresh interpreter spent ~16 s importing per reference.
 """
 
 import argparse
+import os
+from contextlib import nullcontext
 from pathlib import Path
 
-from infbench import worker
+from infbench import devices, worker
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--manifest", required=True, help="the model's manifest.json (its directory holds the weights)")
@@ -21,6 +23,9 @@ args = parser.parse_args()
 request = {"job": "reference", "manifest": args.manifest, "batch": args.batch, "seq_len": args.seq_len,
            "seed": args.seed, "device": args.device, "log": args.log, "out": args.out}
 Path(args.out).unlink(missing_ok=True)
-worker.run_job(request)
+with devices.lease() if args.device == "cuda" else nullcontext() as gpu:  # fp64 on a GPU: never beside a cell
+    if gpu is not None:
+        os.environ.update(CUDA_VISIBLE_DEVICES=gpu, INFBENCH_GPU=gpu)
+    worker.run_job(request)
 if not Path(args.out).exists():
     raise SystemExit(f"reference job wrote no {args.out} (see {args.log})")

@@ -3,9 +3,11 @@
 import argparse
 import json
 import logging
+import os
+from contextlib import nullcontext
 from pathlib import Path
 
-from infbench import records, roofline
+from infbench import devices, records, roofline
 from infbench.timing import TimingPolicy
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -15,6 +17,10 @@ parser.add_argument("--threads", type=int, required=True)
 parser.add_argument("--out", required=True)
 args = parser.parse_args()
 logging.basicConfig(level=logging.INFO)
-peaks = roofline.measure_peaks(args.device, args.threads, TimingPolicy.from_config(json.loads(args.timing)))
+with devices.lease() if args.device == "cuda" else nullcontext() as gpu:  # one GPU, never beside a cell
+    if gpu is not None:
+        os.environ.update(CUDA_VISIBLE_DEVICES=gpu, INFBENCH_GPU=gpu)
+    peaks = roofline.measure_peaks(args.device, args.threads, TimingPolicy.from_config(json.loads(args.timing)))
+    peaks["gpu"] = gpu
 records.write(peaks, Path(args.out))
 logging.info("peaks: %s", json.dumps({k: peaks[k] for k in ("matmul_flops_per_s", "copy_bytes_per_s")}))

@@ -1,0 +1,85 @@
+"""Device leases (the multi-GPU path), on a CPU host with a faked device count: jobs never share a device,
+every device is used, and a killed holder frees its device."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import time
+from pathlib import Path
+
+import yaml
+from conftest import REPO, snakemake
+
+from infbench import devices
+
+
+def hold(lock_dir: str, seconds: float, queue) -> None:
+    with devices.lease(Path(lock_dir), poll_s=0.01) as device:
+        start = time.monotonic()
+        time.sleep(seconds)
+        queue.put((device, start, time.monotonic()))
+
+
+def test_leases_are_exclusive_and_use_every_device(tmp_path, monkeypatch):
+    monkeypatch.setenv("INFBENCH_FAKE_GPUS", "2")
+    queue = multiprocessing.get_context("fork").Queue()
+    workers = [multiprocessing.get_context("fork").Process(target=hold, args=(str(tmp_path), 0.3, queue))
+               for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    spans = [queue.get(timeout=5) for _ in workers]
+    assert {device for device, _, _ in spans} == {"0", "1"}
+    for device in ("0", "1"):
+        mine = sorted((s, e) for d, s, e in spans if d == device)
+        assert all(end <= next_start for (_, end), (next_start, _) in zip(mine, mine[1:])), mine
+    # both devices busy at once: the leases run jobs in parallel, not one after the other
+    starts = sorted(s for _, s, _ in spans)
+    assert max(e for _, _, e in spans) - starts[0] < 6 * 0.3
+
+
+def test_a_killed_holder_frees_its_device(tmp_path, monkeypatch):
+    monkeypatch.setenv("INFBENCH_FAKE_GPUS", "1")
+    queue = multiprocessing.get_context("fork").Queue()
+    holder = multiprocessing.get_context("fork").Process(target=hold, args=(str(tmp_path), 60, queue))
+    holder.start()
+    time.sleep(0.5)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.join()
+    with devices.lease(tmp_path, poll_s=0.01) as device:
+        assert device == "0"
+
+
+def test_cuda_visible_devices_restricts_the_devices(monkeypatch):
+    monkeypatch.delenv("INFBENCH_FAKE_GPUS", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    assert devices.physical_ids() == ["2", "5"] and devices.count() == 2
+
+
+def test_gpu_cells_spread_over_fake_devices_without_sharing(tiny_run, tmp_path):
+    """The workflow on a 'GPU host' with two faked devices: each cell job takes a lease and records it."""
+    config = yaml.safe_load((REPO / "config/tiny.yaml").read_text())
+    config.update(precisions=["fp32"], batch_sizes=[1, 2, 3], seq_lens=[8, 16],
+                  backends={"eager": {"engine": "torch"}, "ort": {"engine": "onnxruntime"}})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    os.environ["INFBENCH_FAKE_GPUS"] = "2"
+    try:
+        snakemake(tmp_path, "--configfile", "c.yaml", "--resources", "gpu=2", "--cores", "4",
+                  *[f"results/cells/tiny-bert/{b}/fp32/b{n}_s{s}.json" for b in ("eager", "ort")
+                    for n in (1, 2, 3) for s in (8, 16)])
+    finally:
+        del os.environ["INFBENCH_FAKE_GPUS"]
+    spans = []
+    for path in (tmp_path / "results/cells").rglob("*.json"):
+        record = json.loads(path.read_text())
+        assert record["status"] == "ok", record["reason"]
+        assert record["device"]["threads"] == 1  # a leased job is one device's worth, not the whole host
+        spans.append((record["device"]["lease"], record["started_at"], record["finished_at"]))
+    assert len(spans) == 12 and {lease for lease, _, _ in spans} == {"0", "1"}
+    for lease in ("0", "1"):
+        mine = sorted((start, end) for d, start, end in spans if d == lease)
+        assert all(end <= next_start for (_, end), (next_start, _) in zip(mine, mine[1:])), mine
