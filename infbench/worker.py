@@ -45,10 +45,12 @@ PACKAGE = Path(__file__).resolve().parent
 
 
 def enabled() -> bool:
-    """Off with INFBENCH_WORKER=0, and inside an Apptainer job: a server started there would outlive the
-    job's container instance (its image mount), and the next job's container would talk to it."""
+    """Off with INFBENCH_WORKER=0, inside an Apptainer job (a server started there would outlive the job's
+    container instance, its image mount) and inside a SLURM job."""
     in_container = bool(os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER"))
-    return os.environ.get("INFBENCH_WORKER", "1") != "0" and not in_container
+    # a cluster job: the next job may run on another node, where a socket on the shared disk leads nowhere
+    in_cluster_job = bool(os.environ.get("SLURM_JOB_ID"))
+    return os.environ.get("INFBENCH_WORKER", "1") != "0" and not in_container and not in_cluster_job
 
 
 def fingerprint() -> str:
