@@ -15,7 +15,7 @@ import numpy as np
 from infbench import artifacts
 
 # Ops that only exist after ORT's transformer fusions: their count is the evidence a fusion happened.
-FUSED_OPS = ("Attention", "MultiHeadAttention", "GroupQueryAttention", "SkipLayerNormalization",
+FUSED_OPS = ("EmbedLayerNormalization", "Attention", "MultiHeadAttention", "GroupQueryAttention", "SkipLayerNormalization",
              "EmbedLayerNormalization", "BiasGelu", "FastGelu", "Gelu", "SkipSimplifiedLayerNormalization")
 PARITY_SHAPES = ((1, 8), (2, 16))
 
@@ -142,13 +142,91 @@ def optimize(exported: Path, out: Path, model_dir: Path, parity_rtol: float) -> 
     model, fusion_counts = optimize_for_ort(ir.load(str(exported)))
     out = Path(out)
     ir.save(model, str(out))
+    fused = onnx.load(str(out))
+    fusion_counts["embed_layer_normalization"] = fuse_embed_layer_norm(fused)
+    onnx.save(fused, str(out))
     onnx.checker.check_model(str(out))
     manifest = artifacts.read_manifest(model_dir)
     parity = check_parity(ort_cpu(exported), ort_cpu(out), manifest, parity_rtol, "optimized vs exported graph")
-    info = write_sidecar(out, {"optimizer": "onnxscript optimize_for_ort", "parity": parity,
-                               "fusions": {k: int(v) for k, v in fusion_counts.items() if v}})
+    info = write_sidecar(out, {"optimizer": "onnxscript optimize_for_ort + EmbedLayerNormalization fusion",
+                               "parity": parity, "fusions": {k: int(v) for k, v in fusion_counts.items() if v}})
     require_attention_fusion(info["fused_ops"], model_dir)
     return info
+
+
+def fuse_embed_layer_norm(model) -> int:
+    """Fuse BERT's embeddings (word + token-type + position Gathers, two Adds, LayerNormalization) into ORT's
+    EmbedLayerNormalization, as ORT's own optimizer does for the legacy exporter's graph; neither it nor
+    onnxscript's rewriter matches the dynamo exporter's form, where positions are a Slice of the
+    ``position_ids`` buffer. Only that exact form is fused (positions 0..S-1, so the op's implicit ones are
+    the same); anything else is left alone. Returns the number of fusions (0 or 1)."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    weights = {t.name: t for t in graph.initializer}
+    inputs = {i.name for i in graph.input}
+
+    def gather(name):
+        node = producer.get(name)
+        if node is None or node.op_type != "Gather" or node.input[0] not in weights:
+            return None
+        return node
+
+    for norm in graph.node:
+        if norm.op_type != "LayerNormalization" or len(norm.input) < 3:
+            continue
+        outer = producer.get(norm.input[0])
+        if outer is None or outer.op_type != "Add":
+            continue
+        for inner_name, position_name in ((outer.input[0], outer.input[1]), (outer.input[1], outer.input[0])):
+            inner, position = producer.get(inner_name), gather(position_name)
+            if inner is None or inner.op_type != "Add" or position is None:
+                continue
+            first, second = gather(inner.input[0]), gather(inner.input[1])
+            if first is None or second is None:
+                continue
+            by_input = {g.input[1]: g for g in (first, second)}
+            if not {"input_ids", "token_type_ids"} <= set(by_input) or not {"input_ids", "token_type_ids"} <= inputs:
+                continue
+            positions = producer.get(position.input[1])
+            if positions is None or positions.op_type != "Slice" or positions.input[0] not in weights:
+                continue
+            ids = numpy_helper.to_array(weights[positions.input[0]]).reshape(-1)
+            start = weights.get(positions.input[1])
+            if not np.array_equal(ids, np.arange(ids.size)) or start is None or numpy_helper.to_array(start).reshape(-1)[0] != 0:
+                continue
+            epsilon = next((a.f for a in norm.attribute if a.name == "epsilon"), 1e-12)
+            cast_ids = helper.make_node("Cast", ["input_ids"], ["input_ids_int32"], to=6, name="embed_cast_input_ids")
+            cast_types = helper.make_node("Cast", ["token_type_ids"], ["token_type_ids_int32"], to=6,
+                                          name="embed_cast_token_type_ids")
+            fused = helper.make_node(
+                "EmbedLayerNormalization",
+                ["input_ids_int32", "token_type_ids_int32", by_input["input_ids"].input[0], position.input[0],
+                 by_input["token_type_ids"].input[0], norm.input[1], norm.input[2]],
+                [norm.output[0], "embed_mask_index"], domain="com.microsoft", epsilon=epsilon,
+                name="EmbedLayerNormalization_0")
+            index = list(graph.node).index(norm)
+            graph.node.remove(norm)
+            for offset, node in enumerate((cast_ids, cast_types, fused)):
+                graph.node.insert(index + offset, node)
+            _prune(graph)
+            if not any(o.domain == "com.microsoft" for o in model.opset_import):
+                model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+            return 1
+    return 0
+
+
+def _prune(graph) -> None:
+    """Drop nodes whose outputs nothing uses (the replaced embedding nodes)."""
+    while True:
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if not any(o in used for o in n.output if o)]
+        if not dead:
+            return
+        for node in dead:
+            graph.node.remove(node)
 
 
 def require_attention_fusion(fused_ops: dict[str, int], model_dir: Path) -> None:

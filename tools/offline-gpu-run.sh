@@ -9,7 +9,7 @@
 # The wheels are packed here with ../shared/offline-wheels/pack.sh from .offline/requirements-offline.txt
 # (snakemake and onnxruntime-gpu with the dependencies the GPU image lacks).
 set -euo pipefail
-pack=.offline/pack
+pack=${PACK:-.offline/pack}  # PACK: another pack directory, e.g. re-split into smaller parts
 case "${1:?stage|run}" in
   stage)
     bash "$pack/unpack.sh" stage "${2:?part}" /root/stage ;;
