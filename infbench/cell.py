@@ -35,6 +35,7 @@ class CellSpec:
     engine_path: Path | None = None
     log_path: str | None = None
     process_start: float | None = None  # perf_counter() at process start, to account for per-cell overhead
+    lease_wait_s: float = 0.0  # seconds the job waited for a free GPU before its cell started
 
 
 def spec_from_request(request: dict) -> CellSpec:
@@ -54,6 +55,7 @@ def spec_from_request(request: dict) -> CellSpec:
         engine_path=Path(request["engine"]) if request.get("engine") else None,
         log_path=request.get("log"),
         process_start=request.get("process_start"),
+        lease_wait_s=request.get("lease_wait_s") or 0.0,
     )
 
 
@@ -80,17 +82,19 @@ def failed_without_record(request: dict, reason: str) -> dict:
 def run(spec: CellSpec) -> dict:
     """Measure one cell and return its record (the caller writes it)."""
     record = _run(spec)
-    record["cost"] = cost(record, spec.process_start)
+    record["cost"] = cost(record, spec.process_start, spec.lease_wait_s)
     return record
 
 
-def cost(record: dict, process_start: float | None) -> dict:
+def cost(record: dict, process_start: float | None, lease_wait_s: float = 0.0) -> dict:
     """Where the cell job's time went: measuring (warm-up + timed loop) vs everything else (imports,
-    loading, compiling). The rest is the per-cell price of one process per cell."""
+    loading, compiling) — the per-cell price of one process per cell. Time spent waiting for a free GPU
+    is not the cell's: it is reported apart and left out of both."""
     policy = (record.get("timing") or {}).get("policy") or {}
     measuring = policy.get("warmup_seconds", 0.0) + policy.get("loop_seconds", 0.0)
-    process = time.perf_counter() - process_start if process_start is not None else None
+    process = time.perf_counter() - process_start - lease_wait_s if process_start is not None else None
     return {
+        "lease_wait_s": lease_wait_s,
         "process_s": process,
         "prepare_s": (record.get("prepare") or {}).get("seconds"),
         "measure_s": measuring,

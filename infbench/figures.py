@@ -91,16 +91,21 @@ def latency_vs_seq_len(cells: pd.DataFrame, path: Path) -> None:
     grid = sns.FacetGrid(ok, col="batch", hue="series", height=3.2, aspect=1.2, sharey=False)
     grid.map_dataframe(_ci_band)
     grid.map_dataframe(sns.lineplot, x="seq_len", y="median_ms", marker="o")
-    seq_lens = sorted(ok["seq_len"].unique())
+    _finish_log_log(grid, sorted(ok["seq_len"].unique()), "batch {col_name}", "seq_len (tokens)",
+                    "median latency (ms)", path)
+
+
+def _finish_log_log(grid, ticks, title: str, xlabel: str, ylabel: str, path: Path) -> None:
+    """Shared by the line figures: log2 x with the grid's values as ticks, log y in plain numbers, legend."""
     for ax in grid.axes.flat:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xticks(seq_lens, [str(s) for s in seq_lens])
+        ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.xaxis.set_minor_locator(NullLocator())
         ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    grid.set_titles(col_template="batch {col_name}")
-    grid.set_axis_labels("seq_len (tokens)", "median latency (ms)")
+    grid.set_titles(col_template=title)
+    grid.set_axis_labels(xlabel, ylabel)
     grid.add_legend(title="model · backend · precision")
     grid.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(grid.figure)
@@ -148,18 +153,8 @@ def throughput_vs_batch(cells: pd.DataFrame, path: Path) -> None:
     ok["series"] = ok["model"] + " · " + ok["backend"] + " · " + ok["precision"]
     grid = sns.FacetGrid(ok, col="seq_len", hue="series", height=3.2, aspect=1.2, sharey=False)
     grid.map_dataframe(sns.lineplot, x="batch", y="sequences_per_s", marker="o")
-    batches = sorted(ok["batch"].unique())
-    for ax in grid.axes.flat:
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xticks(batches, [str(b) for b in batches])
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    grid.set_titles(col_template="seq_len {col_name}")
-    grid.set_axis_labels("batch", "sequences / s (x seq_len = tokens / s)")
-    grid.add_legend(title="model · backend · precision")
-    grid.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(grid.figure)
+    _finish_log_log(grid, sorted(ok["batch"].unique()), "seq_len {col_name}", "batch",
+                    "sequences / s (x seq_len = tokens / s)", path)
 
 
 def roofline_plot(roofline: pd.DataFrame, peaks: dict | None, path: Path) -> None:

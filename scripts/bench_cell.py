@@ -35,7 +35,9 @@ request = {
     "timeout_s": args.timeout,
 }
 Path(args.out).unlink(missing_ok=True)
+waiting = time.perf_counter()
 with devices.lease() if devices.scheduled(request["cell"]["device"]) else nullcontext() as gpu:
+    request["lease_wait_s"] = time.perf_counter() - waiting  # not the cell's cost: reported apart
     if gpu is not None:  # this GPU only, for the process that measures (set before any CUDA initialisation)
         os.environ.update(CUDA_VISIBLE_DEVICES=gpu, INFBENCH_GPU=gpu)
     reply = worker.run_job(request)

@@ -22,7 +22,7 @@ case "${1:?stage|run}" in
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv > "$out/gpu.csv" || true
     start=$(date +%s)
     budget=${BUDGET_S:-420}
-    sm=(python3 -m snakemake --configfile "$config" --cores "$(nproc)" --keep-going)  # an array: timeout runs programs, not functions
+    sm=(python3 -m snakemake --configfile "$config" --cores "$(nproc)" --keep-going --resources timing_slots=1 gpu="$(nvidia-smi -L 2>/dev/null | wc -l)")  # an array: timeout runs programs, not functions
     left() { echo $(( budget - ($(date +%s) - start) )); }
     set +e
     carried=$(find results/cells -name '*.json' 2>/dev/null)
