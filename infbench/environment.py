@@ -81,6 +81,12 @@ def container() -> dict | None:
             "sha256": known.get(image) or image_sha256(Path(image)), "labels": labels, "os": os_release()}
 
 
+def export_image_hashes(images: list[str]) -> None:
+    """Hash the local image files on the host and hand the hashes to the jobs (see container())."""
+    hashes = {image: image_sha256(Path(image)) for image in set(images) if "://" not in image}
+    os.environ["INFBENCH_IMAGE_SHA256"] = json.dumps(hashes)
+
+
 def image_sha256(image: Path, cache_dir: Path = Path("results/.cache/images")) -> str | None:
     """sha256 of an image file, cached by (path, size, mtime): hashing a GB per cell would cost seconds."""
     try:

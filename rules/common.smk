@@ -1,10 +1,8 @@
 # Shared by every rule: config validation, the matrix, wildcard constraints and input/params functions.
 # Functions here hold exactly what a job's output depends on (see "Invalidation" in the README).
 
-import json
 import os
 import sys
-from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
@@ -49,10 +47,9 @@ COMPUTE_IMAGE = container_image("gpu" if DEVICE == "cuda" else "cpu")
 REPORT_IMAGE = container_image("report") if config["containers"]["report"] else COMPUTE_IMAGE
 if USE_CONTAINERS:
     # the image files are hashed here, on the host (inside, an image outside the bound paths is invisible)
-    from infbench.environment import image_sha256
+    from infbench.environment import export_image_hashes
 
-    os.environ["INFBENCH_IMAGE_SHA256"] = json.dumps(
-        {image: image_sha256(Path(image)) for image in {COMPUTE_IMAGE, REPORT_IMAGE} if "://" not in image})
+    export_image_hashes([COMPUTE_IMAGE, REPORT_IMAGE])
 if USE_CONTAINERS and not os.path.abspath(".").startswith(workflow.basedir):
     # jobs import the library and scripts/ from this checkout: make it visible inside the containers
     workflow.deployment_settings.apptainer_args += f" --bind {workflow.basedir}"
