@@ -16,7 +16,7 @@ def base() -> dict:
 
 
 def test_shipped_configs_validate():
-    for name in ("config.yaml", "tiny.yaml", "gpu.yaml", "gpu-smoke.yaml", "gpu-check.yaml"):
+    for name in ("config.yaml", "tiny.yaml", "gpu.yaml", "gpu-smoke.yaml", "gpu-check.yaml", "gpu-overlap.yaml"):
         matrix.load(REPO / "config" / name)
 
 
