@@ -14,7 +14,7 @@ rule build_engine:
         profile="grid|b[1-9][0-9]*_s[1-9][0-9]*",
     # on a GPU the builder times kernels on the device: it must not share it with a timing job
     resources:
-        **GPU_WORK,
+        **CPU_HEAVY,
     conda:
         ENV
     container:

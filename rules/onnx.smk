@@ -7,6 +7,8 @@ rule export_onnx:
     params:
         opset=config["onnx"]["opset"],
         parity_rtol=config["onnx"]["parity_rtol"],
+    resources:
+        **CPU_HEAVY,
     conda:
         ENV
     container:
@@ -29,6 +31,8 @@ rule optimize_onnx:
         info="results/onnx/{model}/optimized.json",
     params:
         parity_rtol=config["onnx"]["parity_rtol"],
+    resources:
+        **CPU_HEAVY,
     conda:
         ENV
     container:
@@ -51,6 +55,8 @@ rule convert_precision:
     wildcard_constraints:
         graph="exported|optimized",
         typed="fp16|bf16",
+    resources:
+        **CPU_HEAVY,
     conda:
         ENV
     container:
