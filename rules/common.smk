@@ -72,7 +72,7 @@ def _gpu_units():
 
 # CPU-heavy jobs (model build, ONNX export / fusion / conversion, engine builds) take every GPU unit on a
 # GPU host: nothing is timed while they run. Measured (tools/overlap-check.sh on an H100): a busy CPU moved
-# launch-bound cells by 5-30%, faster or slower. (On the CPU, a timing job holds every core anyway; on a
+# launch-bound cells by 8-30%, faster or slower. (On the CPU, a timing job holds every core anyway; on a
 # cluster the jobs get their own allocations, and a GPU request would only waste one.)
 def _cpu_heavy_gpus(wildcards):
     # evaluated per job, once Snakemake knows its executor (at parse time it does not yet)
