@@ -80,14 +80,22 @@ def _ci_band(data: pd.DataFrame, color=None, **kwargs) -> None:
     plt.gca().fill_between(ordered["seq_len"], ordered["ci_lo_ms"], ordered["ci_hi_ms"], alpha=0.25, color=color)
 
 
-def latency_vs_seq_len(cells: pd.DataFrame, path: Path) -> None:
-    """Median latency vs seq_len, one panel per batch size, one line per backend/precision, 95 % CI band."""
-    path = Path(path)
+def _measured_series(cells: pd.DataFrame, path: Path) -> pd.DataFrame | None:
+    """The measured cells with a 'series' label per line; None (and an explanatory figure) if there are none."""
     ok = cells[cells["status"] == "ok"].copy()
     if ok.empty:
         _empty(path, "no measured cells")
-        return
+        return None
     ok["series"] = ok["model"] + " · " + ok["backend"] + " · " + ok["precision"]
+    return ok
+
+
+def latency_vs_seq_len(cells: pd.DataFrame, path: Path) -> None:
+    """Median latency vs seq_len, one panel per batch size, one line per backend/precision, 95 % CI band."""
+    path = Path(path)
+    ok = _measured_series(cells, path)
+    if ok is None:
+        return
     grid = sns.FacetGrid(ok, col="batch", hue="series", height=3.2, aspect=1.2, sharey=False)
     grid.map_dataframe(_ci_band)
     grid.map_dataframe(sns.lineplot, x="seq_len", y="median_ms", marker="o")
@@ -146,11 +154,9 @@ def verdict_heatmap(best: pd.DataFrame, path: Path, baseline: dict) -> None:
 def throughput_vs_batch(cells: pd.DataFrame, path: Path) -> None:
     """Sequences/s vs batch size, one panel per seq_len, one line per backend/precision (log-log)."""
     path = Path(path)
-    ok = cells[cells["status"] == "ok"].copy()
-    if ok.empty:
-        _empty(path, "no measured cells")
+    ok = _measured_series(cells, path)
+    if ok is None:
         return
-    ok["series"] = ok["model"] + " · " + ok["backend"] + " · " + ok["precision"]
     grid = sns.FacetGrid(ok, col="seq_len", hue="series", height=3.2, aspect=1.2, sharey=False)
     grid.map_dataframe(sns.lineplot, x="batch", y="sequences_per_s", marker="o")
     _finish_log_log(grid, sorted(ok["batch"].unique()), "seq_len {col_name}", "batch",
