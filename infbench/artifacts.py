@@ -16,6 +16,17 @@ OUTPUT_NAME = "last_hidden_state"
 REFERENCE_PREFIX = "reference_"
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, streamed (graphs and images are hundreds of MB): what sidecars record and check."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_manifest(model_dir: Path) -> dict:
     return json.loads((Path(model_dir) / MANIFEST).read_text())
 

@@ -97,15 +97,14 @@ def image_sha256(image: Path, cache_dir: Path = Path("results/.cache/images")) -
     cached = cache_dir / key
     if cached.exists():
         return cached.read_text().strip()
-    digest = hashlib.sha256()
-    with open(image, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
+    from infbench.artifacts import file_sha256  # numpy-importing module: only when an image is hashed
+
+    digest = file_sha256(image)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".{os.getpid()}")
-    tmp.write_text(digest.hexdigest())
+    tmp.write_text(digest)
     tmp.replace(cached)
-    return digest.hexdigest()
+    return digest
 
 
 def os_release() -> str | None:

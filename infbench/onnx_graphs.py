@@ -15,7 +15,7 @@ import numpy as np
 from infbench import artifacts
 
 # Ops that only exist after ORT's transformer fusions: their count is the evidence a fusion happened.
-FUSED_OPS = ("EmbedLayerNormalization", "Attention", "MultiHeadAttention", "GroupQueryAttention", "SkipLayerNormalization",
+FUSED_OPS = ("Attention", "MultiHeadAttention", "GroupQueryAttention", "SkipLayerNormalization",
              "EmbedLayerNormalization", "BiasGelu", "FastGelu", "Gelu", "SkipSimplifiedLayerNormalization")
 PARITY_SHAPES = ((1, 8), (2, 16))
 
@@ -29,20 +29,10 @@ def op_counts(graph_path: Path) -> dict[str, int]:
 
 def write_sidecar(graph_path: Path, info: dict) -> dict:
     counts = op_counts(graph_path)
-    info = {"status": "ok", "reason": None, **info, "op_counts": counts, "sha256": file_sha256(graph_path),
+    info = {"status": "ok", "reason": None, **info, "op_counts": counts, "sha256": artifacts.file_sha256(graph_path),
             "fused_ops": {op: counts[op] for op in FUSED_OPS if op in counts}}
     Path(graph_path).with_suffix(".json").write_text(json.dumps(info, indent=2, sort_keys=True))
     return info
-
-
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_failed(graph_path: Path, reason: str) -> dict:
@@ -57,7 +47,7 @@ def write_failed(graph_path: Path, reason: str) -> dict:
 def read_sidecar(graph_path: Path) -> dict:
     """A graph's sidecar; raises if the graph file is not the one the sidecar describes (corrupt, swapped)."""
     info = json.loads(Path(graph_path).with_suffix(".json").read_text())
-    if info.get("status", "ok") == "ok" and info.get("sha256") and file_sha256(graph_path) != info["sha256"]:
+    if info.get("status", "ok") == "ok" and info.get("sha256") and artifacts.file_sha256(graph_path) != info["sha256"]:
         raise ValueError(f"ONNX graph {graph_path} does not match its sidecar's sha256: rebuild it")
     return info
 
