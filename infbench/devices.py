@@ -47,6 +47,19 @@ def physical_ids() -> list[str]:
 
 
 @contextlib.contextmanager
+def leased(wanted: bool):
+    """Where ``wanted``: hold a device and make it this process's only visible GPU (set before anything
+    initialises CUDA; the worker's child takes this environment). Yields the device id, or None."""
+    if not wanted:
+        yield None
+        return
+    with lease() as device:
+        if device is not None:
+            os.environ.update(CUDA_VISIBLE_DEVICES=device, INFBENCH_GPU=device)
+        yield device
+
+
+@contextlib.contextmanager
 def lease(lock_dir: Path = LOCK_DIR, poll_s: float = 0.2):
     """Hold one device exclusively for the duration; yields its id (a CUDA_VISIBLE_DEVICES value)."""
     ids = physical_ids()

@@ -13,9 +13,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import os  # noqa: E402
-from contextlib import nullcontext  # noqa: E402
-
 from infbench import cell, devices, worker  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -36,10 +33,8 @@ request = {
 }
 Path(args.out).unlink(missing_ok=True)
 waiting = time.perf_counter()
-with devices.lease() if devices.scheduled(request["cell"]["device"]) else nullcontext() as gpu:
+with devices.leased(devices.scheduled(request["cell"]["device"])):
     request["lease_wait_s"] = time.perf_counter() - waiting  # not the cell's cost: reported apart
-    if gpu is not None:  # this GPU only, for the process that measures (set before any CUDA initialisation)
-        os.environ.update(CUDA_VISIBLE_DEVICES=gpu, INFBENCH_GPU=gpu)
     reply = worker.run_job(request)
 if not Path(args.out).exists():
     if reply.get("timed_out"):

@@ -5,8 +5,6 @@ cells: on the GPU host a fresh interpreter spent ~16 s importing per reference.
 """
 
 import argparse
-import os
-from contextlib import nullcontext
 from pathlib import Path
 
 from infbench import devices, worker
@@ -23,9 +21,7 @@ args = parser.parse_args()
 request = {"job": "reference", "manifest": args.manifest, "batch": args.batch, "seq_len": args.seq_len,
            "seed": args.seed, "device": args.device, "log": args.log, "out": args.out}
 Path(args.out).unlink(missing_ok=True)
-with devices.lease() if args.device == "cuda" else nullcontext() as gpu:  # fp64 on a GPU: never beside a cell
-    if gpu is not None:
-        os.environ.update(CUDA_VISIBLE_DEVICES=gpu, INFBENCH_GPU=gpu)
+with devices.leased(args.device == "cuda"):  # fp64 on a GPU: never beside a cell
     worker.run_job(request)
 if not Path(args.out).exists():
     raise SystemExit(f"reference job wrote no {args.out} (see {args.log})")

@@ -3,8 +3,6 @@
 import argparse
 import json
 import logging
-import os
-from contextlib import nullcontext
 from pathlib import Path
 
 from infbench import devices, records, roofline
@@ -17,9 +15,7 @@ parser.add_argument("--threads", type=int, required=True)
 parser.add_argument("--out", required=True)
 args = parser.parse_args()
 logging.basicConfig(level=logging.INFO)
-with devices.lease() if args.device == "cuda" else nullcontext() as gpu:  # one GPU, never beside a cell
-    if gpu is not None:
-        os.environ.update(CUDA_VISIBLE_DEVICES=gpu, INFBENCH_GPU=gpu)
+with devices.leased(args.device == "cuda") as gpu:  # one GPU, never beside a cell
     peaks = roofline.measure_peaks(args.device, args.threads, TimingPolicy.from_config(json.loads(args.timing)))
     peaks["gpu"] = gpu
 records.write(peaks, Path(args.out))
