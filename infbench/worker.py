@@ -6,8 +6,8 @@ job of a run starts this server, which imports the heavy libraries and then fork
 child is a new process as before (its own CUDA context, its own crash), but it starts with the imports done.
 
 Safety rules this file keeps:
-- the server never initialises CUDA nor runs a tensor op, so forking is safe, and it is single-threaded
-  (one request at a time: timing jobs never overlap anyway);
+- the server never initialises CUDA nor runs a tensor op, so forking is safe; it is single-threaded and
+  serves requests concurrently by forking one child per request (jobs on different GPUs run at once);
 - the socket name is derived from the Python executable and the library's source files, so edited code or
   another environment gets a new server rather than stale imports;
 - the child takes the client's environment and working directory, and writes its record itself; the client
@@ -122,18 +122,24 @@ def handle(request: dict) -> None:
         run_request(request)
 
 
+def _reap(pid: int, deadline: float | None) -> tuple[int, bool] | None:
+    """(exit code, timed out) of a finished child, killing it first if past ``deadline``; None if running."""
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        return os.waitstatus_to_exitcode(status), False
+    if deadline is not None and time.monotonic() >= deadline:
+        os.kill(pid, 9)  # a hung cell must not hold the run
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status), True
+    return None
+
+
 def wait(pid: int, timeout_s: float | None) -> tuple[int, bool]:
-    """Wait for a child; past ``timeout_s`` kill it (a hung cell must not hold the run): (exit code, timed out)."""
+    """Wait for a child, killing it past ``timeout_s``: (exit code, timed out)."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while True:
-        done, status = os.waitpid(pid, 0 if deadline is None else os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status), False
-        if time.monotonic() >= deadline:
-            os.kill(pid, 9)
-            _, status = os.waitpid(pid, 0)
-            return os.waitstatus_to_exitcode(status), True
+    while (result := _reap(pid, deadline)) is None:
         time.sleep(0.05)
+    return result
 
 
 def run_job(request: dict) -> dict:
@@ -217,14 +223,10 @@ def serve(path: Path, handler, unusable: str | None = None) -> None:
     try:
         while True:
             for pid, (conn, deadline) in list(running.items()):
-                done, status = os.waitpid(pid, os.WNOHANG)
-                timed_out = not done and deadline is not None and time.monotonic() >= deadline
-                if timed_out:
-                    os.kill(pid, 9)
-                    done, status = os.waitpid(pid, 0)
-                if done:
-                    reply = {"exit": os.waitstatus_to_exitcode(status), "timed_out": timed_out, "pid": pid,
-                             "server_pid": os.getpid()}
+                result = _reap(pid, deadline)
+                if result is not None:
+                    code, timed_out = result
+                    reply = {"exit": code, "timed_out": timed_out, "pid": pid, "server_pid": os.getpid()}
                     with contextlib.suppress(OSError):
                         conn.sendall(json.dumps(reply).encode() + b"\n")
                     conn.close()
