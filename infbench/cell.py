@@ -1,21 +1,35 @@
-"""One cell, start to finish: capability checks, prepare, time, check accuracy, write the record.
+"""The cells of one shape, start to finish: capability checks, prepare, rounds, accuracy, records.
 
-Whatever happens, a record is written: a cell the engine cannot run is ``unsupported`` (static) or
-``unavailable`` (this machine), an exception or a failed verification is ``failed`` with a one-line reason,
-and only a cell whose timed path was verified is ``ok``.
+A *shape session* measures every cell of one (model, batch, seq_len) in one process: each cell is prepared
+once (load, compile, engine), then all are timed in interleaved rounds (infbench.measure.rounds), so the
+baseline and every candidate of the shape are measured seconds apart in every round and their speedups
+are paired in time. After the rounds, outside any timed window: the engine's own verification (no eager
+fallback, no recompile), the GPU busy share (a profiled pass), the accuracy check.
+
+Whatever happens, every cell gets a record: a cell the engine cannot run is ``unsupported`` (static) or
+``unavailable`` (this machine); an exception in prepare or in a round, or a failed verification, is
+``failed`` with a one-line reason; only a cell whose timed path was verified is ``ok``. A crash or a hang of
+the whole process is pinned on the cell it was working on by the session's progress file (see
+``scripts/bench_shape.py``), which records that cell as failed and measures the others again without it.
 """
 
 from __future__ import annotations
 
+import faulthandler
+import json
 import logging
 import time
 import traceback
+import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from infbench import accuracy, artifacts, engines, environment, records
 from infbench.engines.base import CellContext, CellUnusable
-from infbench.timing import CudaEventClock, HostClock, TimingPolicy, measure
+from infbench.measure import gpu_busy, stats
+from infbench.measure.rounds import run_rounds
+from infbench.measure.timing import CudaEventClock, HostClock, TimingPolicy, policy_record
 
 log = logging.getLogger("infbench.cell")
 
@@ -34,94 +48,195 @@ class CellSpec:
     stability: dict | None = None
     engine_path: Path | None = None
     log_path: str | None = None
-    process_start: float | None = None  # perf_counter() at process start, to account for per-cell overhead
-    lease_wait_s: float = 0.0  # seconds the job waited for a free GPU before its cell started
+
+    @property
+    def name(self) -> str:
+        return f"{self.key['backend']}/{self.key['precision']}"
 
 
-def spec_from_request(request: dict) -> CellSpec:
-    """A cell job's request (what scripts/bench_cell.py parsed) → the spec."""
-    params = request["cell"]
+def spec_from_request(request: dict, cell: dict) -> CellSpec:
+    """One cell of a shape job's request (what scripts/bench_shape.py parsed) → its spec."""
     return CellSpec(
-        key=params["key"],
-        options=params["options"],
+        key=cell["key"],
+        options=cell["options"],
         model_dir=Path(request["manifest"]).parent,
-        graph_path=Path(request["graph"]) if request.get("graph") else None,
+        graph_path=Path(cell["graph"]) if cell.get("graph") else None,
         reference=Path(request["reference"]),
-        device=params["device"],
+        device=request["device"],
         threads=request["threads"],
-        policy=TimingPolicy.from_config(params["timing"]),
-        tolerance=params["tolerance"],
-        stability=params.get("stability"),
-        engine_path=Path(request["engine"]) if request.get("engine") else None,
+        policy=TimingPolicy.from_config(request["timing"]),
+        tolerance=cell["tolerance"],
+        stability=request.get("stability"),
+        engine_path=Path(cell["engine"]) if cell.get("engine") else None,
         log_path=request.get("log"),
-        process_start=request.get("process_start"),
-        lease_wait_s=request.get("lease_wait_s") or 0.0,
     )
 
 
-def run_request(request: dict) -> dict:
-    """Run a cell job's request and write its record: what a cell job does, in-process or in a worker."""
+def run_request(request: dict) -> list[dict]:
+    """A shape job's request → its cells' records, written as one bundle (request['out'])."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    record = run(spec_from_request(request))
-    if "worker" in request:
-        record["cost"]["worker"] = request["worker"]
-    records.write(record, request["out"])
-    log.info("%s %s", record["status"], record["reason"] or "")
-    return record
-
-
-def failed_without_record(request: dict, reason: str) -> dict:
-    """The record of a cell whose process died before writing one (crash, kill): the failure is kept."""
-    spec = spec_from_request(request)
-    record = records.new_record(spec.key, spec.options, spec.log_path)
-    record = records.finish(record, "failed", reason)
-    records.write(record, request["out"])
-    return record
+    specs = [spec_from_request(request, cell) for cell in request["cells"]]
+    progress = Progress(request.get("progress"), request.get("timeout_s"))
+    recs = run_shape(specs, progress=progress, seed=request.get("seed", 0))
+    for record in recs:
+        record["cost"].update(lease_wait_s=request.get("lease_wait_s") or 0.0,
+                              shape_process_s=time.perf_counter() - request["process_start"]
+                              if request.get("process_start") is not None else None)
+        if "worker" in request:
+            record["cost"]["worker"] = request["worker"]
+        log.info("%s %s: %s %s", record["key"]["backend"], record["key"]["precision"], record["status"],
+                 record["reason"] or "")
+    records.write_bundle(recs, request["out"])
+    progress.step("done")
+    return recs
 
 
 def run(spec: CellSpec) -> dict:
-    """Measure one cell and return its record (the caller writes it)."""
-    record = _run(spec)
-    record["cost"] = cost(record, spec.process_start, spec.lease_wait_s)
-    return record
+    """Measure one cell on its own (a shape session of one cell) and return its record."""
+    return run_shape([spec])[0]
 
 
-def cost(record: dict, process_start: float | None, lease_wait_s: float = 0.0) -> dict:
-    """Where the cell job's time went: measuring (warm-up + timed loop) vs everything else (imports,
-    loading, compiling) — the per-cell price of one process per cell. Time spent waiting for a free GPU
-    is not the cell's: it is reported apart and left out of both."""
-    policy = (record.get("timing") or {}).get("policy") or {}
-    measuring = policy.get("warmup_seconds", 0.0) + policy.get("loop_seconds", 0.0)
-    process = time.perf_counter() - process_start - lease_wait_s if process_start is not None else None
-    return {
-        "lease_wait_s": lease_wait_s,
-        "process_s": process,
-        "prepare_s": (record.get("prepare") or {}).get("seconds"),
-        "measure_s": measuring,
-        "overhead_s": process - measuring if process is not None else None,
-    }
+class Progress:
+    """What the session is doing, one JSON line per step, so that whoever outlives a crash or a hang knows
+    which cell caused it. Each step re-arms a watchdog (faulthandler, a C thread that needs no GIL): a step
+    that outlasts ``timeout_s`` dumps the stacks into the log and ends the process."""
+
+    def __init__(self, path: str | None, timeout_s: float | None):
+        self.path, self.timeout_s = path, timeout_s
+
+    def step(self, what: str, cell: str | None = None, round_index: int | None = None) -> None:
+        if self.path:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps({"step": what, "cell": cell, "round": round_index, "t": time.time()}) + "\n")
+        if self.timeout_s:
+            faulthandler.cancel_dump_traceback_later()
+            if what != "done":
+                faulthandler.dump_traceback_later(self.timeout_s, exit=True)
 
 
-def _run(spec: CellSpec) -> dict:
+def last_step(path: str | Path) -> dict | None:
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    return json.loads(lines[-1]) if lines else None
+
+
+def shape_seed(key: dict) -> int:
+    """The rounds' shuffle seed: fixed per shape (a rerun shuffles alike), different across shapes."""
+    return zlib.crc32(f"{key['model']}|{key['batch']}|{key['seq_len']}".encode())
+
+
+def run_shape(specs: list[CellSpec], progress: Progress | None = None, seed: int | None = None) -> list[dict]:
+    """Prepare every cell of one shape, time them in interleaved rounds, finish their records (in order)."""
+    progress = progress or Progress(None, None)
+    session = uuid.uuid4().hex[:12]
+    recs = [_new(spec) for spec in specs]
+    prepared: dict[str, tuple[CellSpec, dict, object, dict]] = {}
+    for spec, record in zip(specs, recs):
+        progress.step("prepare", spec.name)
+        result = _prepare(spec, record)
+        if result is not None:
+            prepared[spec.name] = (spec, record, *result)
+    try:
+        if prepared:
+            first = next(iter(prepared.values()))[0]
+            device = environment.cuda_device() if first.device == "cuda" else None
+            results, errors = run_rounds(
+                {name: runner.run for name, (_, _, runner, _) in prepared.items()}, first.policy, _clock(first),
+                shape_seed(first.key) if seed is None else seed, on_step=lambda name, i: progress.step("round", name, i))
+            after = environment.nvml_sample() if first.device == "cuda" else None
+            for name, (spec, record, runner, references) in prepared.items():
+                progress.step("finish", name)
+                if device is not None:
+                    record["device"] = environment.before_after(dict(device), after)
+                _finish(spec, record, runner, references, results[name], errors.get(name), session)
+    finally:
+        for _, _, runner, _ in prepared.values():
+            runner.close()
+    return recs
+
+
+def _new(spec: CellSpec) -> dict:
     record = records.new_record(spec.key, spec.options, spec.log_path)
     record["env"] = environment.software()
     record["device"] = (environment.cpu_device(spec.threads) if spec.device == "cpu"
                         else {"kind": spec.device, "threads": spec.threads})
+    return record
+
+
+def _prepare(spec: CellSpec, record: dict):
+    """(runner, references) of a cell ready to time, or None with its record finished (why not)."""
     engine = engines.get(spec.key["engine"])
     for status, check in (("unsupported", lambda: engine.supports(spec.key["precision"], spec.device)),
                           ("unavailable", lambda: engine.available(spec.device, spec.options))):
         reason = check()
         if reason:
-            log.info("%s: %s", status, reason)
-            return records.finish(record, status, reason)
+            log.info("%s %s: %s", spec.name, status, reason)
+            records.finish(record, status, reason)
+            return None
     try:
-        return _measure(spec, engine, record)
+        manifest = artifacts.read_manifest(spec.model_dir)
+        inputs, references = artifacts.load_reference(spec.reference, manifest["input_names"])
+        context = CellContext(spec.model_dir, spec.graph_path, inputs, spec.key["precision"], spec.options,
+                              spec.device, spec.threads, spec.engine_path)
+        runner = engine.prepare(context)
+        record["prepare"] = runner.prepare
+        return runner, references
     except CellUnusable as error:
-        log.info("%s: %s", error.status, error)
-        return records.finish(record, error.status, records.one_line(str(error)))
+        log.info("%s %s: %s", spec.name, error.status, error)
+        records.finish(record, error.status, records.one_line(str(error)))
     except Exception as error:  # noqa: BLE001 - any engine failure becomes a failed record, never a lost cell
-        log.error("cell failed:\n%s", traceback.format_exc())
-        return records.finish(record, "failed", f"{type(error).__name__}: {records.one_line(str(error))}")
+        log.error("%s failed in prepare:\n%s", spec.name, traceback.format_exc())
+        records.finish(record, "failed", f"{type(error).__name__}: {records.one_line(str(error))}")
+    return None
+
+
+def _finish(spec: CellSpec, record: dict, runner, references, rounds: list[dict], error: str | None,
+            session: str) -> None:
+    """The record of a timed cell: verification, statistics over rounds, GPU busy share, accuracy."""
+    try:
+        if error:
+            records.finish(record, "failed", error)
+            return
+        problem = runner.verify()
+        record["prepare"] = runner.prepare
+        summary = stats.summarize_rounds([r["samples_ms"] for r in rounds], spec.policy.systematic_rel)
+        record["timing"] = {**summary, "session": session, "rounds": rounds,
+                            "policy": policy_record(spec.policy, rounds[0]["window"]["clock"])}
+        record["stability"] = stability(record["timing"], record["device"], spec.stability or {})
+        if spec.device == "cuda":
+            record["gpu_busy"] = _gpu_busy(runner, summary["median_ms"])
+        batch, seq_len = spec.key["batch"], spec.key["seq_len"]
+        seconds = summary["median_ms"] / 1e3
+        record["throughput"] = {"sequences_per_s": batch / seconds, "tokens_per_s": batch * seq_len / seconds}
+        record["accuracy"] = accuracy.judge(runner.output(), references, spec.tolerance)
+        record["memory"] = {"peak_bytes": peak_rss_bytes(), "what": "peak RSS of the shape session (host)",
+                            "device_peak_bytes": runner.device_peak_bytes()}
+        measuring = sum(r["window"]["warmup_seconds"] + r["window"]["loop_seconds"] for r in rounds)
+        record["cost"] = {"prepare_s": (record.get("prepare") or {}).get("seconds"), "measure_s": measuring}
+        if problem:
+            records.finish(record, "failed", problem)
+        elif not record["accuracy"]["finite"]:
+            records.finish(record, "failed", "non-finite values in the output")
+        else:
+            records.finish(record, "ok")
+    except Exception as failure:  # noqa: BLE001
+        log.error("%s failed after timing:\n%s", spec.name, traceback.format_exc())
+        records.finish(record, "failed", f"{type(failure).__name__}: {records.one_line(str(failure))}")
+
+
+def _gpu_busy(runner, latency_ms: float) -> dict:
+    try:
+        return gpu_busy.measure(runner.run, latency_ms)
+    except Exception as error:  # noqa: BLE001 - a diagnosis that fails is said, never a failed cell
+        return {"kernel_ms": None, "share": None, "class": None, "why": f"{type(error).__name__}: {records.one_line(str(error))}"}
+
+
+def failed_without_record(request: dict, cell: dict, reason: str) -> dict:
+    """The record of a cell whose session died on it (crash, hang) before writing one: the failure is kept."""
+    spec = spec_from_request(request, cell)
+    return records.finish(records.new_record(spec.key, spec.options, spec.log_path), "failed", reason)
 
 
 def stability(timing: dict, device: dict, limits: dict) -> dict:
@@ -152,36 +267,3 @@ def _clock(spec: CellSpec):
     if spec.device == "cuda":
         return CudaEventClock(flush_l2=spec.policy.flush_l2)
     return HostClock()
-
-
-def _measure(spec: CellSpec, engine, record: dict) -> dict:
-    manifest = artifacts.read_manifest(spec.model_dir)
-    inputs, references = artifacts.load_reference(spec.reference, manifest["input_names"])
-    context = CellContext(spec.model_dir, spec.graph_path, inputs, spec.key["precision"], spec.options,
-                          spec.device, spec.threads, spec.engine_path)
-    runner = engine.prepare(context)
-    try:
-        record["prepare"] = runner.prepare
-        clock = _clock(spec)
-        if spec.device == "cuda":
-            record["device"] = environment.cuda_device()
-        timing = measure(runner.run, spec.policy, clock)
-        if spec.device == "cuda":
-            record["device"] = environment.before_after(record["device"], environment.nvml_sample())
-        problem = runner.verify()
-        record["prepare"] = runner.prepare
-        record["timing"] = timing
-        record["stability"] = stability(timing, record["device"], spec.stability or {})
-        batch, seq_len = spec.key["batch"], spec.key["seq_len"]
-        seconds = timing["median_ms"] / 1e3
-        record["throughput"] = {"sequences_per_s": batch / seconds, "tokens_per_s": batch * seq_len / seconds}
-        record["accuracy"] = accuracy.judge(runner.output(), references, spec.tolerance)
-        record["memory"] = {"peak_bytes": peak_rss_bytes(), "what": "process peak RSS (host)",
-                            "device_peak_bytes": runner.device_peak_bytes()}
-    finally:
-        runner.close()
-    if problem:
-        return records.finish(record, "failed", problem)
-    if not record["accuracy"]["finite"]:
-        return records.finish(record, "failed", "non-finite values in the output")
-    return records.finish(record, "ok")

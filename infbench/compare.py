@@ -15,7 +15,7 @@ import jinja2
 import pandas as pd
 
 from infbench.report import TEMPLATE_DIR, styled
-from infbench.stats import ratio_of_medians_ci
+from infbench.measure.stats import ratio_of_medians_ci
 from infbench.tables import KEY
 
 

@@ -14,7 +14,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: timing in rounds (timing.rounds, session), gpu_busy
 STATUSES = ("ok", "failed", "unavailable", "unsupported")
 
 
@@ -32,6 +32,7 @@ def new_record(key: dict, options: dict, log: str | None) -> dict:
         "reason": None,
         "log": log,
         "timing": None,
+        "gpu_busy": None,
         "throughput": None,
         "accuracy": None,
         "prepare": {},
@@ -94,3 +95,13 @@ def read(path: str | Path) -> dict:
     if record.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(f"{path}: schema_version {record.get('schema_version')!r}, expected {SCHEMA_VERSION}")
     return record
+
+
+def write_bundle(recs: list[dict], path: str | Path) -> None:
+    """A shape job's output: every cell's record in one file, written atomically like a record; the
+    workflow's cell_record rule splits it into one record per cell."""
+    write({"schema_version": SCHEMA_VERSION, "records": recs}, path)
+
+
+def read_bundle(path: str | Path) -> list[dict]:
+    return read(path)["records"]

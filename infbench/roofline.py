@@ -64,7 +64,7 @@ def measure_peaks(device: str, threads: int, policy) -> dict:
     """Peak matmul FLOP/s per precision and device copy bandwidth, timed with the pipeline's own policy."""
     import torch
 
-    from infbench.timing import CudaEventClock, HostClock, measure
+    from infbench.measure.timing import CudaEventClock, HostClock, measure
 
     clock = CudaEventClock() if device == "cuda" else HostClock()
     torch.set_num_threads(threads)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from infbench import records as record_io
-from infbench.stats import ratio_of_medians_ci
+from infbench.measure import stats
 
 KEY = ["model", "backend", "engine", "precision", "batch", "seq_len"]
 SHAPE = ["model", "batch", "seq_len"]
@@ -65,8 +65,10 @@ def _row(record: dict) -> dict:
     accuracy = record.get("accuracy") or {}
     prepare = record.get("prepare") or {}
     throughput = record.get("throughput") or {}
-    policy = timing.get("policy") or {}
+    rounds = timing.get("rounds") or []
     ci = timing.get("ci95_ms") or [None, None]
+    gpu = record.get("gpu_busy") or {}
+    probes = [r["host"]["probe_ms"] for r in rounds if (r.get("host") or {}).get("probe_ms") is not None]
     device = record.get("device") or {}
     fp64 = accuracy.get("fp64") or {}
     stability = record.get("stability") or {}
@@ -89,7 +91,17 @@ def _row(record: dict) -> dict:
         "stdev_ms": timing.get("stdev_ms"),
         "cv": timing.get("cv"),
         "n": timing.get("n"),
-        "stop_reason": policy.get("stop_reason"),
+        "rounds": timing.get("rounds_n"),
+        "between_round_cv": timing.get("between_round_cv"),
+        "round_spread": timing.get("round_spread"),
+        "round_min_ms": min(timing.get("round_medians_ms") or [None]) if timing.get("round_medians_ms") else None,
+        "round_max_ms": max(timing.get("round_medians_ms") or [None]) if timing.get("round_medians_ms") else None,
+        "stop_reason": ", ".join(sorted({r["window"]["stop_reason"] for r in rounds})) or None,
+        "gpu_kernel_ms": gpu.get("kernel_ms"),
+        "gpu_busy_share": gpu.get("share"),
+        "bound": gpu.get("class"),
+        "host_probe_ms": float(pd.Series(probes).median()) if probes else None,
+        "host_probe_spread": max(probes) / min(probes) if probes and min(probes) > 0 else None,
         "sequences_per_s": throughput.get("sequences_per_s"),
         "tokens_per_s": throughput.get("tokens_per_s"),
         "accuracy_passed": accuracy.get("passed"),
@@ -133,19 +145,47 @@ def cells(recs: list[dict]) -> pd.DataFrame:
 def samples(recs: list[dict]) -> pd.DataFrame:
     """One row per timed iteration of every measured cell (the raw data behind every statistic)."""
     rows = [
-        {**r["key"], "iteration": i, "latency_ms": ms}
+        {**r["key"], "round": rnd["index"], "iteration": i, "latency_ms": ms}
         for r in recs
         if r["status"] == "ok"
-        for i, ms in enumerate(r["timing"]["samples_ms"])
+        for rnd in r["timing"]["rounds"]
+        for i, ms in enumerate(rnd["samples_ms"])
     ]
-    return pd.DataFrame(rows, columns=[*KEY, "iteration", "latency_ms"])
+    return pd.DataFrame(rows, columns=[*KEY, "round", "iteration", "latency_ms"])
+
+
+def rounds(recs: list[dict]) -> pd.DataFrame:
+    """One row per round of every measured cell: when it ran, its median, and the host's state then."""
+    rows = []
+    for r in recs:
+        if r["status"] != "ok":
+            continue
+        for rnd in r["timing"]["rounds"]:
+            host = rnd.get("host") or {}
+            rows.append({**r["key"], "session": r["timing"].get("session"), "round": rnd["index"],
+                         "started_at": rnd["started_at"], "offset_s": rnd["offset_s"], "position": rnd["position"],
+                         "median_ms": rnd["median_ms"], "n": rnd["n"], "stop_reason": rnd["window"]["stop_reason"],
+                         "host_probe_ms": host.get("probe_ms"), "cpu_mhz": host.get("cpu_mhz"),
+                         "steal_pct": host.get("steal_pct"), "load1": host.get("load1")})
+    return pd.DataFrame(rows, columns=[*KEY, "session", "round", "started_at", "offset_s", "position", "median_ms",
+                                       "n", "stop_reason", "host_probe_ms", "cpu_mhz", "steal_pct", "load1"])
+
+
+def compare_cells(a: dict, b: dict, confidence: float = stats.CONFIDENCE) -> dict:
+    """Latency ratio a / b of two records (their timing sections), paired by round where they shared a
+    session."""
+    ta, tb = a["timing"], b["timing"]
+    paired = bool(ta.get("session")) and ta.get("session") == tb.get("session")
+    return stats.round_ratio_ci(stats.round_medians(ta), stats.round_medians(tb), paired, confidence)
 
 
 def speedups(recs: list[dict], baseline: dict) -> pd.DataFrame:
     """Speedup of every measured cell vs the baseline cell of the same model and shape, with a 95 % CI.
 
-    speedup = median(baseline) / median(cell), so > 1 is faster. ``significant`` is True when the bootstrap
-    interval excludes 1: only then does the report call a backend faster or slower.
+    speedup = latency(baseline) / latency(cell), so > 1 is faster; it is the geometric mean of the per-round
+    ratios, the baseline and the cell having been timed seconds apart in each round (``paired_rounds``).
+    ``significant`` is True when the interval excludes 1: only then does the report call a backend faster or
+    slower.
     """
     base = {
         (environment_id(r), r["key"]["model"], r["key"]["batch"], r["key"]["seq_len"]): r
@@ -161,12 +201,14 @@ def speedups(recs: list[dict], baseline: dict) -> pd.DataFrame:
         ref = base.get((environment_id(r), r["key"]["model"], r["key"]["batch"], r["key"]["seq_len"]))
         if ref is None:
             continue
-        point, lo, hi = ratio_of_medians_ci(ref["timing"]["samples_ms"], r["timing"]["samples_ms"])
-        rows.append({**r["key"], "speedup": point, "speedup_lo": lo, "speedup_hi": hi,
-                     "significant": bool(lo > 1 or hi < 1), "accuracy_passed": r["accuracy"]["passed"],
+        ratio = compare_cells(ref, r)
+        lo, hi = ratio["lo"], ratio["hi"]
+        rows.append({**r["key"], "speedup": ratio["ratio"], "speedup_lo": lo, "speedup_hi": hi,
+                     "significant": not stats.indistinguishable(ratio), "paired_rounds": ratio["paired_rounds"],
+                     "method": ratio["method"], "accuracy_passed": r["accuracy"]["passed"],
                      "environment_id": environment_id(r)})
-    return pd.DataFrame(rows, columns=[*KEY, "speedup", "speedup_lo", "speedup_hi", "significant",
-                                       "accuracy_passed", "environment_id"])
+    return pd.DataFrame(rows, columns=[*KEY, "speedup", "speedup_lo", "speedup_hi", "significant", "paired_rounds",
+                                       "method", "accuracy_passed", "environment_id"])
 
 
 def environments(recs: list[dict]) -> pd.DataFrame:
@@ -186,16 +228,46 @@ def container_label(container: dict | None) -> str | None:
     return f"{container['image']} (sha256:{digest[:12]})" if digest else container["image"]
 
 
-def best_per_shape(cells_frame: pd.DataFrame, speedup_frame: pd.DataFrame) -> pd.DataFrame:
-    """For each shape, the fastest measured (backend, precision) that passes the accuracy check."""
-    ok = cells_frame[(cells_frame["status"] == "ok") & (cells_frame["accuracy_passed"] == True)]  # noqa: E712
-    if ok.empty:
-        return pd.DataFrame(columns=[*SHAPE, "backend", "precision", "median_ms", "speedup", "speedup_lo",
-                                     "speedup_hi"])
-    best = ok.loc[ok.groupby(SHAPE)["median_ms"].idxmin(), [*SHAPE, "backend", "precision", "median_ms"]]
-    merged = best.merge(speedup_frame[[*SHAPE, "backend", "precision", "speedup", "speedup_lo", "speedup_hi"]],
-                        on=[*SHAPE, "backend", "precision"], how="left")
-    return merged.sort_values(SHAPE).reset_index(drop=True)
+def best_per_shape(recs: list[dict], speedup_frame: pd.DataFrame) -> pd.DataFrame:
+    """For each shape, the fastest measured (backend, precision) that passes the accuracy check, and whether
+    the runner-up can be told apart from it.
+
+    The runner-up's latency over the winner's comes from rounds paired in time (same shape session); if its
+    95 % interval contains 1 the two are a tie and the verdict names both: one of two numbers within noise
+    of each other is not "the fastest"."""
+    columns = [*SHAPE, "backend", "precision", "median_ms", "speedup", "speedup_lo", "speedup_hi", "runner_up",
+               "runner_up_ms", "runner_up_ratio", "runner_up_ratio_lo", "runner_up_ratio_hi", "tie", "verdict"]
+    ok = [r for r in recs if r["status"] == "ok" and (r.get("accuracy") or {}).get("passed")]
+    groups: dict[tuple, list[dict]] = {}
+    for r in ok:
+        groups.setdefault((environment_id(r), *(r["key"][k] for k in SHAPE)), []).append(r)
+    rows = []
+    for members in groups.values():
+        members.sort(key=lambda r: r["timing"]["median_ms"])
+        best = members[0]
+        row = {**{k: best["key"][k] for k in SHAPE}, "backend": best["key"]["backend"],
+               "precision": best["key"]["precision"], "median_ms": best["timing"]["median_ms"],
+               "runner_up": None, "runner_up_ms": None, "runner_up_ratio": None, "runner_up_ratio_lo": None,
+               "runner_up_ratio_hi": None, "tie": False, "verdict": label(best["key"])}
+        if len(members) > 1:
+            second = members[1]
+            ratio = compare_cells(second, best)
+            tie = stats.indistinguishable(ratio)
+            row.update(runner_up=label(second["key"]), runner_up_ms=second["timing"]["median_ms"],
+                       runner_up_ratio=ratio["ratio"], runner_up_ratio_lo=ratio["lo"], runner_up_ratio_hi=ratio["hi"],
+                       tie=tie, verdict=f"{label(best['key'])} ≈ {label(second['key'])} (cannot be told apart)"
+                       if tie else label(best["key"]))
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    frame = pd.DataFrame(rows)
+    merged = frame.merge(speedup_frame[[*SHAPE, "backend", "precision", "speedup", "speedup_lo", "speedup_hi"]],
+                         on=[*SHAPE, "backend", "precision"], how="left")
+    return merged[columns].sort_values(SHAPE).reset_index(drop=True)
+
+
+def label(key: dict) -> str:
+    return f"{key['backend']} {key['precision']}"
 
 
 def roofline(cells_frame: pd.DataFrame, peaks: dict | None, geometries: dict[str, dict]) -> pd.DataFrame:
@@ -239,15 +311,15 @@ def costs(cells_frame: pd.DataFrame, baseline: dict) -> pd.DataFrame:
     return merged.sort_values(KEY).reset_index(drop=True)
 
 
-TABLES = ("cells", "samples", "speedup", "best", "environment", "roofline", "cost")
+TABLES = ("cells", "samples", "rounds", "speedup", "best", "environment", "roofline", "cost")
 
 
 def build(recs: list[dict], baseline: dict, peaks: dict | None = None,
           geometries: dict[str, dict] | None = None) -> dict[str, pd.DataFrame]:
     """Every table (TABLES) from the records."""
-    frames = {"cells": cells(recs), "samples": samples(recs), "speedup": speedups(recs, baseline),
-              "environment": environments(recs)}
-    frames["best"] = best_per_shape(frames["cells"], frames["speedup"])
+    frames = {"cells": cells(recs), "samples": samples(recs), "rounds": rounds(recs),
+              "speedup": speedups(recs, baseline), "environment": environments(recs)}
+    frames["best"] = best_per_shape(recs, frames["speedup"])
     frames["roofline"] = roofline(frames["cells"], peaks, geometries or {})
     frames["cost"] = costs(frames["cells"], baseline)
     return frames

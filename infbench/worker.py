@@ -111,7 +111,7 @@ def run(request: dict) -> dict:
 
 
 def handle(request: dict) -> None:
-    """What a child does with a request: a reference job or (the default) a cell."""
+    """What a child does with a request: a reference job or (the default) a shape session."""
     if request.get("job") == "reference":
         from infbench.models import reference_request
 

@@ -1,14 +1,16 @@
-# One timing job per cell. Timing jobs never overlap on a device (see TIMING in common.smk).
+# One timing job per shape (model, batch, seq_len): every backend and precision of the shape, prepared once
+# and timed in interleaved rounds (infbench/cell.py), so speedups pair measurements seconds apart. Timing jobs
+# never overlap on a device (see TIMING in common.smk). Its bundle of records is split into one record per
+# cell (rule cell_record), which is what every downstream rule reads.
 
 
 rule bench:
     input:
-        unpack(bench_inputs),
+        unpack(shape_inputs),
     output:
-        record=f"results/cells/{CELL_PATH}.json",
+        bundle=f"results/shapes/{SHAPE_PATH}.json",
     params:
-        cell=cell_params,
-        artifacts=artifact_flags,
+        shape=shape_params,
     threads: BENCH_THREADS
     # the timeout is a resource, not a param: changing it must not rerun measured cells
     resources:
@@ -19,14 +21,26 @@ rule bench:
     container:
         COMPUTE_IMAGE
     log:
-        f"logs/cells/{CELL_PATH}.log",
+        f"logs/shapes/{SHAPE_PATH}.log",
     benchmark:
-        f"benchmarks/cells/{CELL_PATH}.tsv"
+        f"benchmarks/shapes/{SHAPE_PATH}.tsv"
     shell:
-        "python3 -m scripts.bench_cell --cell {params.cell:q} --manifest {input.manifest:q}"
-        " --reference {input.reference:q} {params.artifacts:q} --threads {threads}"
-        " --timeout {resources.cell_timeout_s} --log {log:q}"
-        " --out {output.record:q} > {log:q} 2>&1"
+        "python3 -m scripts.bench_shape --shape {params.shape:q} --manifest {input.manifest:q}"
+        " --reference {input.reference:q} --threads {threads} --timeout {resources.cell_timeout_s}"
+        " --log {log:q} --out {output.bundle:q} > {log:q} 2>&1"
+
+
+rule cell_record:
+    input:
+        bundle=rules.bench.output.bundle,
+    output:
+        record=f"results/cells/{CELL_PATH}.json",
+    localrule: True
+    log:
+        f"logs/cells/{CELL_PATH}.log",
+    shell:
+        "python3 -m scripts.split_shape --bundle {input.bundle:q} --backend {wildcards.backend:q}"
+        " --precision {wildcards.precision:q} --out {output.record:q} > {log:q} 2>&1"
 
 
 # The device's own peak rates (matmul per precision, copy bandwidth) for the report's roofline: measured

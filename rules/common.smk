@@ -95,6 +95,9 @@ wildcard_constraints:
 CELL_PATH = "{model}/{backend}/{precision}/b{batch}_s{seq_len}"
 
 
+SHAPE_PATH = "{model}/b{batch}_s{seq_len}"
+
+
 def record_paths():
     return [f"results/cells/{CELL_PATH}.json".format(**vars(cell)) for cell in CELLS]
 
@@ -107,28 +110,37 @@ def backend_entry(wildcards):
     return config["backends"][wildcards.backend]
 
 
-def bench_inputs(wildcards):
-    inputs = {
-        "manifest": f"results/models/{wildcards.model}/manifest.json",
-        "reference": f"results/reference/{wildcards.model}/b{wildcards.batch}_s{wildcards.seq_len}.npz",
-    }
-    entry = backend_entry(wildcards)
+def shape_cells(wildcards):
+    """The cells of one shape job: every backend and precision of the matrix at (model, batch, seq_len)."""
+    shape = (wildcards.model, int(wildcards.batch), int(wildcards.seq_len))
+    return [c for c in CELLS if (c.model, c.batch, c.seq_len) == shape]
+
+
+def cell_artifacts(model, backend, precision, batch, seq_len):
+    """The ONNX graph or the TensorRT plan a cell reads (none for torch engines and unsupported cells)."""
+    entry = config["backends"][backend]
     engine = engines.get(entry["engine"])
     # an unsupported cell records so without reading a graph or an engine: never build one for it
-    if engine.supports(wildcards.precision, DEVICE):
-        return inputs
-    graph = engine.graph(entry["options"], wildcards.precision)
+    if engine.supports(precision, DEVICE):
+        return {}
+    artifacts = {}
+    graph = engine.graph(entry["options"], precision)
     if graph:
-        inputs["graph"] = f"results/onnx/{wildcards.model}/{graph}.onnx"
+        artifacts["graph"] = f"results/onnx/{model}/{graph}.onnx"
     if hasattr(engine, "plan_graph"):
-        profile = f"b{wildcards.batch}_s{wildcards.seq_len}" if entry["options"].get("per_shape") else "grid"
-        inputs["engine"] = f"results/engines/{wildcards.model}/{wildcards.backend}/{wildcards.precision}/{profile}.plan"
-    return inputs
+        profile = f"b{batch}_s{seq_len}" if entry["options"].get("per_shape") else "grid"
+        artifacts["engine"] = f"results/engines/{model}/{backend}/{precision}/{profile}.plan"
+    return artifacts
 
 
-def artifact_flags(wildcards, input):
-    """--graph / --engine for the cell job, where it reads one."""
-    return [flag for name in ("graph", "engine") if name in input.keys() for flag in (f"--{name}", input[name])]
+def shape_inputs(wildcards):
+    artifacts = {path for c in shape_cells(wildcards)
+                 for path in cell_artifacts(c.model, c.backend, c.precision, c.batch, c.seq_len).values()}
+    return {
+        "manifest": f"results/models/{wildcards.model}/manifest.json",
+        "reference": f"results/reference/{wildcards.model}/b{wildcards.batch}_s{wildcards.seq_len}.npz",
+        "artifacts": sorted(artifacts),
+    }
 
 
 def backend_profile(backend):
@@ -160,32 +172,26 @@ def engine_build_params(wildcards):
                              "precision": wildcards.precision, "profile": profile, "options": options})
 
 
-def cell_options(wildcards, entry):
+def cell_options(backend, entry, model=None, precision=None):
     """The backend's options; ORT's TensorRT provider also gets its explicit profile and engine cache."""
     options = dict(entry["options"])
     if entry["engine"] == "onnxruntime" and options.get("provider") == "tensorrt":
-        options["profile"] = backend_profile(wildcards.backend)
-        options["engine_cache_dir"] = f"results/cache/ort-trt/{wildcards.model}/{wildcards.backend}/{wildcards.precision}"
+        options["profile"] = backend_profile(backend)
+        options["engine_cache_dir"] = f"results/cache/ort-trt/{model}/{backend}/{precision}"
     return options
 
 
-def cell_params(wildcards):
-    """Everything a cell's number depends on besides its input files: a change here reruns that cell only."""
-    entry = backend_entry(wildcards)
-    return matrix.canonical(
-        {
-            "key": {
-                "model": wildcards.model,
-                "backend": wildcards.backend,
-                "engine": entry["engine"],
-                "precision": wildcards.precision,
-                "batch": int(wildcards.batch),
-                "seq_len": int(wildcards.seq_len),
-            },
-            "options": cell_options(wildcards, entry),
-            "device": DEVICE,
-            "timing": config["timing"],
-            "stability": config["stability"],
-            "tolerance": config["accuracy"]["tolerance"][wildcards.precision],
-        }
-    )
+def shape_params(wildcards):
+    """Everything the shape's numbers depend on besides its input files. The cells of a shape are measured
+    together (interleaved rounds), so a change to any of them reruns the shape's timing; preparation
+    (export, fusion, engines) still reruns only where its own inputs changed."""
+    cells = []
+    for c in shape_cells(wildcards):
+        entry = config["backends"][c.backend]
+        key = {"model": c.model, "backend": c.backend, "engine": entry["engine"], "precision": c.precision,
+               "batch": c.batch, "seq_len": c.seq_len}
+        cells.append({"key": key, "options": cell_options(c.backend, entry, c.model, c.precision),
+                      "tolerance": config["accuracy"]["tolerance"][c.precision],
+                      **cell_artifacts(c.model, c.backend, c.precision, c.batch, c.seq_len)})
+    return matrix.canonical({"device": DEVICE, "timing": config["timing"], "stability": config["stability"],
+                             "cells": cells})

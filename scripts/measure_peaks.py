@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from infbench import devices, records, roofline
-from infbench.timing import TimingPolicy
+from infbench.measure.timing import TimingPolicy
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--device", required=True)

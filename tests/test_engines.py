@@ -7,7 +7,7 @@ import pytest
 
 from infbench import artifacts, cell, engines
 from infbench.engines.base import CellContext
-from infbench.timing import TimingPolicy
+from infbench.measure.timing import TimingPolicy
 
 QUICK = TimingPolicy(warmup_s=0.0, min_iters=3, max_iters=20, budget_s=0.2, target_ci_rel_width=0.5)
 
@@ -73,9 +73,9 @@ def test_recompile_limit_fallback_is_detected_not_timed(tiny_run):
 
     from infbench.engines import torch_compile
 
+    runner = torch_compile.prepare(context(tiny_run, seq_len=8))
+    assert runner.verify() is None
     with torch._dynamo.config.patch(**{_limit_name(): 1}):
-        runner = torch_compile.prepare(context(tiny_run, seq_len=8))
-        assert runner.verify() is None
         other = context(tiny_run, seq_len=16)
         runner.tensors = tuple(torch.from_numpy(a) for a in other.inputs.values())
         runner.run()  # a new static shape: over the limit, dynamo runs it eagerly

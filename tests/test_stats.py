@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from infbench import stats
+from infbench.measure import stats
 
 
 @pytest.mark.parametrize("n", [6, 10, 31, 100, 400, 401, 5000])

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from infbench import records, report, tables
-from infbench.stats import summarize
+from infbench.measure.stats import summarize
 
 
 def measured(backend, precision, median, batch=1, seq_len=8, passed=True, seed=0, model="m"):

@@ -2,7 +2,7 @@ import itertools
 
 import pytest
 
-from infbench.timing import TimingPolicy, measure
+from infbench.measure.timing import TimingPolicy, measure
 
 
 class ScriptedClock:
@@ -32,11 +32,11 @@ def test_stable_latency_converges_at_min_iters():
     policy = TimingPolicy(warmup_s=0.0, min_iters=10, max_iters=1000, budget_s=60, target_ci_rel_width=0.02)
     timing = measure(run, policy, ScriptedClock([2.0]))
     assert timing["n"] == 10
-    assert timing["policy"]["stop_reason"] == "converged"
+    assert timing["window"]["stop_reason"] == "converged"
     assert timing["median_ms"] == 2.0
     assert timing["samples_ms"] == [2.0] * 10
-    assert calls["n"] == 10 + timing["policy"]["warmup_iters"]
-    assert timing["policy"]["warmup_iters"] == 3  # untimed calls even with no warm-up budget
+    assert calls["n"] == 10 + timing["window"]["warmup_iters"]
+    assert timing["window"]["warmup_iters"] == 3  # untimed calls even with no warm-up budget
 
 
 def test_noisy_latency_stops_at_the_iteration_cap_and_says_so():
@@ -44,8 +44,8 @@ def test_noisy_latency_stops_at_the_iteration_cap_and_says_so():
     policy = TimingPolicy(warmup_s=0.0, min_iters=5, max_iters=50, budget_s=60, target_ci_rel_width=0.001)
     timing = measure(run, policy, ScriptedClock([1.0, 3.0, 2.0, 5.0, 4.0]))
     assert timing["n"] == 50
-    assert timing["policy"]["stop_reason"] == "iteration cap"
-    assert timing["policy"]["converged"] is False
+    assert timing["window"]["stop_reason"] == "iteration cap"
+    assert timing["window"]["converged"] is False
     assert len(timing["samples_ms"]) == 50
 
 
@@ -57,7 +57,7 @@ def test_time_budget_stops_the_loop():
 
     policy = TimingPolicy(warmup_s=0.0, min_iters=5, max_iters=10_000, budget_s=0.05, target_ci_rel_width=1e-9)
     timing = measure(slow, policy, ScriptedClock([1.0, 2.0]))
-    assert timing["policy"]["stop_reason"] == "time budget"
+    assert timing["window"]["stop_reason"] == "time budget"
     assert 3 <= timing["n"] < 100
 
 

@@ -1,16 +1,29 @@
 #!/usr/bin/env bash
 # Run the pipeline on an offline GPU host (no package registry) with carried wheels.
 #
+#   tools/offline-gpu-run.sh pack                where a registry is reachable: download the wheels pinned in
+#                                                tools/offline-wheels.txt (snakemake and onnxruntime-gpu with
+#                                                the dependencies the GPU image lacks) for Python 3.12 and split
+#                                                them into .offline/pack/part-NN (≤ 60 MiB), MANIFEST.sha256, unpack.sh
 #   tools/offline-gpu-run.sh stage PART          copy one carried part (.offline/pack/part-NN) to /root/stage
 #   tools/offline-gpu-run.sh run CONFIG [ARGS]   install the staged wheels, run snakemake on CONFIG, and put
 #                                                the report and a tarball of tables, records, logs under $OUT
 # BUDGET_S: seconds before Snakemake is stopped (SIGINT) so that outputs still come back; FIRST: a regex of
 # backends whose cells run first; records carried in results/cells (run's `carry`) are resumed, not redone.
-# The wheels are packed here with ../shared/offline-wheels/pack.sh from .offline/requirements-offline.txt
-# (snakemake and onnxruntime-gpu with the dependencies the GPU image lacks).
+# pack runs offline-wheels' pack.sh (PACK_SH; default ../shared/offline-wheels/pack.sh, which other machines
+# may lack) on the tracked tools/offline-wheels.txt; pins marked `# sdist` there have no wheel on PyPI and are
+# built into .offline/built first. .offline/ is git-ignored.
 set -euo pipefail
 pack=${PACK:-.offline/pack}  # PACK: another pack directory, e.g. re-split into smaller parts
-case "${1:?stage|run}" in
+case "${1:?pack|stage|run}" in
+  pack)
+    pack_sh=${PACK_SH:-../shared/offline-wheels/pack.sh}
+    [ -f "$pack_sh" ] || { echo "no $pack_sh: set PACK_SH to offline-wheels' pack.sh" >&2; exit 2; }
+    built=$PWD/.offline/built; mkdir -p "$built"
+    for pin in $(sed -n 's/^\([^ #]*\) *# sdist.*/\1/p' tools/offline-wheels.txt); do
+      python3 -m pip wheel --quiet --no-deps -w "$built" "$pin"
+    done
+    PIP_FIND_LINKS="$built${PIP_FIND_LINKS:+ $PIP_FIND_LINKS}" bash "$pack_sh" "$pack" tools/offline-wheels.txt 3.12 ;;
   stage)
     bash "$pack/unpack.sh" stage "${2:?part}" /root/stage ;;
   run)

@@ -5,6 +5,12 @@ the inductor backend is wrapped: every compiled graph is counted when it is buil
 A timed iteration that calls no compiled graph is an eager fallback, and a graph compiled after preparation
 is a recompile inside the timed region; either makes the cell ``failed`` (see ``verify``), never a number.
 Compilation happens in ``prepare`` (the first call), outside the timed region, and its time is recorded.
+
+Several compiled cells share one process (a shape session times them in interleaved rounds), so nothing
+here resets dynamo (that would drop the other cells' compiled code) and counters are read as differences.
+Each cell compiles its own module with its own backend object (dynamo's backend guard keeps their cache
+entries apart); the recompile limit is raised to hold one entry per cell of a session, since it exists to
+stop one module recompiling for ever-new inputs, which ``verify`` catches anyway.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import time
 from infbench.engines import torch_eager
 from infbench.engines.base import CellContext
 from infbench.engines.torch_eager import TorchRunner
+
+SESSION_CACHE_ENTRIES = 64  # compiled cells one process may hold (dynamo's default limit is 8 per code object)
 
 supports = torch_eager.supports
 graph = torch_eager.graph
@@ -59,6 +67,7 @@ class CompiledRunner(TorchRunner):
     def __init__(self, module, backend: CountingInductor, context: CellContext, prepare: dict):
         super().__init__(module, context, prepare)
         self.backend = backend
+        self.cudagraph_skips_before = 0
         self.graphs_after_prepare = backend.graphs_built
         self.runs = 0
         self.eager_runs = 0
@@ -74,7 +83,7 @@ class CompiledRunner(TorchRunner):
         from torch._dynamo.utils import counters
 
         recompiles = self.backend.graphs_built - self.graphs_after_prepare
-        cudagraph_skips = int(counters["inductor"].get("cudagraph_skips", 0))
+        cudagraph_skips = int(counters["inductor"].get("cudagraph_skips", 0)) - self.cudagraph_skips_before
         self.prepare.update(recompiles=recompiles, fallback=self.eager_runs > 0, eager_runs=self.eager_runs,
                             compiled_runs=self.runs - self.eager_runs, cudagraph_skips=cudagraph_skips)
         if self.eager_runs:
@@ -96,8 +105,10 @@ def prepare(context: CellContext) -> CompiledRunner:
     module = torch_eager.load(context)
     load_seconds = time.perf_counter() - start
 
-    torch._dynamo.reset()
-    counters.clear()
+    limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+    setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), SESSION_CACHE_ENTRIES))
+    breaks_before = int(sum(counters["graph_break"].values()))
+    hits_before = int(counters["inductor"].get("fxgraph_cache_hit", 0))
     backend = CountingInductor(options["mode"], options["dynamic"])
     compiled = torch.compile(module, backend=backend, dynamic=options["dynamic"], fullgraph=options["fullgraph"])
     runner = CompiledRunner(compiled, backend, context, {})
@@ -108,6 +119,7 @@ def prepare(context: CellContext) -> CompiledRunner:
     compile_seconds = time.perf_counter() - start
     runner.runs = runner.eager_runs = 0
     runner.graphs_after_prepare = backend.graphs_built
+    runner.cudagraph_skips_before = int(counters["inductor"].get("cudagraph_skips", 0))
     if backend.graphs_built == 0:
         raise RuntimeError("torch.compile produced no graph: the module ran eagerly")
     runner.prepare.update(
@@ -115,10 +127,10 @@ def prepare(context: CellContext) -> CompiledRunner:
         load_seconds=load_seconds,
         compile_seconds=compile_seconds,
         graphs=backend.graphs_built,
-        graph_breaks=int(sum(counters["graph_break"].values())),
+        graph_breaks=int(sum(counters["graph_break"].values())) - breaks_before,
         recompiles=0,
         fallback=False,
-        fx_graph_cache_hits=int(counters["inductor"].get("fxgraph_cache_hit", 0)),
+        fx_graph_cache_hits=int(counters["inductor"].get("fxgraph_cache_hit", 0)) - hits_before,
         inductor_cache_dir=os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
         mode=options["mode"],
         dynamic=options["dynamic"],

@@ -40,12 +40,21 @@ graph = torch_eager.graph
 
 
 class TorchTensorRTRunner(TorchRunner):
+    """Dynamo's graph counter is process-wide and other cells of the session compile after this one is
+    prepared, so the count is taken at this runner's first timed call, not at the end of its prepare."""
+
     def __init__(self, module, context: CellContext, prepare: dict, unique_graphs: int):
         super().__init__(module, context, prepare)
         self.unique_graphs = unique_graphs
+        self.graphs_at_first_run = None
+
+    def run(self) -> None:
+        if self.graphs_at_first_run is None:
+            self.graphs_at_first_run = graphs_compiled()
+        super().run()
 
     def verify(self) -> str | None:
-        recompiles = graphs_compiled() - self.unique_graphs
+        recompiles = graphs_compiled() - self.graphs_at_first_run if self.graphs_at_first_run is not None else 0
         self.prepare["recompiles"] = recompiles
         if recompiles:
             return f"{recompiles} recompile(s) after preparation: compilation inside the timed region"
@@ -68,7 +77,7 @@ def prepare(context: CellContext) -> TorchTensorRTRunner:
     start = time.perf_counter()
     module = torch_eager.load(context)
     load_seconds = time.perf_counter() - start
-    torch._dynamo.reset()
+    graphs_before = graphs_compiled()  # no dynamo reset: other compiled cells of the session live here too
     options = {
         "enabled_precisions": {TORCH_DTYPES[context.precision]},
         "min_block_size": int(context.options.get("min_block_size", 5)),
@@ -82,7 +91,8 @@ def prepare(context: CellContext) -> TorchTensorRTRunner:
     runner.run()
     torch.cuda.synchronize()
     compile_seconds = time.perf_counter() - start
-    runner.unique_graphs = graphs_compiled()
+    runner.unique_graphs = graphs_compiled() - graphs_before
+    runner.graphs_at_first_run = None  # the count starts at the first timed call (see the class)
     runner.prepare.update(seconds=load_seconds + compile_seconds, load_seconds=load_seconds,
                           compile_seconds=compile_seconds, graphs=runner.unique_graphs, recompiles=0,
                           torch_tensorrt_version=torch_tensorrt.__version__,

@@ -1,6 +1,7 @@
-"""The one timing function every engine is measured with.
+"""The one timing function every engine is measured with: one *round* (a warm-up and a timed window).
 
-Policy (what ``measure`` does, in order):
+A cell is measured in several rounds spread over time (infbench.measure.rounds); this module times one.
+Policy (what ``measure`` does in a round, in order):
 1. Warm-up: call ``run`` untimed until ``warmup_s`` has passed and at least ``warmup_min_iters`` calls
    were made, so that lazy initialisation, allocator growth and caches are paid before timing.
 2. Timed loop: each iteration is timed on its own by the clock (``perf_counter_ns`` around the call on the
@@ -10,7 +11,7 @@ Policy (what ``measure`` does, in order):
    than ``target_ci_rel_width`` of the median ("converged"); otherwise stop at ``max_iters`` ("iteration
    cap") or once the loop has used ``budget_s`` ("time budget"). The reason is recorded, so a cell that did
    not converge is visible as such rather than presented with false precision.
-All samples are kept; statistics are computed from them (see infbench.stats).
+All samples are kept; statistics are computed from them (see infbench.measure.stats).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Protocol
 
-from infbench.stats import median_ci, summarize
+from infbench.measure.stats import median_ci, summarize
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ class TimingPolicy:
     budget_s: float = 5.0
     target_ci_rel_width: float = 0.02
     flush_l2: bool = False
+    # rounds: the replicates of a cell, interleaved with the other cells of its shape (infbench.measure.rounds)
+    rounds: int = 1
+    round_spacing_s: float = 0.0
+    systematic_rel: float = 0.0
 
     @classmethod
     def from_config(cls, timing: dict) -> "TimingPolicy":
@@ -97,21 +102,23 @@ def _converged(samples: list[float], target: float) -> bool:
     return median > 0 and (hi - lo) / median <= target
 
 
-def measure(run: Callable[[], object], policy: TimingPolicy, clock: Clock | None = None) -> dict:
-    """Warm up, time ``run`` per iteration until the stopping rule holds, and return the record's timing."""
+def measure(run: Callable[[], object], policy: TimingPolicy, clock: Clock | None = None,
+            now: Callable[[], float] = time.perf_counter) -> dict:
+    """One round: warm up, time ``run`` per iteration until the stopping rule holds; the round's samples,
+    their summary and how the window went (``window``). ``now`` is the budget clock (simulated in tests)."""
     clock = clock or HostClock()
     warmup_iters = 0
-    warmup_start = time.perf_counter()
+    warmup_start = now()
     while True:
         run()
         warmup_iters += 1
-        if time.perf_counter() - warmup_start >= policy.warmup_s and warmup_iters >= policy.warmup_min_iters:
+        if now() - warmup_start >= policy.warmup_s and warmup_iters >= policy.warmup_min_iters:
             break
-    warmup_seconds = time.perf_counter() - warmup_start
+    warmup_seconds = now() - warmup_start
 
     samples: list[float] = []
     stop_reason = "iteration cap"
-    loop_start = time.perf_counter()
+    loop_start = now()
     next_check = policy.min_iters
     while len(samples) < policy.max_iters:
         samples.append(clock.time_ms(run))
@@ -121,19 +128,23 @@ def measure(run: Callable[[], object], policy: TimingPolicy, clock: Clock | None
             if _converged(samples, policy.target_ci_rel_width):
                 stop_reason = "converged"
                 break
-        if time.perf_counter() - loop_start >= policy.budget_s and len(samples) >= min(3, policy.min_iters):
+        if now() - loop_start >= policy.budget_s and len(samples) >= min(3, policy.min_iters):
             stop_reason = "time budget"
             break
     return {
         **summarize(samples),
         "samples_ms": samples,
-        "policy": {
-            **asdict(policy),
+        "window": {
             "clock": clock.name,
             "warmup_iters": warmup_iters,
             "warmup_seconds": warmup_seconds,
-            "loop_seconds": time.perf_counter() - loop_start,
+            "loop_seconds": now() - loop_start,
             "stop_reason": stop_reason,
             "converged": stop_reason == "converged",
         },
     }
+
+
+def policy_record(policy: TimingPolicy, clock_name: str) -> dict:
+    """The policy as stored in a record (what every number of the cell was made with)."""
+    return {**asdict(policy), "clock": clock_name}

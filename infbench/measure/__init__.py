@@ -1,0 +1,10 @@
+"""The measurement core: how one number is made.
+
+- ``timing``: one round -- a warm-up and a timed window of one cell, with its stopping rule and clocks;
+- ``rounds``: the replicates -- every cell of a shape timed in interleaved, shuffled rounds spread over time;
+- ``stats``: statistics within a round (median, order-statistic interval) and across rounds (the cell's
+  latency, its rerun interval, paired speedups, the tie rule);
+- ``host``: a cheap probe of the host CPU's state, recorded with every round;
+- ``gpu_busy``: the share of a GPU cell's latency that is device work (the host-bound diagnosis).
+A new statistic goes in ``stats``; a new per-round observation in ``host`` (or a module beside it).
+"""

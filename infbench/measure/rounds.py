@@ -1,0 +1,70 @@
+"""The replicates of a measurement: every cell of a shape timed in interleaved, shuffled rounds.
+
+Why rounds, not iterations: the host CPU's speed drifts in regimes of seconds to tens of seconds, so the
+iterations of one window share one host state and their spread says nothing about a rerun minutes later
+(measured: 4 of 54 independent re-measurements fell inside single-window 95 % intervals). A round is one
+warm-up + timed window (infbench.measure.timing.measure) with its start time and a probe of the host; a cell
+gets ``policy.rounds`` of them.
+
+Why interleaved: in each round every cell of the shape is timed once, in a freshly shuffled order (as
+PyTorch's dynamo harness alternates eager and compiled in every repetition, and Google Benchmark shuffles
+repetitions), so the baseline and each candidate are measured seconds apart, and their per-round ratio
+cancels a drift that moves both. Shuffling keeps a fixed position (first after a pause, last) from biasing
+one backend.
+
+Why spaced: rounds start at least ``policy.round_spacing_s`` apart (the scheduler idles when a round was
+shorter), so a cell's rounds span (rounds - 1) x spacing of wall time and sample several host regimes.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Callable
+
+from infbench import records
+from infbench.measure import host
+from infbench.measure.timing import Clock, TimingPolicy, measure
+
+
+def run_rounds(runners: dict[str, Callable[[], object]], policy: TimingPolicy, clock: Clock, seed: int,
+               probe: Callable[[], dict] = host.probe, now: Callable[[], float] = time.perf_counter,
+               sleep: Callable[[float], None] = time.sleep, on_step: Callable[[str, int], None] | None = None,
+               ) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """Time every runner in ``policy.rounds`` interleaved rounds: (each runner's list of round dicts,
+    {runner: one-line error} for runners that raised -- they leave the rotation, the others go on).
+
+    A round dict: index, started_at (UTC), offset_s (from the first round's start), position (in that
+    round's order), the window's samples and summary (infbench.measure.timing.measure) and host (the probe
+    taken at the round's start, with the steal share over the round). ``on_step(name, index)`` is called
+    before each window (the session's progress, so a crash or a hang is pinned on the right cell).
+    """
+    rng = random.Random(seed)
+    names = list(runners)
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    errors: dict[str, str] = {}
+    session_start = now()
+    for index in range(max(1, policy.rounds)):
+        round_start = now()
+        state = probe()
+        order = names[:]
+        rng.shuffle(order)
+        for position, name in enumerate(order):
+            if on_step:
+                on_step(name, index)
+            started_at, offset = records.now(), now() - session_start
+            try:
+                window = measure(runners[name], policy, clock, now=now)
+            except Exception as error:  # noqa: BLE001 - one engine's failure must not cost the others their rounds
+                errors[name] = f"round {index}: {type(error).__name__}: {records.one_line(str(error))}"
+                names.remove(name)
+                continue
+            results[name].append({"index": index, "started_at": started_at, "offset_s": offset,
+                                  "position": position, **window, "host": state})
+        state["steal_pct"] = host.steal_pct(state, probe())
+        state.pop("cpu_s", None)
+        if index < policy.rounds - 1:
+            idle = policy.round_spacing_s - (now() - round_start)
+            if idle > 0:
+                sleep(idle)
+    return results, errors

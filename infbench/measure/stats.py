@@ -1,0 +1,230 @@
+"""Statistics of latency samples: robust summaries and honest intervals.
+
+Two levels, because the noise has two levels (measured on an H100 host: the host CPU's speed moves between
+regimes that last seconds to tens of seconds, so two timing windows minutes apart differ by up to 1.66x on
+launch-bound cells while each window alone looks precise to 1 %):
+
+- **Within a round** (one warm-up + timed window): iterations are skewed with a long right tail, so the
+  round's number is its median, with a distribution-free interval (order statistics of the binomial). This
+  interval only says how well one window was sampled; it drives the window's stopping rule, nothing else.
+- **Across rounds** (the replicates, spread over time): a cell's latency is the geometric mean of its round
+  medians (latency ratios are multiplicative; a single slow round moves it less than an arithmetic mean).
+  Its interval is a 95 % *prediction* interval for the median of a fresh round taken at another time:
+  exp(mean(log m) +- t(R-1) * s * sqrt(1 + 1/R)), where s is the spread of the log round medians (never
+  taken below the within-round sampling error). It is what a rerun -- ours or another harness's -- is expected
+  to land in, which is the claim a reader makes of an interval; a confidence interval of the mean would be
+  narrower by sqrt(R + 1) and be missed by most reruns of a host-bound cell.
+- **Comparisons** (speedups, ties) pair rounds measured close in time: the baseline and the candidate are
+  interleaved in each round of one shape session, so a host regime that slows both cancels in their ratio.
+  The speedup is the geometric mean of the per-round ratios with a t interval of their mean.
+With one round there is no across-time information: the interval falls back to the window's own and the
+record says so.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from scipy import stats as _scipy
+
+CONFIDENCE = 0.95
+_EXACT_LIMIT = 400  # above this, the normal approximation of the binomial is accurate to a rank
+
+
+def median_ci_ranks(n: int, confidence: float = CONFIDENCE) -> tuple[int, int]:
+    """0-based ranks (lo, hi) of the sorted samples bounding the median with at least ``confidence``.
+
+    With fewer than 6 samples no pair of ranks reaches 95 %; the full range is returned (and the interval is
+    then wider than asked, never narrower).
+    """
+    if n < 1:
+        raise ValueError("median_ci_ranks needs at least one sample")
+    alpha = 1.0 - confidence
+    if n <= _EXACT_LIMIT:
+        # largest k with P(B <= k - 1) <= alpha / 2, B ~ Binomial(n, 1/2); interval = [x_(k), x_(n-k+1)] (1-based)
+        total, cumulative, k = 2**n, 0, 0
+        for j in range(n):
+            cumulative += math.comb(n, j)
+            if cumulative / total > alpha / 2:
+                break
+            k = j + 1
+    else:
+        z = _normal_quantile(1.0 - alpha / 2)
+        k = int(math.floor(n / 2 - z * math.sqrt(n) / 2))
+    k = max(k, 1)
+    return k - 1, n - k
+
+
+def _normal_quantile(p: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(p)
+
+
+def median_ci(samples, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    ordered = np.sort(np.asarray(samples, dtype=float))
+    lo, hi = median_ci_ranks(len(ordered), confidence)
+    return float(ordered[lo]), float(ordered[hi])
+
+
+def summarize(samples_ms) -> dict:
+    """The record's timing statistics for a list of per-iteration milliseconds."""
+    x = np.asarray(samples_ms, dtype=float)
+    if x.size == 0:
+        raise ValueError("no samples to summarize")
+    median = float(np.median(x))
+    lo, hi = median_ci(x)
+    stdev = float(np.std(x, ddof=1)) if x.size > 1 else 0.0
+    mean = float(np.mean(x))
+    return {
+        "n": int(x.size),
+        "median_ms": median,
+        "p90_ms": float(np.percentile(x, 90)),
+        "p99_ms": float(np.percentile(x, 99)),
+        "mean_ms": mean,
+        "stdev_ms": stdev,
+        "min_ms": float(np.min(x)),
+        "ci95_ms": [lo, hi],
+        "ci_rel_width": (hi - lo) / median if median > 0 else math.inf,
+        "cv": stdev / mean if mean > 0 else math.inf,
+    }
+
+
+def ratio_of_medians_ci(
+    numerator, denominator, confidence: float = CONFIDENCE, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """median(numerator) / median(denominator) and its percentile-bootstrap interval.
+
+    Used for speedup = median(baseline) / median(cell). The seed is fixed so that tables are reproducible
+    from the same records.
+    """
+    a = np.asarray(numerator, dtype=float)
+    b = np.asarray(denominator, dtype=float)
+    point = float(np.median(a) / np.median(b))
+    rng = np.random.default_rng(seed)
+    ra = np.median(rng.choice(a, size=(resamples, a.size), replace=True), axis=1)
+    rb = np.median(rng.choice(b, size=(resamples, b.size), replace=True), axis=1)
+    ratios = ra / rb
+    tail = (1.0 - confidence) / 2 * 100
+    lo, hi = np.percentile(ratios, [tail, 100 - tail])
+    return point, float(lo), float(hi)
+
+
+def t_quantile(p: float, dof: int) -> float:
+    return float(_scipy.t.ppf(p, dof))
+
+
+def _log_se_of_median(samples) -> float:
+    """Sampling error of log(median) of one round, from its distribution-free 95 % interval."""
+    lo, hi = median_ci(samples)
+    median = float(np.median(samples))
+    if lo <= 0 or median <= 0:
+        return 0.0
+    z = _normal_quantile(0.5 + CONFIDENCE / 2)
+    return (math.log(hi) - math.log(lo)) / (2 * z)
+
+
+def geometric_mean(values) -> float:
+    return float(np.exp(np.mean(np.log(np.asarray(values, dtype=float)))))
+
+
+def summarize_rounds(rounds: list[list[float]], systematic_rel: float = 0.0, confidence: float = CONFIDENCE) -> dict:
+    """A cell's timing statistics from its rounds (lists of per-iteration milliseconds).
+
+    ``median_ms`` is the geometric mean of the round medians; ``ci95_ms`` the prediction interval for a
+    fresh round (see the module docstring); ``systematic_rel`` adds, in quadrature, a relative error that no
+    round of one run can see (e.g. a different boot of the same GPU). Pooled per-iteration statistics
+    (p90, p99, mean, stdev) are kept for the tail-latency tables.
+    """
+    rounds = [np.asarray(r, dtype=float) for r in rounds if len(r)]
+    if not rounds:
+        raise ValueError("no rounds to summarize")
+    pooled = np.concatenate(rounds)
+    medians = np.array([float(np.median(r)) for r in rounds])
+    logs = np.log(medians)
+    count = len(rounds)
+    center = float(np.mean(logs))
+    within = float(np.sqrt(np.mean([_log_se_of_median(r) ** 2 for r in rounds])))
+    if count == 1:
+        lo, hi = median_ci(rounds[0], confidence)
+        half_lo, half_hi = center - math.log(lo), math.log(hi) - center
+        interval = "one round: the window's own interval (no rerun variance)"
+    else:
+        spread = max(float(np.std(logs, ddof=1)), within)
+        half = t_quantile(0.5 + confidence / 2, count - 1) * spread * math.sqrt(1 + 1 / count)
+        half_lo = half_hi = half
+        interval = f"prediction interval of a fresh round's median over {count} rounds (t, log scale)"
+    if systematic_rel > 0:
+        extra = _normal_quantile(0.5 + confidence / 2) * math.log1p(systematic_rel)
+        half_lo, half_hi = math.hypot(half_lo, extra), math.hypot(half_hi, extra)
+    median = math.exp(center)
+    stdev = float(np.std(pooled, ddof=1)) if pooled.size > 1 else 0.0
+    mean = float(np.mean(pooled))
+    ci = [math.exp(center - half_lo), math.exp(center + half_hi)]
+    return {
+        "n": int(pooled.size),
+        "rounds_n": count,
+        "median_ms": median,
+        "ci95_ms": ci,
+        "ci_rel_width": (ci[1] - ci[0]) / median,
+        "interval": interval,
+        "round_medians_ms": medians.tolist(),
+        "between_round_cv": float(np.std(medians, ddof=1) / np.mean(medians)) if count > 1 else None,
+        "round_spread": float(medians.max() / medians.min()),
+        "within_round_rel_se": within,
+        "p90_ms": float(np.percentile(pooled, 90)),
+        "p99_ms": float(np.percentile(pooled, 99)),
+        "mean_ms": mean,
+        "stdev_ms": stdev,
+        "min_ms": float(np.min(pooled)),
+        "cv": stdev / mean if mean > 0 else math.inf,
+    }
+
+
+def log_ratio_interval(log_ratios, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """exp of the mean of per-round log ratios and its t interval: (point, lo, hi)."""
+    x = np.asarray(log_ratios, dtype=float)
+    center = float(np.mean(x))
+    if x.size < 2:
+        return math.exp(center), math.nan, math.nan
+    half = t_quantile(0.5 + confidence / 2, x.size - 1) * float(np.std(x, ddof=1)) / math.sqrt(x.size)
+    return math.exp(center), math.exp(center - half), math.exp(center + half)
+
+
+def round_ratio_ci(numerator: dict[int, float], denominator: dict[int, float], paired: bool,
+                   confidence: float = CONFIDENCE) -> dict:
+    """Ratio of two cells' latencies from their round medians ({round index: median ms}).
+
+    ``paired`` where both were measured in one session (the same round index = measured seconds apart): the
+    per-round ratios carry the drift of neither. Otherwise (records of different runs) unpaired: the
+    difference of the mean log round medians, with both spreads (Welch's t). With fewer than two rounds the
+    interval is unknown (NaN): one window cannot say what a rerun would show."""
+    common = sorted(set(numerator) & set(denominator)) if paired else []
+    if len(common) >= 2:
+        point, lo, hi = log_ratio_interval([math.log(numerator[i] / denominator[i]) for i in common], confidence)
+        return {"ratio": point, "lo": lo, "hi": hi, "paired_rounds": len(common), "method": "paired rounds"}
+    la, lb = np.log(list(numerator.values())), np.log(list(denominator.values()))
+    point = math.exp(float(np.mean(la) - np.mean(lb)))
+    if la.size < 2 or lb.size < 2:
+        return {"ratio": point, "lo": math.nan, "hi": math.nan, "paired_rounds": 0, "method": "one round"}
+    va, vb = np.var(la, ddof=1) / la.size, np.var(lb, ddof=1) / lb.size
+    se = math.sqrt(va + vb)
+    dof = (va + vb) ** 2 / (va**2 / (la.size - 1) + vb**2 / (lb.size - 1)) if se > 0 else 1.0
+    half = t_quantile(0.5 + confidence / 2, max(1.0, dof)) * se
+    return {"ratio": point, "lo": point * math.exp(-half), "hi": point * math.exp(half), "paired_rounds": 0,
+            "method": "unpaired rounds (Welch)"}
+
+
+def round_medians(timing: dict) -> dict[int, float]:
+    """{round index: round median} of a record's timing section."""
+    return {int(r["index"]): float(r["median_ms"]) for r in (timing or {}).get("rounds") or []}
+
+
+def indistinguishable(comparison: dict) -> bool:
+    """Two latencies cannot be told apart when the interval of their ratio contains 1 (or is unknown)."""
+    lo, hi = comparison.get("lo"), comparison.get("hi")
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return True
+    return lo <= 1.0 <= hi
