@@ -78,10 +78,14 @@ def run_request(request: dict) -> list[dict]:
     specs = [spec_from_request(request, cell) for cell in request["cells"]]
     progress = Progress(request.get("progress"), request.get("timeout_s"))
     recs = run_shape(specs, progress=progress, seed=request.get("seed", 0))
+    process_s = time.perf_counter() - request["process_start"] if request.get("process_start") is not None else None
+    measuring = sum((r.get("cost") or {}).get("measure_s") or 0.0 for r in recs)
     for record in recs:
-        record["cost"].update(lease_wait_s=request.get("lease_wait_s") or 0.0,
-                              shape_process_s=time.perf_counter() - request["process_start"]
-                              if request.get("process_start") is not None else None)
+        # the session's process time is shared by its cells: imports, loads, compiles, idle spacing
+        record["cost"].update(lease_wait_s=request.get("lease_wait_s") or 0.0, process_s=process_s,
+                              session_measure_s=measuring, session_cells=len(recs),
+                              overhead_s=process_s - measuring if process_s is not None else None,
+                              what="process_s and overhead_s are the shape session's, shared by its cells")
         if "worker" in request:
             record["cost"]["worker"] = request["worker"]
         log.info("%s %s: %s %s", record["key"]["backend"], record["key"]["precision"], record["status"],
@@ -240,11 +244,12 @@ def failed_without_record(request: dict, cell: dict, reason: str) -> dict:
 
 
 def stability(timing: dict, device: dict, limits: dict) -> dict:
-    """Is the number trustworthy as a steady state: spread of the iterations, and (GPU) the SM clock
-    before vs after timing. An unstable cell keeps its number but is flagged, with why."""
+    """Is the number trustworthy as a steady state: spread of the iterations within a round (the drift
+    between rounds is in the interval, not a fault), and (GPU) the SM clock before vs after timing. An
+    unstable cell keeps its number but is flagged, with why."""
     max_cv, max_clock = limits.get("max_cv", 0.1), limits.get("max_clock_change", 0.1)
     reasons = []
-    cv = timing.get("cv")
+    cv = timing.get("within_round_cv", timing.get("cv"))
     if cv is not None and cv > max_cv:
         reasons.append(f"cv {cv:.3f} > {max_cv}")
     clock = device.get("sm_clock_mhz")

@@ -1,9 +1,14 @@
-"""Compare two result sets (two GPUs, two library versions, before/after a change): per cell, the latency
-ratio B/A with a bootstrap CI from both runs' raw samples, and which changes are significant.
+"""Compare two result sets (two GPUs, two library versions, before/after a change, or the same config run
+twice): per cell, the latency ratio B/A with a 95 % CI from both runs' round medians, and which changes are
+significant; and how well B reproduces A.
 
-A change is significant when its 95% CI excludes 1 *and* it is at least ``min_change`` (a fraction): with
-thousands of samples a 0.3% drift is statistically real and practically noise. Cells whose status changed,
-or that exist in one run only, are listed too: a backend that stopped working is the biggest change of all.
+A change is significant when its 95% CI excludes 1 *and* it is at least ``min_change`` (a fraction). The
+CI comes from the rounds (unpaired: two runs share no round), so it carries the host's drift between rounds
+of each run, not only the iterations' noise of one window. Cells whose status changed, or that exist in one
+run only, are listed too: a backend that stopped working is the biggest change of all.
+
+Reproducibility (``reproducibility``): the share of B's medians inside A's published intervals, the
+between-run spread and A's interval widths, by how host-bound the cells are (GPU busy share classes).
 """
 
 from __future__ import annotations
@@ -15,28 +20,29 @@ import jinja2
 import pandas as pd
 
 from infbench.report import TEMPLATE_DIR, styled
-from infbench.measure.stats import ratio_of_medians_ci
+from infbench.measure import stats
 from infbench.tables import KEY
 
 
 def load(table_dir: Path) -> dict[str, pd.DataFrame]:
     table_dir = Path(table_dir)
-    return {name: pd.read_csv(table_dir / f"{name}.csv") for name in ("cells", "samples", "environment")}
+    return {name: pd.read_csv(table_dir / f"{name}.csv") for name in ("cells", "rounds", "environment")}
 
 
 def changes(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame], min_change: float = 0.05) -> pd.DataFrame:
     """One row per cell present in either run: both medians, ratio B/A with CI, status in each, verdict."""
-    cells = a["cells"][[*KEY, "status", "median_ms"]].merge(
-        b["cells"][[*KEY, "status", "median_ms"]], on=KEY, how="outer", suffixes=("_a", "_b"))
-    samples_a = {k: g["latency_ms"].to_numpy() for k, g in a["samples"].groupby(KEY)}
-    samples_b = {k: g["latency_ms"].to_numpy() for k, g in b["samples"].groupby(KEY)}
+    columns = [*KEY, "status", "median_ms", "ci_lo_ms", "ci_hi_ms"]
+    cells = a["cells"][[*columns, "bound"]].merge(b["cells"][columns], on=KEY, how="outer", suffixes=("_a", "_b"))
+    rounds_a = {k: dict(zip(g["round"], g["median_ms"])) for k, g in a["rounds"].groupby(KEY)}
+    rounds_b = {k: dict(zip(g["round"], g["median_ms"])) for k, g in b["rounds"].groupby(KEY)}
     rows = []
     for row in cells.to_dict("records"):
         key = tuple(row[k] for k in KEY)
         ratio = lo = hi = None
-        if key in samples_a and key in samples_b:
-            ratio, lo, hi = ratio_of_medians_ci(samples_b[key], samples_a[key])  # latency B / latency A
-        significant = ratio is not None and (lo > 1 or hi < 1) and abs(ratio - 1) >= min_change
+        if key in rounds_a and key in rounds_b:
+            result = stats.round_ratio_ci(rounds_b[key], rounds_a[key], paired=False)  # latency B / latency A
+            ratio, lo, hi = result["ratio"], result["lo"], result["hi"]
+        significant = ratio is not None and not stats.indistinguishable({"lo": lo, "hi": hi}) and abs(ratio - 1) >= min_change
         if pd.isna(row["status_a"]) or pd.isna(row["status_b"]):
             verdict = "only in A" if pd.isna(row["status_b"]) else "only in B"
         elif row["status_a"] != row["status_b"]:
@@ -45,10 +51,32 @@ def changes(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame], min_change: 
             verdict = "slower" if ratio > 1 else "faster"
         else:
             verdict = "same" if ratio is not None else "not measured"
+        inside = (row["ci_lo_ms_a"] <= row["median_ms_b"] <= row["ci_hi_ms_a"]) if ratio is not None else None
         rows.append({**row, "ratio_b_over_a": ratio, "ratio_lo": lo, "ratio_hi": hi, "significant": significant,
-                     "verdict": verdict})
+                     "b_inside_a_interval": inside, "verdict": verdict})
     frame = pd.DataFrame(rows)
     return frame.sort_values(KEY).reset_index(drop=True)
+
+
+def reproducibility(table: pd.DataFrame) -> pd.DataFrame:
+    """How well B reproduces A, by A's GPU busy class (host-bound cells drift with the host's CPU; on a CPU
+    run every cell is host work): cells measured in both, the share of B's medians inside A's 95 %
+    intervals, the between-run spread |B/A - 1| and A's interval half-width, as medians and maxima."""
+    both = table[table["ratio_b_over_a"].notna()].copy()
+    columns = ["class", "cells", "b_inside_a", "share_inside", "median_between_run", "max_between_run",
+               "median_half_width", "max_half_width"]
+    if both.empty:
+        return pd.DataFrame(columns=columns)
+    both["class"] = both["bound"].fillna("no GPU busy share (CPU)")
+    both["between_run"] = (both["median_ms_b"] / both["median_ms_a"] - 1).abs()
+    both["half_width"] = (both["ci_hi_ms_a"] - both["ci_lo_ms_a"]) / 2 / both["median_ms_a"]
+    rows = []
+    for name, group in [("all", both), *both.groupby("class")]:
+        inside = group["b_inside_a_interval"].astype(bool)
+        rows.append({"class": name, "cells": len(group), "b_inside_a": int(inside.sum()), "share_inside": inside.mean(),
+                     "median_between_run": group["between_run"].median(), "max_between_run": group["between_run"].max(),
+                     "median_half_width": group["half_width"].median(), "max_half_width": group["half_width"].max()})
+    return pd.DataFrame(rows, columns=columns)
 
 
 def render(a: dict, b: dict, table: pd.DataFrame, labels: tuple[str, str], min_change: float, out: Path) -> str:
@@ -56,6 +84,7 @@ def render(a: dict, b: dict, table: pd.DataFrame, labels: tuple[str, str], min_c
                              undefined=jinja2.StrictUndefined)
     notable = table[table["verdict"] != "same"]
     html = env.get_template("compare.html.j2").render(
+        reproducibility=styled(reproducibility(table), precision=3),
         generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         labels=labels, min_change=min_change,
         counts=table["verdict"].value_counts().to_dict(),

@@ -1,5 +1,5 @@
 """Figures from the tables (seaborn): the verdict heatmap, the seed's speedup heatmap, latency vs sequence
-length, throughput vs batch, and the roofline.
+length, throughput vs batch, the roofline, the spread of each cell's rounds, and the GPU busy share.
 
 Each function writes one PNG and always writes it: with nothing measured, the figure says so, so the report
 never has a hole where a figure should be.
@@ -17,6 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+
+from infbench.measure import gpu_busy  # noqa: E402
+from infbench.tables import KEY  # noqa: E402
 
 DPI = 110
 
@@ -119,6 +122,18 @@ def _finish_log_log(grid, ticks, title: str, xlabel: str, ylabel: str, path: Pat
     plt.close(grid.figure)
 
 
+def verdict_label(row) -> str:
+    """One shape's cell of the verdict heatmap: the winner, or "A ≈ B" where best.csv calls a tie (the picture
+    must not claim a winner the numbers cannot tell), then the winner's speedup and its interval."""
+    text = f"{row.backend}\n{row.precision}"
+    tie = getattr(row, "tie", False)
+    if pd.notna(tie) and bool(tie) and isinstance(getattr(row, "runner_up", None), str):
+        text = f"{row.backend} {row.precision}\n≈ {row.runner_up}"
+    if pd.notna(row.speedup):
+        text += f"\n{row.speedup:.2f}x [{row.speedup_lo:.2f}, {row.speedup_hi:.2f}]"
+    return text
+
+
 def verdict_heatmap(best: pd.DataFrame, path: Path, baseline: dict) -> None:
     """Per shape, the fastest accurate backend: its name in the cell, colour = its speedup over the baseline."""
     path = Path(path)
@@ -132,13 +147,7 @@ def verdict_heatmap(best: pd.DataFrame, path: Path, baseline: dict) -> None:
         frame = best[best["model"] == model]
         grid = frame.pivot_table(index="batch", columns="seq_len", values="speedup")
 
-        def label(row) -> str:
-            text = f"{row.backend}\n{row.precision}"
-            if pd.notna(row.speedup):
-                text += f"\n{row.speedup:.2f}x [{row.speedup_lo:.2f}, {row.speedup_hi:.2f}]"
-            return text
-
-        labels = frame.assign(label=[label(r) for r in frame.itertuples()]).pivot_table(
+        labels = frame.assign(label=[verdict_label(r) for r in frame.itertuples()]).pivot_table(
             index="batch", columns="seq_len", values="label", aggfunc="first").reindex_like(grid)
         sns.heatmap(grid, annot=labels, fmt="", cmap="RdYlGn", norm=speedup_norm(frame["speedup"]),
                     linewidths=0.5, annot_kws={"fontsize": 7}, cbar_kws={"label": "speedup vs baseline"}, ax=ax)
@@ -146,7 +155,7 @@ def verdict_heatmap(best: pd.DataFrame, path: Path, baseline: dict) -> None:
         ax.set_xlabel("seq_len")
         ax.set_ylabel("batch")
     fig.suptitle(f"Fastest accurate backend per shape (speedup vs {baseline['backend']} {baseline['precision']}, "
-                 "95% CI)")
+                 "95% interval; A ≈ B: a tie)", y=1.04)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
 
@@ -189,9 +198,82 @@ def roofline_plot(roofline: pd.DataFrame, peaks: dict | None, path: Path) -> Non
     plt.close(fig)
 
 
+BOUND_COLOURS = {"host-bound": "#d73027", "mixed": "#e0a800", "gpu-bound": "#1a9850", "no GPU share": "#4c72b0"}
+RATIO_TICKS = ([0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 4.0], [0.95, 0.98, 1.0, 1.02, 1.05])
+
+
+def _series(frame: pd.DataFrame) -> pd.Series:
+    """backend · precision, prefixed by the model when the tables hold more than one."""
+    series = frame["backend"] + " · " + frame["precision"]
+    return frame["model"] + " · " + series if frame["model"].nunique() > 1 else series
+
+
+def round_spread(rounds: pd.DataFrame, cells: pd.DataFrame, path: Path) -> None:
+    """Each round's median over its cell's median, one dot per round, per backend × precision.
+
+    The ratio is only a rescaling for the picture (every cell on one axis); the spread it shows is the one
+    cells.csv summarizes as between_round_cv and round_spread. Dots are coloured by the GPU busy class where
+    there is one, because host-bound cells are the ones expected to spread."""
+    path = Path(path)
+    ok = cells[cells["status"] == "ok"][[c for c in [*KEY, "median_ms", "bound"] if c in cells.columns]]
+    ok = ok.rename(columns={"median_ms": "cell_ms"})
+    frame = rounds.merge(ok, on=KEY, how="inner") if not rounds.empty else rounds
+    if frame.empty:
+        _empty(path, "no measured cells: no rounds")
+        return
+    bound = frame["bound"].astype(object).fillna("no GPU share") if "bound" in frame else "no GPU share"
+    frame = frame.assign(series=_series(frame), ratio=frame["median_ms"] / frame["cell_ms"], bound=bound)
+    order = sorted(frame["series"].unique())
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(order) + 2.5), 3.6))
+    hue = "bound" if frame["bound"].nunique() > 1 or frame["bound"].iloc[0] != "no GPU share" else None
+    sns.stripplot(frame, x="series", y="ratio", order=order, hue=hue, jitter=0.25, size=3.5, alpha=0.75, ax=ax,
+                  palette={k: v for k, v in BOUND_COLOURS.items() if k in set(frame["bound"])} if hue else None,
+                  hue_order=[k for k in BOUND_COLOURS if k in set(frame["bound"])] if hue else None)
+    ax.axhline(1.0, color="#555", linewidth=0.8, linestyle="--")
+    ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    coarse, fine = ([t for t in ticks if low <= t <= high] for ticks in RATIO_TICKS)
+    ax.set_yticks(coarse if len(coarse) >= 3 else sorted(set(coarse + fine)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("")
+    ax.set_ylabel("round median / cell median")
+    ax.tick_params(axis="x", labelrotation=30)
+    for tick in ax.get_xticklabels():
+        tick.set_horizontalalignment("right")
+    if hue:
+        ax.legend(title="GPU busy class", fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    ax.set_title("Between-round spread: every round of every measured cell")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+
+
+def gpu_busy_heatmap(cells: pd.DataFrame, path: Path) -> None:
+    """GPU busy share per backend · precision (rows) × shape (columns), 0 (GPU idle) to 1 (never waits)."""
+    path = Path(path)
+    share = pd.to_numeric(cells.get("gpu_busy_share", pd.Series(index=cells.index, dtype=float)), errors="coerce")
+    frame = cells.assign(share=share).dropna(subset=["share"])
+    if frame.empty:
+        _empty(path, "no GPU busy share: no cell ran on a GPU")
+        return
+    frame = frame.assign(series=_series(frame),
+                         shape="b" + frame["batch"].astype(str) + " s" + frame["seq_len"].astype(str))
+    columns = frame.sort_values(["batch", "seq_len"])["shape"].unique()
+    grid = frame.pivot_table(index="series", columns="shape", values="share", aggfunc="first").reindex(columns=columns)
+    fig, ax = plt.subplots(figsize=(0.62 * len(columns) + 3.5, 0.38 * len(grid) + 1.6))
+    sns.heatmap(grid, annot=True, fmt=".2f", cmap="RdYlGn", vmin=0.0, vmax=1.0, linewidths=0.5,
+                annot_kws={"fontsize": 7}, cbar_kws={"label": "GPU busy share"}, ax=ax)
+    ax.set_xlabel("shape (batch, seq_len)")
+    ax.set_ylabel("")
+    ax.set_title(f"GPU busy share (device busy / latency; ≥ {gpu_busy.GPU_BOUND_FROM:g} gpu-bound, "
+                 f"< {gpu_busy.HOST_BOUND_BELOW:g} host-bound)")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+
+
 FIGURES = {"verdict_heatmap": "verdict_heatmap.png", "speedup_heatmap": "speedup_heatmap.png",
            "latency_vs_seq_len": "latency_vs_seq_len.png", "throughput_vs_batch": "throughput_vs_batch.png",
-           "roofline": "roofline.png"}
+           "roofline": "roofline.png", "round_spread": "round_spread.png", "gpu_busy_share": "gpu_busy_share.png"}
 
 
 def write_all(tables: dict[str, pd.DataFrame], baseline: dict, out_dir: Path, peaks: dict | None = None) -> dict[str, Path]:
@@ -203,4 +285,6 @@ def write_all(tables: dict[str, pd.DataFrame], baseline: dict, out_dir: Path, pe
     latency_vs_seq_len(tables["cells"], paths["latency_vs_seq_len"])
     throughput_vs_batch(tables["cells"], paths["throughput_vs_batch"])
     roofline_plot(tables["roofline"], peaks, paths["roofline"])
+    round_spread(tables["rounds"], tables["cells"], paths["round_spread"])
+    gpu_busy_heatmap(tables["cells"], paths["gpu_busy_share"])
     return paths

@@ -14,27 +14,44 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 import yaml
+from pandas.io.formats.style import Styler
 
 from infbench import environment
+from infbench.measure import gpu_busy
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "report" / "templates"
 CELL_COLUMNS = ["model", "backend", "precision", "batch", "seq_len", "status", "median_ms", "ci_lo_ms",
-                "ci_hi_ms", "p90_ms", "p99_ms", "cv", "n", "stop_reason", "sequences_per_s", "tokens_per_s",
+                "ci_hi_ms", "p90_ms", "p99_ms", "cv", "n", "rounds", "between_round_cv", "stop_reason",
+                "gpu_busy_share", "bound", "host_probe_ms", "sequences_per_s", "tokens_per_s",
                 "accuracy_passed", "rel_l2", "max_abs", "cosine", "unstable", "prepare_s", "compile_s", "build_s",
                 "engine_bytes", "graph_breaks", "recompiles", "fused_ops", "peak_bytes", "device_peak_bytes",
                 "process_s", "overhead_s", "threads"]
 
 
-def styled(frame: pd.DataFrame, precision: int = 3, highlight: str | None = None) -> str:
-    """An escaped HTML table (pandas Styler); rows failing ``highlight`` (a boolean column) are marked."""
+def styled(frame: pd.DataFrame, precision: int = 3, highlight: str | None = None, mark: str | None = None) -> str:
+    """An escaped HTML table (pandas Styler); rows failing ``highlight`` (a boolean column) are marked red,
+    rows where ``mark`` (a boolean column) is true yellow.
+
+    Cells carry no id unless styled (``cell_ids=False``): the ids are a fifth of a 200-cell page and nothing
+    refers to them."""
     if frame.empty:
         return "<p class='empty'>(none)</p>"
-    styler = frame.style.format(precision=precision, na_rep="–", escape="html", thousands=",")
+    frame = frame.reset_index(drop=True)
+    styler = Styler(frame, cell_ids=False).format(precision=precision, na_rep="–", escape="html", thousands=",")
     styler = styler.format_index(escape="html", axis=1).hide(axis="index")
+    colours = pd.Series("", index=frame.index)
+    if mark and mark in frame.columns:
+        colours[flag(frame[mark])] = "background:#fff4d6"
     if highlight and highlight in frame.columns:
-        bad = frame[highlight].astype("boolean").fillna(True) == False  # noqa: E712
-        styler = styler.apply(lambda row: ["background:#fde2e1" if bad[row.name] else "" for _ in row], axis=1)
+        colours[frame[highlight].astype("boolean").fillna(True) == False] = "background:#fde2e1"  # noqa: E712
+    if (colours != "").any():
+        styler = styler.apply(lambda row: [colours[row.name]] * len(row), axis=1)
     return styler.set_table_attributes('class="data"').to_html()
+
+
+def flag(column: pd.Series) -> pd.Series:
+    """A boolean column as read back from CSV (bools, or NaN where unknown) with unknown = False."""
+    return column.astype("boolean").fillna(False).astype(bool)
 
 
 def _inline_png(path: Path) -> str:
@@ -74,6 +91,62 @@ def ranges(cells: pd.DataFrame) -> dict[str, str]:
 
 
 KEY_COLUMNS = ["model", "backend", "precision", "batch", "seq_len"]
+VERDICT_COLUMNS = ["model", "batch", "seq_len", "verdict", "tie", "backend", "precision", "median_ms", "speedup",
+                   "speedup_lo", "speedup_hi", "runner_up", "runner_up_ms", "runner_up_ratio", "runner_up_ratio_lo",
+                   "runner_up_ratio_hi"]
+ROUND_COLUMNS = [*KEY_COLUMNS, "median_ms", "ci_lo_ms", "ci_hi_ms", "interval_width_pct", "rounds",
+                 "between_round_cv", "round_min_ms", "round_max_ms", "round_spread"]
+HOST_BOUND_COLUMNS = [*KEY_COLUMNS, "median_ms", "gpu_kernel_ms", "gpu_busy_share", "host_probe_ms",
+                      "host_probe_spread", "round_spread", "between_round_cv"]
+
+
+def _present(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The listed columns that the table has, in that order (an older table lacks the newer ones)."""
+    return frame[[c for c in columns if c in frame.columns]]
+
+
+def verdict(best: pd.DataFrame) -> dict:
+    """The verdict table, verdict text first and tie rows marked, and the ties listed for the page's text.
+
+    A tie is the table's call (best.csv ``tie``: the runner-up's paired latency ratio has 1 in its interval);
+    the page only makes it visible, so that no reader takes one of two indistinguishable numbers for a
+    winner."""
+    ties = best[flag(best["tie"])] if "tie" in best.columns else best.iloc[0:0]
+    return {"table": styled(_present(best, VERDICT_COLUMNS), mark="tie"), "shapes": len(best),
+            "ties": [{"model": r.model, "shape": f"b{r.batch} s{r.seq_len}", "verdict": r.verdict}
+                     for r in ties.itertuples()]}
+
+
+def _range_text(values: pd.Series) -> str:
+    """"3" when every value is 3, "3–5" otherwise, "" when there are none (one line of text, not a table)."""
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    if values.empty:
+        return ""
+    lo, hi = f"{values.min():g}", f"{values.max():g}"
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
+def rounds_section(cells: pd.DataFrame, rounds: pd.DataFrame) -> dict:
+    """Per measured cell: its latency, the interval a fresh round is expected in, how wide that is relative to
+    the latency, and how far its own rounds spread; plus the round count and wall-time span for the text.
+
+    The width in % of the median is the only arithmetic here: it turns two columns into the one number a
+    reader compares across cells."""
+    ok = cells[cells["status"] == "ok"]
+    ok = ok.assign(interval_width_pct=100 * (ok["ci_hi_ms"] - ok["ci_lo_ms"]) / ok["median_ms"])
+    span = pd.to_numeric(rounds.get("offset_s", pd.Series(dtype=float)), errors="coerce").max()
+    return {"table": styled(_present(ok, ROUND_COLUMNS)), "count": _range_text(ok.get("rounds", pd.Series())),
+            "span_s": None if pd.isna(span) else f"{span:.3g}"}
+
+
+def gpu_busy_section(cells: pd.DataFrame) -> dict:
+    """Whether any cell has a GPU busy share, and the host-bound cells beside their host probe and round
+    spread: a host-bound cell's latency moves with the host CPU, and those columns show whether it did."""
+    share = pd.to_numeric(cells.get("gpu_busy_share", pd.Series(dtype=float)), errors="coerce")
+    host_bound = cells[cells.get("bound", pd.Series(index=cells.index, dtype=object)) == "host-bound"]
+    return {"measured": bool(share.notna().any()), "host_bound": styled(_present(host_bound, HOST_BOUND_COLUMNS)),
+            "host_bound_n": len(host_bound), "note": gpu_busy.HOST_BOUND_NOTE,
+            "gpu_bound_from": gpu_busy.GPU_BOUND_FROM, "host_bound_below": gpu_busy.HOST_BOUND_BELOW}
 
 
 def render(tables: dict[str, pd.DataFrame], figures: dict[str, Path], config: dict, out: Path) -> str:
@@ -100,7 +173,9 @@ def render(tables: dict[str, pd.DataFrame], figures: dict[str, Path], config: di
         devices=sorted(cells["device"].dropna().astype(str).unique()),
         gpu_ranges=ranges(cells),
         remote_code=sorted(name for name, model in config.get("models", {}).items() if model.get("trust_remote_code")),
-        best=styled(tables["best"]),
+        verdict=verdict(tables["best"]),
+        rounds=rounds_section(cells, tables["rounds"]),
+        gpu_busy=gpu_busy_section(cells),
         speedup=styled(tables["speedup"], highlight="accuracy_passed"),
         accuracy=accuracy_matrix(cells),
         accuracy_cells=styled(cells[cells["status"] == "ok"][[c for c in [*KEY_COLUMNS, "accuracy_passed", "tolerance", "rel_l2", "max_abs", "rel_l2_fp64", "max_abs_fp64", "cosine"] if c in cells.columns]], precision=6, highlight="accuracy_passed"),

@@ -58,6 +58,16 @@ rule figures:
             category="Figures",
             labels={"figure": "roofline"},
         ),
+        rounds=report(
+            "results/figures/round_spread.png",
+            category="Figures",
+            labels={"figure": "between-round spread"},
+        ),
+        gpu_busy=report(
+            "results/figures/gpu_busy_share.png",
+            category="Figures",
+            labels={"figure": "GPU busy share"},
+        ),
     params:
         baseline=matrix.canonical(config["baseline"]),
         tables_dir=subpath(input.cells, parent=True),

@@ -1,5 +1,6 @@
-"""Re-measure the cells flagged unstable (CV above stability.max_cv, or a GPU clock that moved): their
-records are forced to rerun, and aggregate / figures / report follow.
+"""Re-measure the cells flagged unstable (CV above stability.max_cv, or a GPU clock that moved): the shape
+jobs holding them are forced to rerun (a shape's cells are measured together, in paired rounds), and
+aggregate / figures / report follow.
 
     python3 -m scripts.rerun_unstable [--list] [-- snakemake arguments, e.g. --configfile config/gpu.yaml]
 """
@@ -19,7 +20,10 @@ unstable = []
 for path in sorted(Path(args.results, "cells").rglob("*.json")):
     record = json.loads(path.read_text())
     if (record.get("stability") or {}).get("unstable"):
-        unstable.append(str(path))
+        key = record["key"]
+        shape = str(Path(args.results, "shapes", key["model"], f"b{key['batch']}_s{key['seq_len']}.json"))
+        if shape not in unstable:
+            unstable.append(shape)
         print(f"{path}: {record['stability']['why']}")
 if not unstable:
     print("no unstable cells")

@@ -74,13 +74,18 @@ def test_gpu_cells_spread_over_fake_devices_without_sharing(tiny_run, tmp_path):
                     for n in (1, 2, 3) for s in (8, 16)])
     finally:
         del os.environ["INFBENCH_FAKE_GPUS"]
-    spans = []
+    sessions: dict[str, tuple] = {}  # a shape job (its cells share a session, a lease and a time span)
+    count = 0
     for path in (tmp_path / "results/cells").rglob("*.json"):
         record = json.loads(path.read_text())
         assert record["status"] == "ok", record["reason"]
         assert record["device"]["threads"] == 1  # a leased job is one device's worth, not the whole host
-        spans.append((record["device"]["lease"], record["started_at"], record["finished_at"]))
-    assert len(spans) == 12 and {lease for lease, _, _ in spans} == {"0", "1"}
+        count += 1
+        lease, start, end = sessions.get(record["timing"]["session"], (record["device"]["lease"], "~", ""))
+        assert lease == record["device"]["lease"]
+        sessions[record["timing"]["session"]] = (lease, min(start, record["started_at"]), max(end, record["finished_at"]))
+    spans = list(sessions.values())
+    assert count == 12 and len(spans) == 6 and {lease for lease, _, _ in spans} == {"0", "1"}
     for lease in ("0", "1"):
         mine = sorted((start, end) for d, start, end in spans if d == lease)
         assert all(end <= next_start for (_, end), (next_start, _) in zip(mine, mine[1:])), mine

@@ -45,7 +45,7 @@ def test_eager_cell_is_ok_and_accurate(tiny_run):
     record = cell.run(spec(tiny_run, "eager", "torch"))
     assert record["status"] == "ok", record["reason"]
     assert record["accuracy"]["passed"] and record["accuracy"]["rel_l2"] < 1e-5
-    assert record["timing"]["n"] == len(record["timing"]["samples_ms"]) >= 3
+    assert record["timing"]["n"] == sum(len(r["samples_ms"]) for r in record["timing"]["rounds"]) >= 3
     assert record["device"]["threads"] == 1
     assert record["env"]["torch"] and record["env"]["onnxruntime"]
 
@@ -80,6 +80,7 @@ def test_recompile_limit_fallback_is_detected_not_timed(tiny_run):
         runner.tensors = tuple(torch.from_numpy(a) for a in other.inputs.values())
         runner.run()  # a new static shape: over the limit, dynamo runs it eagerly
         reason = runner.verify()
+    torch._dynamo.reset()  # dynamo now skips this frame for the process: clean up for the tests that follow
     assert reason is not None and "eager fallback" in reason
     assert runner.prepare["fallback"] is True
 

@@ -43,7 +43,7 @@ def test_failed_write_leaves_the_old_record_intact(tmp_path):
     records.write(records.finish(records.new_record(key(), {}, None), "ok"), path)
     before = path.read_text()
     with pytest.raises(TypeError):
-        records.write({"schema_version": 1, "bad": object()}, path)
+        records.write({"schema_version": records.SCHEMA_VERSION, "bad": object()}, path)
     assert path.read_text() == before
     assert len(list(tmp_path.iterdir())) == 1
 

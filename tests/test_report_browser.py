@@ -1,6 +1,7 @@
 """The report in a real headless browser (Debian's chromium through chromedriver): it loads with no console
-errors, every figure renders, tables sort, markup in the data stays text; a screenshot is saved to
-test-artifacts/ for a person to look at."""
+errors, every figure renders (the reproducibility and GPU busy share sections' too, the latter from synthetic
+GPU tables since the tiny run is on the CPU), tables sort, markup in the data stays text; a screenshot is saved
+to test-artifacts/ for a person to look at."""
 
 from __future__ import annotations
 
@@ -11,8 +12,20 @@ import sys
 import pandas as pd
 import pytest
 from conftest import REPO
+from test_report_sections import _gpu_frames, _render
+
+from infbench.figures import FIGURES
 
 ARTIFACTS = REPO / "test-artifacts"
+
+
+def _assert_rendered(browser, images) -> None:
+    """Every image decoded to a real picture and the page logged no error."""
+    for image in images:
+        loaded = browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image)
+        assert loaded and loaded > 100, image.get_attribute("alt")
+    severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert severe == []
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +50,12 @@ def test_report_loads_without_errors_and_every_figure_renders(tiny_run, browser)
     page = tiny_run / "report/index.html"
     browser.get(page.as_uri())
     images = browser.find_elements("css selector", "img")
-    assert len(images) == 5
-    for image in images:
-        loaded = browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image)
-        assert loaded and loaded > 100, image.get_attribute("alt")
-    severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
-    assert severe == []
+    assert len(images) == len(FIGURES) - 1  # a CPU run has no GPU busy share figure, one line instead
+    _assert_rendered(browser, images)
+    assert browser.find_elements("css selector", "h2#rounds ~ figure img[alt^='Round medians']")
+    assert "No GPU busy share" in browser.find_element("css selector", "h2#gpu-busy + p").text
+    for section in ("#rounds", "#gpu-busy"):
+        assert browser.find_elements("css selector", f"nav a[href='{section}']")
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "report.png"))
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
@@ -82,3 +95,26 @@ def test_markup_in_the_data_is_shown_as_text(tiny_run, browser, tmp_path):
     with pytest.raises(NoAlertPresentException):
         browser.switch_to.alert.text  # noqa: B018 - no script from the data ran
     assert hostile in browser.find_element("css selector", "#not-ok ~ div.scroll").text
+
+
+def test_gpu_sections_render_in_the_browser(browser, tmp_path):
+    """Synthetic GPU tables: the GPU busy share heatmap renders, one note stands above the host-bound cells, and
+    the tie's verdict names both backends."""
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    for name, frame in _gpu_frames().items():
+        frame.to_csv(tables / f"{name}.csv", index=False)
+    _render(tables, tmp_path)
+    browser.get((tmp_path / "index.html").as_uri())
+    images = browser.find_elements("css selector", "img")
+    assert len(images) == len(FIGURES)
+    _assert_rendered(browser, images)
+    assert browser.find_elements("css selector", "h2#gpu-busy ~ figure img[alt^='GPU busy share']")
+    notes = browser.find_elements("css selector", "p.host-bound-note")
+    assert len(notes) == 1 and notes[0].is_displayed()
+    host_bound = browser.find_element("css selector", "p.host-bound-note ~ div.scroll table.data")
+    assert len(host_bound.find_elements("css selector", "tbody tr")) >= 2
+    assert "≈" in browser.find_element("css selector", "div.tie").text
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.find_element("css selector", "h2#gpu-busy").location_once_scrolled_into_view  # noqa: B018
+    browser.save_screenshot(str(ARTIFACTS / "report-gpu-busy.png"))

@@ -3,15 +3,27 @@ import pandas as pd
 import pytest
 
 from infbench import records, report, tables
-from infbench.measure.stats import summarize
+from infbench.measure.stats import summarize, summarize_rounds
+
+ROUNDS, PER_ROUND = 5, 40
+# the host's drift per round, shared by every cell of a shape session (what paired rounds cancel)
+DRIFT = [1.0, 1.3, 0.9, 1.2, 1.05]
 
 
 def measured(backend, precision, median, batch=1, seq_len=8, passed=True, seed=0, model="m"):
     rng = np.random.default_rng(seed)
-    samples = list(median * (1 + rng.normal(0, 0.01, 200)))
+    rounds = []
+    for index in range(ROUNDS):
+        samples = list(median * DRIFT[index] * (1 + rng.normal(0, 0.01, PER_ROUND)))
+        rounds.append({"index": index, "started_at": "2026-01-01T00:00:00+00:00", "offset_s": 3.0 * index,
+                       "position": 0, "samples_ms": samples, **summarize(samples),
+                       "window": {"stop_reason": "converged", "clock": "test", "warmup_seconds": 0.1,
+                                  "loop_seconds": 0.2},
+                       "host": {"probe_ms": 2.0 * DRIFT[index], "cpu_mhz": 2000.0, "steal_pct": 0.0, "load1": 0.5}})
     record = records.new_record({"model": model, "backend": backend, "engine": "torch", "precision": precision,
                                  "batch": batch, "seq_len": seq_len}, {}, None)
-    record["timing"] = {**summarize(samples), "samples_ms": samples, "policy": {"stop_reason": "converged"}}
+    record["timing"] = {**summarize_rounds([r["samples_ms"] for r in rounds]), "rounds": rounds,
+                        "session": f"{model}-{batch}-{seq_len}"}
     record["throughput"] = {"sequences_per_s": batch / median * 1e3, "tokens_per_s": batch * seq_len / median * 1e3}
     record["accuracy"] = {"passed": passed, "rel_l2": 1e-6 if passed else 0.5, "finite": True}
     record["env"] = {"torch": "2.13.0", "python": "3.11"}
@@ -51,8 +63,17 @@ def test_cells_has_one_row_per_record_whatever_the_status(recs):
 
 def test_samples_are_kept_for_measured_cells_only(recs):
     frame = tables.samples(recs)
-    assert len(frame) == 200 * 6
+    assert len(frame) == ROUNDS * PER_ROUND * 6
     assert set(frame["backend"]) == {"eager", "fast", "wrong", "same"}
+    assert sorted(frame["round"].unique()) == list(range(ROUNDS))
+
+
+def test_rounds_table_has_one_row_per_round_with_the_host_state(recs):
+    frame = tables.rounds(recs)
+    assert len(frame) == ROUNDS * 6
+    eager = frame[(frame["backend"] == "eager") & (frame["seq_len"] == 8)].sort_values("round")
+    assert eager["host_probe_ms"].tolist() == pytest.approx([2.0 * d for d in DRIFT])
+    assert eager["session"].nunique() == 1
 
 
 def test_speedup_vs_baseline_with_ci(recs):
@@ -62,6 +83,9 @@ def test_speedup_vs_baseline_with_ci(recs):
     fast = frame.loc[("fast", 8)]
     assert fast["speedup"] == pytest.approx(2.0, rel=0.02)
     assert fast["speedup_lo"] < 2.0 < fast["speedup_hi"] and fast["significant"]
+    # paired in time: the 30 % host drift between rounds cancels in the ratio
+    assert fast["method"] == "paired rounds" and fast["paired_rounds"] == ROUNDS
+    assert fast["speedup_hi"] / fast["speedup_lo"] < 1.05
     assert not frame.loc[("same", 8), "significant"]
     slower = frame.loc[("fast", 16)]
     assert slower["speedup"] < 1 and slower["significant"]
@@ -69,10 +93,20 @@ def test_speedup_vs_baseline_with_ci(recs):
 
 
 def test_best_per_shape_skips_cells_that_fail_accuracy(recs):
-    cells = tables.cells(recs)
-    best = tables.best_per_shape(cells, tables.speedups(recs, BASELINE)).set_index("seq_len")
+    best = tables.best_per_shape(recs, tables.speedups(recs, BASELINE)).set_index("seq_len")
     assert best.loc[8, "backend"] == "fast"  # 'wrong' is faster but fails the accuracy check
     assert best.loc[16, "backend"] == "eager"
+    assert not best.loc[8, "tie"] and best.loc[8, "verdict"] == "fast fp32"
+    assert best.loc[8, "runner_up_ratio"] == pytest.approx(2.0, rel=0.02)
+
+
+def test_verdict_names_both_when_the_fastest_two_cannot_be_told_apart():
+    recs = [measured("eager", "fp32", 10.0, seed=1), measured("a", "fp16", 5.0, seed=2),
+            measured("b", "fp16", 5.0, seed=3), measured("c", "fp16", 7.0, seed=4)]
+    best = tables.best_per_shape(recs, tables.speedups(recs, BASELINE)).iloc[0]
+    assert best["tie"]
+    assert "≈" in best["verdict"] and "a fp16" in best["verdict"] and "b fp16" in best["verdict"]
+    assert best["runner_up_ratio_lo"] <= 1 <= best["runner_up_ratio_hi"]
 
 
 def test_environments_are_counted(recs):

@@ -13,21 +13,23 @@ from infbench import worker
 
 
 def bench_cell(run_dir: Path, out: Path, use_worker: bool, backend="ort", engine="onnxruntime", graph="exported"):
+    """A shape job of one cell, run as the workflow runs it; its record."""
     cell = {"key": {"model": "tiny-bert", "backend": backend, "engine": engine, "precision": "fp32", "batch": 1,
                     "seq_len": 8},
-            "options": {"graph": graph} if engine == "onnxruntime" else {}, "device": "cpu",
-            "timing": {"warmup_s": 0.0, "min_iters": 3, "max_iters": 10, "budget_s": 0.1,
-                       "target_ci_rel_width": 0.5},
-            "tolerance": 1e-4}
-    args = [sys.executable, "-m", "scripts.bench_cell", "--cell", json.dumps(cell),
+            "options": {"graph": graph} if engine == "onnxruntime" else {}, "tolerance": 1e-4}
+    if engine == "onnxruntime":
+        cell["graph"] = f"results/onnx/tiny-bert/{graph}.onnx"
+    shape = {"device": "cpu", "cells": [cell],
+             "timing": {"warmup_s": 0.0, "min_iters": 3, "max_iters": 10, "budget_s": 0.1, "target_ci_rel_width": 0.5,
+                        "rounds": 2}}
+    args = [sys.executable, "-m", "scripts.bench_shape", "--shape", json.dumps(shape),
             "--manifest", "results/models/tiny-bert/manifest.json",
             "--reference", "results/reference/tiny-bert/b1_s8.npz", "--threads", "1",
             "--log", str(out.with_suffix(".log")), "--out", str(out)]
-    if engine == "onnxruntime":
-        args[-6:-6] = ["--graph", f"results/onnx/tiny-bert/{graph}.onnx"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "INFBENCH_WORKER": "1" if use_worker else "0"}
     subprocess.run(args, cwd=run_dir, env=env, check=True, timeout=300)
-    return json.loads(out.read_text())
+    (record,) = json.loads(out.read_text())["records"]
+    return record
 
 
 def test_worker_and_fresh_process_write_the_same_kind_of_record(tiny_run, tmp_path):

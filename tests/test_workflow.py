@@ -11,6 +11,8 @@ import yaml
 
 from conftest import REPO, snakemake
 
+from infbench import records
+
 BACKENDS = ["eager", "inductor", "ort", "ort-fused"]
 
 
@@ -45,7 +47,7 @@ def test_records_carry_key_env_and_log(tiny_run):
     assert len(paths) == 16
     for path in paths:
         record = json.loads(path.read_text())
-        assert record["schema_version"] == 1
+        assert record["schema_version"] == records.SCHEMA_VERSION
         assert path.relative_to(tiny_run / "results/cells").as_posix() == (
             "{model}/{backend}/{precision}/b{batch}_s{seq_len}.json".format(**record["key"]))
         assert record["env"]["snakemake"] and record["env"]["python"]
@@ -61,17 +63,19 @@ def test_report_is_self_contained_and_lists_everything(tiny_run):
     html = (tiny_run / "report/index.html").read_text()
     from infbench.figures import FIGURES
 
-    assert html.count('src="data:image/png;base64,') == len(FIGURES) == 5
+    assert html.count('src="data:image/png;base64,') == len(FIGURES) - 1 == 6  # no GPU busy figure on a CPU run
     assert not re.search(r'(src|href)="(https?:)?//', html)
     for backend in BACKENDS:
         assert backend in html
     assert "onnxruntime CPUExecutionProvider has no bf16 graph in this pipeline" in html
     assert "tiny-bert" in html and "num_hidden_layers: 2" in html  # the config is listed
     assert "the fastest accurate backend per shape" in html
-    for section in ("Accuracy", "Cost of getting there", "Roofline", "Memory and clocks", "Unstable cells"):
+    for section in ("Accuracy", "Cost of getting there", "Roofline", "Memory and clocks", "Unstable cells",
+                    "Reproducibility: rounds", "GPU busy share"):
         assert f">{section}</h2>" in html
     for figure in FIGURES.values():
-        assert (tiny_run / "results/figures" / figure).stat().st_size > 10_000
+        if figure != "gpu_busy_share.png":  # a placeholder on a CPU run
+            assert (tiny_run / "results/figures" / figure).stat().st_size > 10_000
 
 
 def test_roofline_and_cost_tables(tiny_run):
@@ -124,38 +128,52 @@ def test_no_change_means_nothing_to_be_done(tiny_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+SHAPES = [f"results/shapes/tiny-bert/b1_s{s}.json" for s in (8, 16)]
+
+
 def test_new_seq_len_runs_only_the_new_cells(tiny_run):
     config = tiny_config()
     config["seq_lens"].append(32)
     jobs = dry_run(tiny_run, config)
-    assert set(jobs) == {"bench", "reference"} | DOWNSTREAM
-    assert sorted(jobs["bench"]) == sorted(
+    assert set(jobs) == {"bench", "cell_record", "reference"} | DOWNSTREAM
+    assert jobs["bench"] == ["results/shapes/tiny-bert/b1_s32.json"]  # one new shape session
+    assert sorted(jobs["cell_record"]) == sorted(
         f"results/cells/tiny-bert/{b}/{p}/b1_s32.json" for b in BACKENDS for p in ("fp32", "bf16"))
 
 
-def test_new_backend_runs_only_its_cells(tiny_run):
+def test_new_backend_remeasures_its_shapes_but_prepares_nothing_else(tiny_run):
+    """The cells of a shape are measured together (paired rounds), so a new backend re-measures the shapes it
+    joins -- every cell of them, which is what keeps its speedups paired in time -- while no model, graph or
+    reference is rebuilt."""
     config = tiny_config()
     config["backends"]["inductor-autotune"] = {"engine": "torch_compile", "options": {"mode": "max-autotune-no-cudagraphs"}}
     jobs = dry_run(tiny_run, config)
-    assert set(jobs) == {"bench"} | DOWNSTREAM
-    assert {Path(p).parts[3] for p in jobs["bench"]} == {"inductor-autotune"} and len(jobs["bench"]) == 4
+    assert set(jobs) == {"bench", "cell_record"} | DOWNSTREAM
+    assert sorted(jobs["bench"]) == SHAPES
+    assert len(jobs["cell_record"]) == 16 + 4
 
 
-def test_changed_backend_option_reruns_only_that_backend(tiny_run):
+def test_changed_backend_option_remeasures_its_shapes_only(tiny_run):
     config = tiny_config()
     config["backends"]["ort-fused"]["options"]["graph_optimization_level"] = "basic"
     jobs = dry_run(tiny_run, config)
-    assert set(jobs) == {"bench"} | DOWNSTREAM
-    assert sorted(jobs["bench"]) == sorted(
-        f"results/cells/tiny-bert/ort-fused/{p}/b1_s{s}.json" for p in ("fp32", "bf16") for s in (8, 16))
+    assert set(jobs) == {"bench", "cell_record"} | DOWNSTREAM
+    assert sorted(jobs["bench"]) == SHAPES
+
+
+def test_a_backend_of_one_shape_leaves_the_other_shapes_alone(tiny_run):
+    config = tiny_config()
+    config["backends"]["eager-long"] = {"engine": "torch", "seq_lens": [16]}
+    jobs = dry_run(tiny_run, config)
+    assert jobs["bench"] == ["results/shapes/tiny-bert/b1_s16.json"]
 
 
 def test_changed_model_geometry_reruns_everything_of_that_model(tiny_run):
     config = tiny_config()
     config["models"]["tiny-bert"]["overrides"]["num_hidden_layers"] = 3
     jobs = dry_run(tiny_run, config)
-    assert set(jobs) == {"build_model", "export_onnx", "optimize_onnx", "reference", "bench"} | DOWNSTREAM
-    assert len(jobs["bench"]) == 16 and len(jobs["reference"]) == 2
+    assert set(jobs) == {"build_model", "export_onnx", "optimize_onnx", "reference", "bench", "cell_record"} | DOWNSTREAM
+    assert len(jobs["bench"]) == 2 and len(jobs["cell_record"]) == 16 and len(jobs["reference"]) == 2
 
 
 def test_lint_is_clean():

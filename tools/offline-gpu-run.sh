@@ -8,8 +8,8 @@
 #   tools/offline-gpu-run.sh stage PART          copy one carried part (.offline/pack/part-NN) to /root/stage
 #   tools/offline-gpu-run.sh run CONFIG [ARGS]   install the staged wheels, run snakemake on CONFIG, and put
 #                                                the report and a tarball of tables, records, logs under $OUT
-# BUDGET_S: seconds before Snakemake is stopped (SIGINT) so that outputs still come back; FIRST: a regex of
-# backends whose cells run first; records carried in results/cells (run's `carry`) are resumed, not redone.
+# BUDGET_S: seconds before Snakemake is stopped (SIGINT) so that outputs still come back; shape bundles and
+# records carried in results/shapes and results/cells (run's `carry`) are resumed, not redone.
 # pack runs offline-wheels' pack.sh (PACK_SH; default ../shared/offline-wheels/pack.sh, which other machines
 # may lack) on the tracked tools/offline-wheels.txt; pins marked `# sdist` there have no wheel on PyPI and are
 # built into .offline/built first. .offline/ is git-ignored.
@@ -38,18 +38,13 @@ case "${1:?pack|stage|run}" in
     sm=(python3 -m snakemake --configfile "$config" --cores "$(nproc)" --keep-going --resources timing_slots=1 gpu="$(nvidia-smi -L 2>/dev/null | wc -l)")  # an array: timeout runs programs, not functions
     left() { echo $(( budget - ($(date +%s) - start) )); }
     set +e
-    carried=$(find results/cells -name '*.json' 2>/dev/null)
+    carried=$(find results/shapes results/cells -name '*.json' 2>/dev/null)
     if [ -n "$carried" ]; then
-      # records carried from an earlier device call (`carry: [results/cells]`): rebuild what they were
+      # records carried from an earlier device call (`carry: [results/shapes, results/cells]`): rebuild what they were
       # measured against (same config and seed give the same model, graphs and inputs), then mark them done
       echo "resuming with $(echo "$carried" | wc -l) carried records" | tee -a "$out/snakemake.log"
       timeout --signal=INT "$(left)" "${sm[@]}" --until reference optimize_onnx convert_precision device_peaks >> "$out/snakemake.log" 2>&1
       "${sm[@]}" --touch $carried >> "$out/snakemake.log" 2>&1
-    fi
-    if [ -n "${FIRST:-}" ]; then
-      # cells of the backends matching FIRST (a regex) before the rest: cheap cells first in a short budget
-      first=$(python3 -c "import sys, yaml; from infbench import config as m; c = m.validate(yaml.safe_load(open(sys.argv[1]))); import re; print(' '.join(f'results/cells/{x.model}/{x.backend}/{x.precision}/b{x.batch}_s{x.seq_len}.json' for x in m.cells(c) if re.search(sys.argv[2], x.backend)))" "$config" "$FIRST")
-      timeout --signal=INT "$(left)" "${sm[@]}" $first "$@" >> "$out/snakemake.log" 2>&1
     fi
     # stop (SIGINT: Snakemake cleans up) before the device call's own limit, so the outputs still come back
     timeout --signal=INT "$(left)" "${sm[@]}" "$@" >> "$out/snakemake.log" 2>&1
@@ -61,7 +56,7 @@ case "${1:?pack|stage|run}" in
     done | tee -a "$out/snakemake.log" | tail -60
     cp report/index.html "$out/" 2>/dev/null || true
     # at most a few files come back: everything else travels in one tarball
-    tar czf "$out/results.tgz" results/tables results/figures results/cells results/onnx/*/*.json results/device results/.workers/*.log logs benchmarks \
+    tar czf "$out/results.tgz" results/tables results/figures results/shapes results/cells results/onnx/*/*.json results/device results/.workers/*.log logs benchmarks \
       2>/dev/null || true
     exit $status ;;
 esac

@@ -3,6 +3,12 @@
 Weights are cast to the cell's precision (no autocast unless the ``autocast`` option asks for fp32 weights
 under autocast); attention is whatever transformers selects (SDPA). fp32 on CUDA is true fp32: TF32 is off
 unless the ``tf32`` option turns it on (as its own backend entry, so both are reported).
+
+``cuda_graph: true`` (CUDA): one call is captured in a CUDA graph on the cell's static input buffers and
+every timed call replays it, so the host launches one graph instead of hundreds of kernels (measured on an
+H100: eager fp32 BERT-base b1 s128 6-10.5 ms eager, 3.17 ms replayed). The replay is checked against an
+eager call on the same inputs before timing; a capture that fails, or a replay that disagrees, fails the
+cell with the reason.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ def supports(precision: str, device: str) -> str | None:
 
 
 def available(device: str, options: dict) -> str | None:
+    if options.get("cuda_graph") and device != "cuda":
+        return "cuda_graph needs a CUDA device"
     return torch_available(device)
 
 
@@ -107,7 +115,46 @@ def load(context: CellContext):
     return models.load_module(context.model_dir, weights, context.device)
 
 
+class CudaGraphRunner(TorchRunner):
+    """Replays one captured call: inputs and output live in the graph's static buffers."""
+
+    def __init__(self, module, context: CellContext, prepare: dict):
+        import torch
+
+        super().__init__(module, context, prepare)
+        start = time.perf_counter()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # warm-up off the default stream, as capture requires
+            for _ in range(3):
+                TorchRunner.run(self)
+        torch.cuda.current_stream().wait_stream(stream)
+        eager = self.last.clone()
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph), self._inference(), self._autocast():
+            self.static_out = self.module(*self.tensors)
+        self.graph.replay()
+        torch.cuda.synchronize()
+        self.last = self.static_out
+        tolerance = 1e-5 if context.precision == "fp32" else 1e-2
+        if not torch.allclose(self.static_out.float(), eager.float(), rtol=tolerance, atol=tolerance):
+            diff = float((self.static_out.float() - eager.float()).abs().max())
+            raise RuntimeError(f"CUDA graph replay differs from the eager call (max abs {diff:.3g})")
+        self.prepare.update(capture_seconds=time.perf_counter() - start, cuda_graph=True,
+                            seconds=self.prepare["seconds"] + time.perf_counter() - start)
+
+    def run(self) -> None:
+        self.graph.replay()
+
+    def close(self) -> None:
+        self.graph = self.static_out = None
+        super().close()
+
+
 def prepare(context: CellContext) -> Runner:
     start = time.perf_counter()
     module = load(context)
-    return TorchRunner(module, context, {"seconds": time.perf_counter() - start, "what": "load weights"})
+    prepared = {"seconds": time.perf_counter() - start, "what": "load weights"}
+    if context.options.get("cuda_graph"):
+        return CudaGraphRunner(module, context, {**prepared, "what": "load weights, capture one call"})
+    return TorchRunner(module, context, prepared)

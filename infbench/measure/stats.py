@@ -174,6 +174,7 @@ def summarize_rounds(rounds: list[list[float]], systematic_rel: float = 0.0, con
         "between_round_cv": float(np.std(medians, ddof=1) / np.mean(medians)) if count > 1 else None,
         "round_spread": float(medians.max() / medians.min()),
         "within_round_rel_se": within,
+        "within_round_cv": float(np.median([np.std(r, ddof=1) / np.mean(r) if r.size > 1 else 0.0 for r in rounds])),
         "p90_ms": float(np.percentile(pooled, 90)),
         "p99_ms": float(np.percentile(pooled, 99)),
         "mean_ms": mean,
