@@ -76,7 +76,7 @@ def run_request(request: dict) -> list[dict]:
     """A shape job's request → its cells' records, written as one bundle (request['out'])."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     specs = [spec_from_request(request, cell) for cell in request["cells"]]
-    progress = Progress(request.get("progress"), request.get("timeout_s"))
+    progress = Progress(request.get("progress"), request.get("step_timeout_s"))
     recs = run_shape(specs, progress=progress, seed=request.get("seed", 0))
     process_s = time.perf_counter() - request["process_start"] if request.get("process_start") is not None else None
     measuring = sum((r.get("cost") or {}).get("measure_s") or 0.0 for r in recs)
@@ -205,15 +205,11 @@ def _finish(spec: CellSpec, record: dict, runner, references, rounds: list[dict]
             return
         problem = runner.verify()
         record["prepare"] = runner.prepare
-        summary = stats.summarize_rounds([r["samples_ms"] for r in rounds], spec.policy.systematic_rel)
-        record["timing"] = {**summary, "session": session, "rounds": rounds,
+        record["timing"] = {"session": session, "rounds": rounds,
                             "policy": policy_record(spec.policy, rounds[0]["window"]["clock"])}
-        record["stability"] = stability(record["timing"], record["device"], spec.stability or {})
+        summarize(record, spec.stability or {})
         if spec.device == "cuda":
-            record["gpu_busy"] = _gpu_busy(runner, summary["median_ms"])
-        batch, seq_len = spec.key["batch"], spec.key["seq_len"]
-        seconds = summary["median_ms"] / 1e3
-        record["throughput"] = {"sequences_per_s": batch / seconds, "tokens_per_s": batch * seq_len / seconds}
+            record["gpu_busy"] = _gpu_busy(runner, record["timing"]["median_ms"])
         record["accuracy"] = accuracy.judge(runner.output(), references, spec.tolerance)
         record["memory"] = {"peak_bytes": peak_rss_bytes(), "what": "peak RSS of the shape session (host)",
                             "device_peak_bytes": runner.device_peak_bytes()}
@@ -228,6 +224,20 @@ def _finish(spec: CellSpec, record: dict, runner, references, rounds: list[dict]
     except Exception as failure:  # noqa: BLE001
         log.error("%s failed after timing:\n%s", spec.name, traceback.format_exc())
         records.finish(record, "failed", f"{type(failure).__name__}: {records.one_line(str(failure))}")
+
+
+def summarize(record: dict, limits: dict) -> dict:
+    """The record's statistics from its rounds (timing summary, throughput, stability): the one place they
+    are derived, at measuring time and again by scripts/resummarize.py when the estimator changes."""
+    timing = record["timing"]
+    policy = timing.get("policy") or {}
+    summary = stats.summarize_rounds([r["samples_ms"] for r in timing["rounds"]], policy.get("systematic_rel", 0.0))
+    record["timing"] = {**summary, **{k: timing[k] for k in ("session", "rounds", "policy") if k in timing}}
+    record["stability"] = stability(record["timing"], record["device"], limits)
+    batch, seq_len = record["key"]["batch"], record["key"]["seq_len"]
+    seconds = summary["median_ms"] / 1e3
+    record["throughput"] = {"sequences_per_s": batch / seconds, "tokens_per_s": batch * seq_len / seconds}
+    return record
 
 
 def _gpu_busy(runner, latency_ms: float) -> dict:

@@ -104,44 +104,95 @@ def is_local_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
 
 
-def model_limits(name: str, model: dict) -> dict:
-    """What the model accepts, read without building it: max_position_embeddings (None if unknown).
+# Where each architecture writes its absolute-position limit (config.json names, first found wins).
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "max_sequence_length", "n_ctx")
+# Models whose position ids start after padding_idx (RoBERTa's create_position_ids_from_input_ids): a
+# table of P positions takes sequences of P - padding_idx - 1 tokens.
+PADDING_OFFSET_TYPES = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "mpnet",
+                                  "roberta-prelayernorm", "data2vec-text", "ibert", "luke", "markuplm"})
 
-    Order: an override, a local pretrained directory's config.json, transformers' defaults for the model
-    type (imported only then: it costs seconds per Snakemake start). A hub id is not looked up (offline)."""
-    overrides = model.get("overrides") or {}
-    if "max_position_embeddings" in overrides:
-        return {"max_position_embeddings": overrides["max_position_embeddings"]}
+
+def position_limit(values: dict, model_type: str | None) -> dict:
+    """The longest sequence a model's config allows: {limit, key, why}; limit None where positions are
+    relative (T5, DeBERTa without absolute positions) or the config names no limit."""
+    if values.get("position_biased_input") is False or values.get("relative_attention_num_buckets") and not any(
+            k in values for k in POSITION_KEYS):
+        return {"limit": None, "key": None, "why": "relative positions"}
+    key = next((k for k in POSITION_KEYS if k in values), None)
+    if key is None:
+        return {"limit": None, "key": None, "why": "no position limit in the config"}
+    size = values[key]
+    if model_type in PADDING_OFFSET_TYPES and isinstance(size, int):
+        padding = int(values.get("pad_token_id") or 0)
+        return {"limit": size - padding - 1, "key": key,
+                "why": f"{key} {size} - padding_idx {padding} - 1 (positions start after padding_idx)"}
+    return {"limit": size, "key": key, "why": f"{key} {size}"}
+
+
+def model_limits(name: str, model: dict) -> dict:
+    """What the model accepts, read without building it: {limit, key, why} (limit None if unknown).
+
+    From a local pretrained directory's config.json, or from transformers' config class with the overrides
+    applied (no weights: cheap, and it validates the model type and the overrides whatever they are). A hub
+    id is not looked up (offline). An override of the limit must be a positive integer: 0 or null would
+    otherwise skip the check and fail inside a job."""
     pretrained = model.get("pretrained")
     if pretrained:
         if not is_local_path(pretrained):
-            return {"max_position_embeddings": None}
-        directory = Path(pretrained).expanduser()
-        config_json = directory / "config.json"
+            return {"limit": None, "key": None, "why": "hub model (not looked up)"}
+        config_json = Path(pretrained).expanduser() / "config.json"
         try:
             values = json.loads(config_json.read_text())
         except (OSError, ValueError) as error:
             raise ConfigError(f"invalid config: models.{name}.pretrained: {pretrained!r} is not a readable model "
                               f"directory ({type(error).__name__}: {config_json})") from None
-        return {"max_position_embeddings": values.get("max_position_embeddings")}
-    from transformers import AutoConfig
+        return position_limit(values, values.get("model_type"))
+    overrides = model.get("overrides") or {}
+    for key in POSITION_KEYS:
+        if key in overrides and not (isinstance(overrides[key], int) and not isinstance(overrides[key], bool)
+                                     and overrides[key] > 0):
+            raise ConfigError(f"invalid config: models.{name}.overrides.{key}: {overrides[key]!r} is not a "
+                              "positive integer")
+    built = _model_config(name, model["model_type"], overrides)
+    _check_heads(name, built, overrides)
+    return position_limit(built.to_dict(), built.model_type)
+
+
+def _model_config(name: str, model_type: str, overrides: dict):
+    from transformers import AutoConfig  # imported only here: it costs seconds per Snakemake start
 
     try:
-        defaults = AutoConfig.for_model(model["model_type"])
+        AutoConfig.for_model(model_type)
     except (ValueError, KeyError):
-        raise ConfigError(f"invalid config: models.{name}.model_type: unknown model type {model['model_type']!r} "
+        raise ConfigError(f"invalid config: models.{name}.model_type: unknown model type {model_type!r} "
                           "(a transformers model type such as 'bert')") from None
-    return {"max_position_embeddings": getattr(defaults, "max_position_embeddings", None)}
+    try:
+        return AutoConfig.for_model(model_type, **overrides)
+    except Exception as error:  # noqa: BLE001 - any refusal of the overrides is the user's value
+        message = " ".join(str(error).split())[:200]
+        raise ConfigError(f"invalid config: models.{name}.overrides: {type(error).__name__}: {message}") from None
+
+
+def _check_heads(name: str, built, overrides: dict) -> None:
+    """Heads must divide the hidden size (attribute_map gives every family these two names), unless the
+    head size is its own key (T5's d_kv, an explicit head_dim)."""
+    if "d_kv" in built.to_dict() or overrides.get("head_dim"):
+        return
+    hidden, heads = getattr(built, "hidden_size", None), getattr(built, "num_attention_heads", None)
+    if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 and hidden % heads:
+        raise ConfigError(f"invalid config: models.{name}.overrides: hidden size {hidden} is not a multiple of "
+                          f"num_attention_heads {heads}")
 
 
 def check_models(config: dict) -> None:
     """Shapes the models cannot take stop the run before any job (a BERT has 512 positions)."""
     longest = max(config["seq_lens"])
     for name, model in config["models"].items():
-        limit = model_limits(name, model)["max_position_embeddings"]
-        if limit and longest > limit:
-            raise ConfigError(f"invalid config: seq_lens: {longest} exceeds models.{name}'s "
-                              f"max_position_embeddings ({limit})")
+        limits = model_limits(name, model)
+        if limits["limit"] is not None and longest > limits["limit"]:
+            usable = limits["why"] if limits["why"] != f"{limits['key']} {limits['limit']}" else None
+            detail = f"{limits['key']} ({limits['limit']})" if usable is None else f"usable positions ({limits['limit']}: {usable})"
+            raise ConfigError(f"invalid config: seq_lens: {longest} exceeds models.{name}'s {detail}")
 
 
 def uses_hub(config: dict) -> bool:

@@ -22,9 +22,13 @@ TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bflo
 def build(spec: dict, out_dir: Path) -> dict:
     """Build (random init) or load (pretrained) the model described by ``spec`` into ``out_dir``.
 
-    The directory is emptied first: a stale shard from an earlier geometry must never be picked up.
+    The directory is emptied first: a stale shard from an earlier geometry must never be picked up. The
+    manifest says which part of the model is benchmarked (see ``benchmarked``), its inputs, its parameter
+    count and its position limit, so that no later stage needs the architecture's own key names.
     """
     from transformers import AutoConfig, AutoModel
+
+    from infbench.config import position_limit
 
     out_dir = Path(out_dir)
     if out_dir.exists():
@@ -41,19 +45,61 @@ def build(spec: dict, out_dir: Path) -> dict:
         source = "config"
     model = model.eval().to(torch.float32)
     model.save_pretrained(out_dir)
+    part = benchmarked(model.config, spec.get("part"))
+    module = HiddenStates(model, [], part)
+    limit = position_limit(model.config.to_dict(), model.config.model_type)
     manifest = {
         "spec": spec,
         "source": source,
         "model_type": model.config.model_type,
         "architecture": type(model).__name__,
-        "input_names": input_names(model),
+        "benchmarked": part,
+        "input_names": input_names(module.target, model.config),
         "output_name": OUTPUT_NAME,
         "vocab_size": int(model.config.vocab_size),
-        "max_position_embeddings": int(getattr(model.config, "max_position_embeddings", 0) or 0),
-        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "max_position_embeddings": int(limit["limit"] or 0),
+        "position_limit": limit,
+        "parameters": int(sum(p.numel() for p in module.parameters())),
+        "attention_blocks": attention_blocks(model.config, part),
+        "parameters_saved": int(sum(p.numel() for p in model.parameters())),
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
+
+
+# What a cell times, by architecture (the manifest's and the record's ``benchmarked``):
+#   model            an encoder-only model (BERT, RoBERTa, ...), all of it but its pooler;
+#   encoder          the encoder of an encoder-decoder model (T5, BART): what embedding / retrieval runs;
+#   encoder+decoder  the full forward pass (``part: full``), the decoder fed the input ids shifted right by
+#                    one behind the decoder start token (teacher forcing: the decoder runs over seq_len
+#                    positions and attends to the encoder's output); the output is the decoder's;
+#   prefill          a decoder-only model (GPT-2, Llama, Qwen2): one forward pass over the whole sequence,
+#                    use_cache off (no KV cache is written or returned).
+PARTS = ("model", "encoder", "encoder+decoder", "prefill")
+
+
+def benchmarked(config, part: str | None) -> str:
+    if getattr(config, "is_encoder_decoder", False):
+        return "encoder+decoder" if part == "full" else "encoder"
+    return "prefill" if is_decoder_only(config.model_type) else "model"
+
+
+def attention_blocks(config, part: str) -> int:
+    """Attention blocks one forward pass of the benchmarked part runs (attribute_map gives every family
+    num_hidden_layers; the full encoder-decoder adds self- and cross-attention per decoder layer)."""
+    blocks = int(getattr(config, "num_hidden_layers", 0) or 0)
+    if part == "encoder+decoder":
+        decoder = getattr(config, "decoder_layers", None) or getattr(config, "num_decoder_layers", None) or blocks
+        blocks += 2 * int(decoder)
+    return blocks
+
+
+def is_decoder_only(model_type: str) -> bool:
+    """A causal LM with no masked-LM head: BERT-likes have both (a causal head is an option there)."""
+    from transformers.models.auto import modeling_auto as auto
+
+    return (model_type in auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+            and model_type not in auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES)
 
 
 def _load_pretrained(name_or_path: str, trust_remote_code: bool):
@@ -71,19 +117,20 @@ def _load_pretrained(name_or_path: str, trust_remote_code: bool):
         raise OSError(f"cannot load hub model {name_or_path!r} (no local directory; hub unreachable?): {first}")
 
 
-def input_names(model) -> list[str]:
-    """The inputs the benchmark feeds: ids and mask always, token types where the model takes them."""
+def input_names(module, config) -> list[str]:
+    """The inputs the benchmark feeds: ids and mask always, token types where the module takes them."""
     import inspect
 
-    params = inspect.signature(model.forward).parameters
+    params = inspect.signature(module.forward).parameters
     names = ["input_ids", "attention_mask"]
-    if "token_type_ids" in params and getattr(model.config, "type_vocab_size", 0):
+    if "token_type_ids" in params and getattr(config, "type_vocab_size", 0):
         names.append("token_type_ids")
     return names
 
 
 def load_module(model_dir: Path, precision: str = "fp32", device: str = "cpu"):
-    """The saved model as a module returning only ``last_hidden_state``, in ``precision`` on ``device``.
+    """The saved model's benchmarked part as a module returning only ``last_hidden_state``, in
+    ``precision`` on ``device``.
 
     Weights are cast (not autocast): the cell measures the model as it would be deployed in that dtype.
     """
@@ -94,37 +141,99 @@ def load_module(model_dir: Path, precision: str = "fp32", device: str = "cpu"):
     model = AutoModel.from_pretrained(
         model_dir, dtype=dtype, trust_remote_code=bool(manifest["spec"].get("trust_remote_code"))
     )
-    return HiddenStates(model, manifest["input_names"]).eval().to(device)
+    part = manifest.get("benchmarked") or benchmarked(model.config, manifest["spec"].get("part"))
+    return HiddenStates(model, manifest["input_names"], part).eval().to(device)
 
 
 class HiddenStates(torch.nn.Module):
-    """Positional inputs in manifest order → last_hidden_state: one signature for eager, compile and export."""
+    """Positional inputs in manifest order → last_hidden_state: one signature for eager, compile and export.
 
-    def __init__(self, model, names: list[str]):
+    The pooler (BERT's, ALBERT's, ...) is dropped: its output is not last_hidden_state, the ONNX export
+    prunes it as dead code, and eager must not time work no other backend does.
+    """
+
+    def __init__(self, model, names: list[str], part: str = "model"):
         super().__init__()
-        self.model = model
+        if isinstance(getattr(model, "pooler", None), torch.nn.Module):
+            model.pooler = None
+        self.target = model.get_encoder() if part == "encoder" else model
         self.names = list(names)
+        self.part = part
+        self.start_token = _decoder_start(model.config)
 
     def forward(self, *tensors):
-        return self.model(**dict(zip(self.names, tensors))).last_hidden_state
+        inputs = dict(zip(self.names, tensors))
+        if self.part in ("prefill", "encoder+decoder"):
+            inputs["use_cache"] = False
+        if self.part == "encoder+decoder":
+            inputs["decoder_input_ids"] = torch.nn.functional.pad(inputs["input_ids"][:, :-1], (1, 0),
+                                                                  value=self.start_token)
+        return self.target(**inputs).last_hidden_state
+
+
+def _decoder_start(config) -> int:
+    for key in ("decoder_start_token_id", "pad_token_id"):
+        value = getattr(config, key, None)
+        if isinstance(value, int):
+            return value
+    return 0
 
 
 def make_reference(model_dir: Path, batch: int, seq_len: int, seed: int, device: str, out: Path) -> dict:
     """The inputs of one shape and the eager outputs every cell of it is judged by: fp32 (true fp32, TF32
-    off: the baseline's arithmetic) and fp64 (which tells whether fp32 itself drifts)."""
+    off: the baseline's arithmetic) and fp64 (which tells whether fp32 itself drifts).
+
+    The fp32 pass also counts the shape's FLOPs (``work_path``): the roofline's work comes from the model
+    that ran, whatever its architecture, not from one family's key names."""
     manifest = read_manifest(model_dir)
     inputs = artifacts.make_inputs(manifest, batch, seq_len, seed)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    references = {}
+    references, work = {}, {}
     for precision in ("fp32", "fp64"):
-        module = load_module(model_dir, precision, device)
-        with torch.inference_mode():
+        module = load_module(model_dir, precision, device).requires_grad_(False)  # FLOP counter's hooks: see flop_counter
+        with torch.inference_mode(), flop_counter(enabled=precision == "fp32") as counter:
             output = module(*(torch.from_numpy(a).to(device) for a in inputs.values()))
         references[precision] = output.float().cpu().numpy() if precision == "fp32" else output.cpu().numpy()
+        if precision == "fp32":
+            work = {"flops": int(counter.get_total_flops()),
+                    "flops_by_op": {str(op): int(n) for op, n in counter.get_flop_counts()["Global"].items()},
+                    "parameters": int(sum(p.numel() for p in module.parameters())),
+                    "input_bytes": int(sum(a.nbytes for a in inputs.values())),
+                    "output_elements": int(output.numel()), "benchmarked": module.part,
+                    "batch": batch, "seq_len": seq_len}
         del module
     artifacts.save_reference(out, inputs, references)
+    work_path(out).write_text(json.dumps(work, indent=2, sort_keys=True))
     return references
+
+
+def work_path(reference: Path) -> Path:
+    """The FLOP count beside a reference file (results/reference/<model>/b<batch>_s<seq_len>.json)."""
+    return Path(reference).with_suffix(".json")
+
+
+def flop_counter(enabled: bool):
+    """PyTorch's FLOP counter, taught the CPU's fused attention kernel (it knows only the CUDA ones).
+
+    Its module tracker hooks every module output that requires grad: with grad-requiring weights, a module
+    returning a parameter (DeBERTa's relative embeddings) breaks it inside inference_mode, hence the
+    caller's requires_grad_(False)."""
+    import contextlib
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if not enabled:
+        return contextlib.nullcontext()
+
+    def attention(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        b, h, s_q, d = query
+        s_k, d_v = key[-2], value[-1]
+        return 2 * b * h * s_q * s_k * (d + d_v)  # Q·Kᵀ and P·V; query heads (GQA shares K/V heads)
+
+    ops = [getattr(torch.ops.aten, name) for name in ("_scaled_dot_product_flash_attention_for_cpu",)
+           if hasattr(torch.ops.aten, name)]
+    return FlopCounterMode(display=False, custom_mapping={op: attention for op in ops})
 
 
 def reference_request(request: dict) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,10 @@ from infbench import artifacts
 
 # Ops that only exist after ORT's transformer fusions: their count is the evidence a fusion happened.
 FUSED_OPS = ("Attention", "MultiHeadAttention", "GroupQueryAttention", "SkipLayerNormalization",
-             "EmbedLayerNormalization", "BiasGelu", "FastGelu", "Gelu", "SkipSimplifiedLayerNormalization")
+             "EmbedLayerNormalization", "BiasGelu", "FastGelu", "Gelu", "SkipSimplifiedLayerNormalization",
+             "SimplifiedLayerNormalization", "RotaryEmbedding")
 PARITY_SHAPES = ((1, 8), (2, 16))
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the exporter colours its messages; a reason is plain text
 
 
 def op_counts(graph_path: Path) -> dict[str, int]:
@@ -67,7 +70,19 @@ def guarded(step: str, out: Path, build, upstream: Path | None = None) -> dict:
         return build()
     except Exception as error:  # noqa: BLE001 - the failure is recorded for every dependent cell
         logging.getLogger("infbench.onnx").error("%s failed:\n%s", step, traceback.format_exc())
-        return write_failed(out, f"{step}: {type(error).__name__}: {one_line(str(error))}")
+        return write_failed(out, f"{step}: {describe(error, one_line)}")
+
+
+def describe(error: BaseException, one_line) -> str:
+    """The error and, where it wraps another (the exporter's "step 2/3 failed"), its root cause: one line,
+    colour codes stripped."""
+    text = f"{type(error).__name__}: {one_line(ANSI.sub('', str(error)))}"
+    root = error
+    while root.__cause__ is not None and root.__cause__ is not root:
+        root = root.__cause__
+    if root is not error:
+        text = f"{text.split('. ')[0]}; cause: {type(root).__name__}: {one_line(ANSI.sub('', str(root)))}"
+    return text
 
 
 def export(model_dir: Path, out: Path, opset: int, parity_rtol: float) -> dict:
@@ -85,11 +100,24 @@ def export(model_dir: Path, out: Path, opset: int, parity_rtol: float) -> dict:
     seq = torch.export.Dim("seq_len", min=2, max=max_len)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    program = torch.onnx.export(
-        module, example, input_names=manifest["input_names"], output_names=[manifest["output_name"]],
-        # forward(*tensors): the varargs are one input whose spec is a tuple, one dict per tensor
-        dynamic_shapes=(tuple({0: batch, 1: seq} for _ in example),), dynamo=True, opset_version=opset,
-    )
+
+    def run_exporter():
+        return torch.onnx.export(
+            module, example, input_names=manifest["input_names"], output_names=[manifest["output_name"]],
+            # forward(*tensors): the varargs are one input whose spec is a tuple, one dict per tensor
+            dynamic_shapes=(tuple({0: batch, 1: seq} for _ in example),), dynamo=True, opset_version=opset,
+        )
+
+    attention = module.target.config._attn_implementation
+    try:
+        program = run_exporter()
+    except Exception:  # noqa: BLE001 - retried once with the eager attention (a second failure is the reason)
+        if attention == "eager":
+            raise
+        # T5's SDPA path views a non-contiguous tensor, which torch.export's decomposition refuses ("Cannot
+        # view a tensor with shape ..."); the eager attention is the same function, written exportably.
+        module.target.set_attn_implementation("eager")
+        program, attention = run_exporter(), "eager"
     program.save(str(out))
     onnx.checker.check_model(str(out), full_check=True)
 
@@ -98,7 +126,8 @@ def export(model_dir: Path, out: Path, opset: int, parity_rtol: float) -> dict:
             return module(*(torch.from_numpy(a) for a in inputs.values())).numpy()
 
     parity = check_parity(torch_fp32, ort_cpu(out), manifest, parity_rtol, "exported graph vs torch")
-    return write_sidecar(out, {"exporter": "torch.onnx dynamo", "opset": opset, "parity": parity})
+    return write_sidecar(out, {"exporter": "torch.onnx dynamo", "opset": opset, "parity": parity,
+                               "attn_implementation": attention})
 
 
 def check_parity(expected_fn, got_fn, manifest: dict, rtol: float, what: str) -> list[dict]:
@@ -122,26 +151,149 @@ def ort_cpu(graph_path: Path):
     return lambda inputs: session.run(None, inputs)[0]
 
 
+ATTENTION_OPS = ("Attention", "MultiHeadAttention", "GroupQueryAttention")
+
+# What ORT's fusions do per architecture (manifest model_type). 'attention': does ORT have a fused attention
+# for it (False: relative position bias inside the softmax, which no fused attention op takes — the graph is
+# still fused otherwise and its cells say attention runs unfused). 'skip': onnxscript fusions left out
+# because they yield a graph that fails at batch > 1 (the parity check's second shape): for Llama / Qwen2
+# the GroupQueryAttention fusion derives seqlens_k with one element whatever the batch ("seqlens_k must
+# have batch_size (2) elements, got 1") and the RotaryEmbedding fusion keeps the (1, seq_len) position_ids
+# ("position_ids dimension 0 should be of size batch_size, got 1"); without them their attention is fused as
+# MultiHeadAttention (the SDPA → MHA rewrite), rotary embeddings unfused.
+ROPE_GQA = ("rotary_embedding", "cos_sin_cache", "partial_rotary_embedding", "gqa", "packed_qkv_for_gqa")
+NO_FUSED_ATTENTION = "relative position bias in the attention scores: ORT has no fused attention for it"
+FAMILIES = {
+    "deberta": {"attention": False, "why": NO_FUSED_ATTENTION},
+    "deberta-v2": {"attention": False, "why": NO_FUSED_ATTENTION},
+    "mpnet": {"attention": False, "why": NO_FUSED_ATTENTION},
+    "t5": {"attention": False, "why": NO_FUSED_ATTENTION},
+    "llama": {"skip": ROPE_GQA},
+    "qwen2": {"skip": ROPE_GQA},
+    "mistral": {"skip": ROPE_GQA},
+}
+
+
 def optimize(exported: Path, out: Path, model_dir: Path, parity_rtol: float) -> dict:
     """Transformer fusions with onnxscript's ORT rewriter (ORT's own optimizer fuses no attention on a
-    dynamo-exported graph), then a parity check of the fused graph against the exported one."""
+    dynamo-exported graph), per family (FAMILIES), then a parity check of the fused graph against the
+    exported one.
+
+    The fused graph holds ORT-only ops, some in the ONNX domain (SimplifiedLayerNormalization for RMSNorm
+    models), which onnx's checker rejects ("No Op registered for SimplifiedLayerNormalization with
+    domain_version of 18") although ORT runs them: check_graph lets those through, and ORT loading the graph
+    and the parity check validate it."""
     import onnx
     import onnx_ir as ir
-    from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
-    model, fusion_counts = optimize_for_ort(ir.load(str(exported)))
+    manifest = artifacts.read_manifest(model_dir)
+    family = FAMILIES.get(manifest.get("model_type"), {})
+    source = onnx.load(str(exported))
+    attention_blocks = sum(node.op_type == "Softmax" for node in source.graph.node)  # one per attention
+    gemms = gemm_to_matmul_add(source)
+    model, fusion_counts = fuse_for_ort(ir.serde.deserialize_model(source), skip=family.get("skip", ()))
     out = Path(out)
     ir.save(model, str(out))
     fused = onnx.load(str(out))
     fusion_counts["embed_layer_normalization"] = fuse_embed_layer_norm(fused)
     onnx.save(fused, str(out))
-    onnx.checker.check_model(str(out))
-    manifest = artifacts.read_manifest(model_dir)
+    check_graph(out)
     parity = check_parity(ort_cpu(exported), ort_cpu(out), manifest, parity_rtol, "optimized vs exported graph")
-    info = write_sidecar(out, {"optimizer": "onnxscript optimize_for_ort + EmbedLayerNormalization fusion",
-                               "parity": parity, "fusions": {k: int(v) for k, v in fusion_counts.items() if v}})
-    require_attention_fusion(info["fused_ops"], model_dir)
+    info = write_sidecar(out, {"optimizer": "onnxscript ORT fusions (per family) + EmbedLayerNormalization fusion",
+                               "parity": parity, "fusions": {k: int(v) for k, v in fusion_counts.items() if v},
+                               "gemm_to_matmul_add": gemms})
+    info["fusion"] = fusion_summary(info["fused_ops"], attention_blocks, manifest.get("model_type"), family)
+    Path(out).with_suffix(".json").write_text(json.dumps(info, indent=2, sort_keys=True))
     return info
+
+
+def fusion_summary(fused_ops: dict[str, int], attention_blocks: int, model_type: str | None, family: dict) -> dict:
+    """Which fusions were found and which are missing, in one line the cells can carry (prepare.fusion).
+
+    Where ORT has a fused attention for the family, one per attention block of the exported graph is
+    required: an unfused graph would be a silently slow number."""
+    attention = sum(fused_ops.get(op, 0) for op in ATTENTION_OPS)
+    found = ", ".join(f"{op} x{n}" for op, n in sorted(fused_ops.items())) or "none"
+    summary = {"found": fused_ops, "attention_blocks": attention_blocks, "fused_attention": attention,
+               "skipped": list(family.get("skip", ())), "missing": []}
+    if family.get("attention", True):
+        require_attention_fusion(fused_ops, attention_blocks)
+        summary["note"] = f"fused: {found}"
+    else:
+        summary["missing"] = ["attention"]
+        summary["note"] = f"fused: {found}; attention unfused ({model_type}: {family['why']})"
+    return summary
+
+
+def fuse_for_ort(model, skip=()) -> tuple:
+    """onnxscript 0.7's optimize_for_ort, step by step, so that a family can leave out a fusion that breaks
+    its graph (optimize_for_ort takes no such option). Same order and passes as onnxscript's _core."""
+    import onnx_ir as ir
+    import onnx_ir.passes.common as common_passes
+    from onnxscript.rewriter import rewrite
+    from onnxscript.rewriter.ort_fusions import _core
+    from onnxscript.rewriter.rules.common import _gemm_to_matmul_add
+
+    rewrite(model, [_gemm_to_matmul_add.gemm_to_matmul_add_rule])
+    model = _core._pre_optimize(model)
+    counts: dict[str, int] = {}
+
+    def fuse(name, func, **kwargs):
+        counts[name] = 0 if name in skip else func(model, **kwargs)
+
+    for name, func in (("erf_gelu", _core.fuse_erfgelu), ("rms_normalization", _core.fuse_rms_normalization),
+                       ("skip_layer_normalization", _core.fuse_skip_layer_normalization),
+                       ("skip_rms_normalization", _core.fuse_skip_rms_normalization),
+                       ("rotary_embedding", _core.fuse_rotary_embedding), ("cos_sin_cache", _core.fuse_cos_sin_cache)):
+        fuse(name, func)
+    common_passes.CommonSubexpressionEliminationPass()(model)
+    fuse("partial_rotary_embedding", _core.fuse_partial_rotary_embedding)
+    fuse("sdpa", _core.fuse_sdpa, apply_shape_inference=True)
+    for name, func in (("gqa", _core.fuse_gqa), ("packed_qkv_for_gqa", _core.fuse_qkv_gqa), ("mha1", _core.fuse_mha1),
+                       ("mha2", _core.fuse_mha2), ("mha_scale", _core.fuse_mha_scale)):
+        fuse(name, func)
+    if counts["mha1"] or counts["mha2"]:
+        fuse("mha_bias", _core.fuse_mha_bias)
+        fuse("attention", _core.fuse_attention)
+    for name, func in (("gelu", _core.fuse_gelu), ("bias_gelu", _core.fuse_bias_gelu),
+                       ("sdpa_via_mha", _core.replace_sdpa_by_mha)):
+        fuse(name, func)
+    _core.optimize(model)
+    rewrite(model, _core.ORT_PATTERN_REWRITE_RULES)
+    ir.passes.Sequential(
+        common_passes.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
+        common_passes.RemoveInitializersFromInputsPass(),
+        common_passes.ShapeInferencePass(),
+    )(model)
+    return model, counts
+
+
+def gemm_to_matmul_add(model) -> int:
+    """Every plain Gemm (no transposes, alpha = beta = 1) as MatMul + Add, before the fusions: onnxscript's
+    MHA pattern absorbs the Reshape to 2-D in front of GPT-2's Conv1D Gemm, leaving it a rank-3 input that
+    ORT refuses to load ("Gemm ... Input 0 expected to have rank 2 but has rank 3"). MatMul takes either
+    rank, with the same result. Returns the number of Gemms replaced."""
+    from onnx import helper
+
+    graph, replaced = model.graph, 0
+    for node in list(graph.node):
+        if node.op_type != "Gemm" or node.domain not in ("", "ai.onnx"):
+            continue
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attributes.get("transA", 0) or attributes.get("transB", 0) or attributes.get("alpha", 1.0) != 1.0 \
+                or attributes.get("beta", 1.0) != 1.0:
+            continue
+        has_bias = len(node.input) > 2 and node.input[2]
+        product = node.output[0] + "_matmul" if has_bias else node.output[0]
+        new = [helper.make_node("MatMul", list(node.input[:2]), [product], name=f"{node.name}_matmul")]
+        if has_bias:
+            new.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}_add"))
+        index = list(graph.node).index(node)
+        graph.node.remove(node)
+        for offset, replacement in enumerate(new):
+            graph.node.insert(index + offset, replacement)
+        replaced += 1
+    return replaced
 
 
 def fuse_embed_layer_norm(model) -> int:
@@ -219,12 +371,30 @@ def _prune(graph) -> None:
             graph.node.remove(node)
 
 
-def require_attention_fusion(fused_ops: dict[str, int], model_dir: Path) -> None:
-    """One fused attention op per layer, or an error: an unfused graph would be a silently slow number."""
-    layers = json.loads((Path(model_dir) / "config.json").read_text()).get("num_hidden_layers")
-    attention = sum(fused_ops.get(op, 0) for op in ("Attention", "MultiHeadAttention", "GroupQueryAttention"))
-    if layers and attention != layers:
-        raise ValueError(f"expected {layers} fused attention ops (one per layer), found {attention}: {fused_ops}")
+def require_attention_fusion(fused_ops: dict[str, int], expected: int | Path) -> None:
+    """One fused attention op per attention block, or an error: an unfused graph would be a silently slow
+    number. ``expected``: the count, or a model directory whose manifest has it (attention_blocks)."""
+    if not isinstance(expected, int):
+        expected = artifacts.read_manifest(Path(expected)).get("attention_blocks") or 0
+    attention = sum(fused_ops.get(op, 0) for op in ATTENTION_OPS)
+    if expected and attention != expected:
+        raise ValueError(f"expected {expected} fused attention ops (one per attention block), found {attention}: "
+                         f"{fused_ops}")
+
+
+# ORT ops that ORT registers in the ONNX domain, unknown to onnx's checker: a graph holding them is checked by
+# ORT loading it (and the parity check), not by onnx.checker.
+ORT_OPS_IN_ONNX_DOMAIN = ("SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization")
+
+
+def check_graph(graph_path: Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(graph_path))
+    except onnx.checker.ValidationError as error:
+        if not any(f"No Op registered for {op} " in str(error) for op in ORT_OPS_IN_ONNX_DOMAIN):
+            raise
 
 
 # Numerically fragile in fp16 (overflow of the variance / the exponent sums): kept fp32 in typed graphs.
@@ -252,7 +422,7 @@ def to_typed(graph_path: Path, out: Path, precision: str) -> dict:
     if precision == "bf16":
         _retype_fp16_to_bf16(model, fp32_weights)
     onnx.save(model, str(out))
-    onnx.checker.check_model(str(out))
+    check_graph(out)
     return write_sidecar(out, {"converter": "onnxruntime.transformers.float16 (keep_io_types)",
                                "precision": precision, "kept_fp32_ops": list(KEEP_FP32_OPS),
                                "source": Path(graph_path).name})

@@ -4,9 +4,11 @@ Why: a speedup says which backend is faster, not how much is left. The floor is 
 device needs at its own measured peaks for the model's FLOPs and for its minimum memory traffic; the share
 of that floor a backend reaches says whether a faster one can exist.
 
-FLOPs are the encoder's matrix products (2 per multiply-add; embeddings, norms and activations are
-negligible next to them and left out):  per layer  2·T·(4h² + 2h·i) + 4·b·s²·h,  T = b·s tokens, hidden h,
-intermediate i. Minimum bytes: every weight read once at the cell's precision, plus the inputs and the output.
+FLOPs are counted, not derived from one family's key names: the reference job runs the benchmarked part
+of the model once per shape under PyTorch's FLOP counter (matrix products and attention, 2 per
+multiply-add; embeddings, norms and activations are negligible next to them and not counted) and writes the
+count beside the reference (infbench.models.make_reference). Minimum bytes: every weight of the benchmarked
+part read once at the cell's precision, plus the real inputs and the fp32 output.
 Peaks are measured once per run by the device_peaks rule (a large matmul per precision, a device copy):
 advertised peaks are not what a given clock, driver and library reach.
 """
@@ -19,29 +21,38 @@ from pathlib import Path
 BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 
 
-def model_geometry(model_dir: Path) -> dict:
-    """Layers, hidden, intermediate, parameter count and input count of a saved model (config.json + manifest)."""
-    config = json.loads((Path(model_dir) / "config.json").read_text())
-    manifest = json.loads((Path(model_dir) / "manifest.json").read_text())
-    return {
-        "layers": int(config["num_hidden_layers"]),
-        "hidden": int(config["hidden_size"]),
-        "intermediate": int(config.get("intermediate_size") or 4 * config["hidden_size"]),
-        "parameters": int(manifest["parameters"]),
-        "inputs": len(manifest["input_names"]),
-    }
+WORK_KEYS = ("batch", "seq_len", "flops", "parameters", "input_bytes", "output_elements")
 
 
-def cell_work(geometry: dict, batch: int, seq_len: int, precision: str) -> dict:
-    """FLOPs and minimum bytes of one forward pass at (batch, seq_len, precision)."""
-    tokens = batch * seq_len
-    h, i = geometry["hidden"], geometry["intermediate"]
-    per_layer = 2 * tokens * (4 * h * h + 2 * h * i) + 4 * batch * seq_len * seq_len * h
-    flops = geometry["layers"] * per_layer
-    min_bytes = (geometry["parameters"] * BYTES[precision]   # weights, read once
-                 + tokens * 8 * geometry["inputs"]           # int64 ids, mask, token types
-                 + tokens * h * 4)                           # the fp32 output
-    return {"flops": flops, "min_bytes": min_bytes}
+def model_work(manifest_path: Path, work_paths: list[Path] | None = None) -> dict:
+    """A model's counted work per shape: {benchmarked, shapes: {(batch, seq_len): work}}.
+
+    ``work_paths`` default to the sidecars beside the model's references (results/reference/<model>/*.json,
+    a sibling of results/models/<model>/); a shape without one has no roofline row, never an error."""
+    manifest_path = Path(manifest_path)
+    manifest = json.loads(manifest_path.read_text())
+    if work_paths is None:
+        model_dir = manifest_path.parent
+        work_paths = sorted((model_dir.parent.parent / "reference" / model_dir.name).glob("b*_s*.json"))
+    shapes = {}
+    for path in work_paths:
+        work = json.loads(Path(path).read_text())
+        missing = [k for k in WORK_KEYS if not isinstance(work.get(k), int)]
+        if missing:
+            raise ValueError(f"{path}: no {', '.join(missing)} (a reference from before FLOP counting? rerun it)")
+        shapes[(work["batch"], work["seq_len"])] = work
+    return {"benchmarked": manifest.get("benchmarked"), "shapes": shapes}
+
+
+def cell_work(model: dict, batch: int, seq_len: int, precision: str) -> dict | None:
+    """FLOPs and minimum bytes of one forward pass at (batch, seq_len, precision); None if not counted."""
+    work = (model.get("shapes") or {}).get((batch, seq_len))
+    if work is None or precision not in BYTES:
+        return None
+    min_bytes = (work["parameters"] * BYTES[precision]  # weights, read once
+                 + work["input_bytes"]                  # int64 ids, mask, token types
+                 + work["output_elements"] * 4)         # the fp32 output
+    return {"flops": int(work["flops"]), "min_bytes": int(min_bytes)}
 
 
 def peak_key(precision: str, tf32: bool) -> str:

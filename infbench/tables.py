@@ -270,25 +270,29 @@ def label(key: dict) -> str:
     return f"{key['backend']} {key['precision']}"
 
 
-def roofline(cells_frame: pd.DataFrame, peaks: dict | None, geometries: dict[str, dict]) -> pd.DataFrame:
-    """Per measured cell: FLOPs, minimum bytes, the device's time floor and the % of it reached."""
+def roofline(cells_frame: pd.DataFrame, peaks: dict | None, work: dict[str, dict]) -> pd.DataFrame:
+    """Per measured cell: FLOPs, minimum bytes, the device's time floor and the % of it reached.
+
+    ``work``: per model, infbench.roofline.model_work (the counted FLOPs per shape and what part of the
+    model was benchmarked); a cell whose shape was not counted has no row."""
     from infbench import roofline as rl
 
-    columns = [*KEY, "median_ms", "flops", "min_bytes", "floor_ms", "bound", "pct_of_floor", "achieved_flops_per_s",
-               "intensity_flops_per_byte"]
+    columns = [*KEY, "benchmarked", "median_ms", "flops", "min_bytes", "floor_ms", "bound", "pct_of_floor",
+               "achieved_flops_per_s", "intensity_flops_per_byte"]
     rows = []
     for row in cells_frame[cells_frame["status"] == "ok"].itertuples(index=False):
-        geometry = geometries.get(row.model)
-        if geometry is None:
+        model = work.get(row.model)
+        counted = model and rl.cell_work(model, int(row.batch), int(row.seq_len), row.precision)
+        if not counted:
             continue
-        work = rl.cell_work(geometry, int(row.batch), int(row.seq_len), row.precision)
         options = json.loads(row.options) if isinstance(row.options, str) else {}
-        bound = rl.floor(work, peaks or {}, row.precision, bool(options.get("tf32")))
-        rows.append({**{k: getattr(row, k) for k in KEY}, "median_ms": row.median_ms, **work,
+        bound = rl.floor(counted, peaks or {}, row.precision, bool(options.get("tf32")))
+        rows.append({**{k: getattr(row, k) for k in KEY}, "benchmarked": model.get("benchmarked"),
+                     "median_ms": row.median_ms, **counted,
                      "floor_ms": bound and bound["floor_ms"], "bound": bound and bound["bound"],
                      "pct_of_floor": bound and 100 * bound["floor_ms"] / row.median_ms,
-                     "achieved_flops_per_s": work["flops"] / (row.median_ms / 1e3),
-                     "intensity_flops_per_byte": work["flops"] / work["min_bytes"]})
+                     "achieved_flops_per_s": counted["flops"] / (row.median_ms / 1e3),
+                     "intensity_flops_per_byte": counted["flops"] / counted["min_bytes"]})
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -103,8 +103,18 @@ def run(request: dict) -> dict:
     try:
         hello = _send(path, {"ping": True}, timeout=30)
     except OSError:
-        _start(path, path.with_suffix(".log"))
-        hello = _send(path, {"ping": True}, timeout=30)
+        # jobs that start at once (references, cells on several GPUs) must not each start a server: the
+        # first takes the start lock and starts it, the others find it running once they get the lock
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".start-lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                hello = _send(path, {"ping": True}, timeout=30)
+            except OSError:
+                _start(path, path.with_suffix(".log"))
+                hello = _send(path, {"ping": True}, timeout=30)
     if not hello.get("usable"):
         raise Unusable(hello.get("reason") or "worker unusable")
     return _send(path, {**request, "cwd": os.getcwd(), "env": dict(os.environ)}, timeout=None)
@@ -165,6 +175,8 @@ def shutdown_all(directory: Path = WORKER_DIR) -> None:
             _send(path, {"shutdown": True}, timeout=5)
         except OSError:
             path.unlink(missing_ok=True)
+    for lock in Path(directory).glob("*.start-lock"):
+        lock.unlink(missing_ok=True)
 
 
 def _child(request: dict, handler) -> int:

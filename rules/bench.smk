@@ -36,6 +36,10 @@ rule cell_record:
     output:
         record=f"results/cells/{CELL_PATH}.json",
     localrule: True
+    conda:
+        ENV
+    container:
+        REPORT_IMAGE
     log:
         f"logs/cells/{CELL_PATH}.log",
     shell:

@@ -23,6 +23,8 @@ rule reference:
         manifest=rules.build_model.output.manifest,
     output:
         npz="results/reference/{model}/b{batch}_s{seq_len}.npz",
+        # the shape's FLOPs, counted on the fp32 pass (the roofline's work: infbench.roofline)
+        work="results/reference/{model}/b{batch}_s{seq_len}.json",
     params:
         seed=config["inputs"]["seed"],
         device=DEVICE,

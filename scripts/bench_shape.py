@@ -31,7 +31,7 @@ args = parser.parse_args()
 shape = json.loads(args.shape)
 request = {
     **shape, "manifest": args.manifest, "reference": args.reference, "threads": args.threads, "log": args.log,
-    "out": args.out, "process_start": PROCESS_START, "timeout_s": args.timeout, "progress": f"{args.out}.progress",
+    "out": args.out, "process_start": PROCESS_START, "step_timeout_s": args.timeout, "progress": f"{args.out}.progress",
 }
 out = Path(args.out)
 out.unlink(missing_ok=True)

@@ -11,7 +11,7 @@ launch-bound cells while each window alone looks precise to 1 %):
   medians (latency ratios are multiplicative; a single slow round moves it less than an arithmetic mean).
   Its interval is a 95 % *prediction* interval for the median of a fresh round taken at another time:
   exp(mean(log m) +- t(R-1) * s * sqrt(1 + 1/R)), where s is the spread of the log round medians (never
-  taken below the within-round sampling error). It is what a rerun -- ours or another harness's -- is expected
+  taken below a typical round's own sampling error). It is what a rerun -- ours or another harness's -- is expected
   to land in, which is the claim a reader makes of an interval; a confidence interval of the mean would be
   narrower by sqrt(R + 1) and be missed by most reruns of a host-bound cell.
 - **Comparisons** (speedups, ties) pair rounds measured close in time: the baseline and the candidate are
@@ -146,7 +146,8 @@ def summarize_rounds(rounds: list[list[float]], systematic_rel: float = 0.0, con
     logs = np.log(medians)
     count = len(rounds)
     center = float(np.mean(logs))
-    within = float(np.sqrt(np.mean([_log_se_of_median(r) ** 2 for r in rounds])))
+    # the typical round's sampling error (the median: one short, noisy round must not widen every cell)
+    within = float(np.median([_log_se_of_median(r) for r in rounds]))
     if count == 1:
         lo, hi = median_ci(rounds[0], confidence)
         half_lo, half_hi = center - math.log(lo), math.log(hi) - center
