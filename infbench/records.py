@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,9 +46,12 @@ def new_record(key: dict, options: dict, log: str | None) -> dict:
     }
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def one_line(text: str, limit: int = 300) -> str:
-    """Reasons are one line: the first non-empty line, shortened."""
-    for line in str(text).splitlines():
+    """Reasons are one line: the first non-empty line, without terminal colour codes, shortened."""
+    for line in ANSI.sub("", str(text)).splitlines():
         if line.strip():
             line = " ".join(line.split())
             return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -80,6 +80,7 @@ def _row(record: dict) -> dict:
     return {
         **record["key"],
         "environment_id": environment_id(record),
+        "benchmarked": record.get("benchmarked"),
         "status": record["status"],
         "reason": record.get("reason"),
         "median_ms": timing.get("median_ms"),

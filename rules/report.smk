@@ -3,9 +3,11 @@ rule aggregate:
         records=record_paths(),
         peaks=rules.device_peaks.output.peaks,
         manifests=expand("results/models/{model}/manifest.json", model=sorted(config["models"])),
+        work=sorted({f"results/reference/{c.model}/b{c.batch}_s{c.seq_len}.json" for c in CELLS}),
     output:
         cells=report("results/tables/cells.csv", category="Tables", labels={"table": "cells"}),
         samples="results/tables/samples.csv",
+        rounds="results/tables/rounds.csv",
         speedup=report("results/tables/speedup.csv", category="Tables", labels={"table": "speedup"}),
         best=report("results/tables/best.csv", category="Tables", labels={"table": "best per shape"}),
         environment="results/tables/environment.csv",
@@ -23,7 +25,8 @@ rule aggregate:
         "logs/aggregate.log",
     shell:
         "python3 -m scripts.aggregate --baseline {params.baseline:q} --out-dir {params.out_dir:q}"
-        " --peaks {input.peaks:q} --manifests {input.manifests:q} {params.mix} --records {input.records:q}"
+        " --peaks {input.peaks:q} --manifests {input.manifests:q} --work {input.work:q} {params.mix}"
+        " --records {input.records:q}"
         " > {log:q} 2>&1"
 
 

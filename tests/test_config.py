@@ -23,7 +23,7 @@ def test_shipped_configs_validate():
 def test_defaults_are_filled_everywhere():
     config = matrix.validate({"models": {"m": {"model_type": "bert"}}})
     assert config["device"] == "auto"
-    assert config["backends"] == {"eager": {"engine": "torch", "options": {"tf32": False, "autocast": False},
+    assert config["backends"] == {"eager": {"engine": "torch", "options": {"tf32": False, "autocast": False, "cuda_graph": False},
                                             "precisions": None, "batch_sizes": None,
                                             "seq_lens": None}}
     assert config["timing"]["warmup_s"] == 0.5
@@ -38,7 +38,7 @@ def test_engine_option_defaults_are_filled():
     matrix.validate(config)
     assert config["backends"]["c"]["options"] == {"mode": "default", "dynamic": False, "fullgraph": False,
                                                   "tf32": False}
-    assert config["backends"]["eager"]["options"] == {"tf32": False, "autocast": False}  # no leak between entries
+    assert config["backends"]["eager"]["options"] == {"tf32": False, "autocast": False, "cuda_graph": False}  # no leak between entries
 
 
 def test_every_schema_key_has_a_description_and_a_default():

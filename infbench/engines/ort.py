@@ -191,6 +191,7 @@ def prepare(context: CellContext) -> OrtRunner:
         "what": "create inference session",
         "graph": context.graph_path.stem,
         "fused_ops": graph_info.get("fused_ops", {}),
+        "fusion": graph_info.get("fusion"),
         "providers": session.get_providers(),
         "cuda_graph": bool(context.options.get("cuda_graph")),
         "onnxruntime_version": ort.__version__,
