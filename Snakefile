@@ -9,6 +9,18 @@ if not workflow.config_settings.configfiles:
     configfile: "config/config.yaml"
 
 
+# Before validation (rules/common.smk): Snakemake has read the config files itself, keeping the last of a
+# duplicated key, and parsed `--config` lists and mappings as strings; both are put right here.
+sys.path.insert(0, workflow.basedir)
+from infbench import config as matrix
+
+try:
+    matrix.check_config_files(workflow.configfiles)
+    matrix.retype_command_line(config, dict(workflow.config_settings.config))
+except matrix.ConfigError as error:
+    raise WorkflowError(str(error)) from None
+
+
 include: "rules/common.smk"
 include: "rules/model.smk"
 include: "rules/onnx.smk"

@@ -55,8 +55,31 @@ def save_reference(path: Path, inputs: dict[str, np.ndarray], references: dict[s
     tmp.replace(path)
 
 
-def load_reference(path: Path, names: list[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(inputs by name, references by precision)."""
+FAILURE = "failure"  # the entry of a reference file that records why its job could not make the reference
+
+
+def save_failed_reference(path: Path, reason: str) -> None:
+    """A reference job that failed (out of memory, an exception, a crash) writes its reason instead of the
+    outputs: the shape job still runs and every cell of the shape says ``failed: reference: <reason>``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **{FAILURE: np.array(reason)})
+    tmp.replace(path)
+
+
+def reference_failure(path: Path) -> str | None:
+    """The reason a reference file records for its failed job, or None (a reference)."""
     with np.load(path) as data:
+        return str(data[FAILURE]) if FAILURE in data.files else None
+
+
+def load_reference(path: Path, names: list[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(inputs by name, references by precision); CellUnusable('failed') where the reference job failed."""
+    with np.load(path) as data:
+        if FAILURE in data.files:
+            from infbench.engines.base import CellUnusable
+
+            raise CellUnusable("failed", f"reference: {data[FAILURE]}")
         references = {key[len(REFERENCE_PREFIX):]: data[key] for key in data.files if key.startswith(REFERENCE_PREFIX)}
         return {name: data[name] for name in names}, references

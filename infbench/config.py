@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,24 @@ def _with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
+def _strict(validator_class):
+    """The schema's words as they read: an "integer" is an int (jsonschema also takes 2.0, which then
+    breaks a path such as b2.0_s8 or a range()), and a pattern's final ``$`` ends the string, as in
+    ECMA-262 (Python's ``$`` also matches before a trailing newline: a name "m\\n" would pass)."""
+    checker = validator_class.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
+
+    def pattern(validator, expected, instance, schema):
+        if isinstance(instance, str) and not re.search(expected[:-1] + r"\Z" if expected.endswith("$") else expected,
+                                                      instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {expected!r}")
+
+    return jsonschema.validators.extend(validator_class, {"pattern": pattern}, type_checker=checker)
+
+
+VALIDATOR = _strict(jsonschema.Draft202012Validator)
+
+
 def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
     """Validate ``config`` in place (filling defaults) and return it; raise ConfigError on the first problem.
 
@@ -73,15 +92,78 @@ def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
     the best-matching jsonschema error becomes one line.
     """
     schema = yaml.safe_load(Path(schema_path).read_text())
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    error = jsonschema.exceptions.best_match(VALIDATOR(schema).iter_errors(config))
     if error is not None:
         raise ConfigError(_one_line(error))
-    _with_defaults(jsonschema.Draft202012Validator)(schema).validate(config)
+    _with_defaults(VALIDATOR)(schema).validate(config)
     _check_cross_references(config)
     return config
 
 
+def _duplicate_keys(node, path: str, name: str) -> None:
+    """Walk a composed YAML tree: a key written twice in one mapping is an error naming it."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
+            where = f"{path}.{key}" if path else str(key)
+            if key in seen:
+                raise ConfigError(f"invalid config: {where}: duplicate key (lines {seen[key] + 1} and "
+                                  f"{key_node.start_mark.line + 1} of {name}; YAML would keep only the last)")
+            seen[key] = key_node.start_mark.line
+            _duplicate_keys(value_node, where, name)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _duplicate_keys(item, f"{path}[{index}]", name)
+
+
+def load_strict(path: str | Path):
+    """A config file read as Snakemake reads it, but a duplicate key is an error naming it."""
+    text = Path(path).read_text()
+    _duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), "", str(path))
+    return yaml.safe_load(text)
+
+
+def check_config_files(paths) -> None:
+    """Snakemake loads config files itself (duplicate keys silently merged): re-read them strictly."""
+    for path in paths:
+        if str(path).endswith((".yaml", ".yml")) and Path(path).is_file():
+            load_strict(path)
+
+
+NUMBER = re.compile(r"[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?")
+
+
+def _typed(value):
+    """A scalar of a ``--config`` value: Snakemake parses lists and mappings there with YAML's BaseLoader,
+    so ``batch_sizes=[1]`` arrives as ['1']; read it as YAML would in a config file."""
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    if isinstance(value, str):
+        if re.fullmatch(r"[-+]?\d+", value):
+            return int(value)
+        if NUMBER.fullmatch(value):
+            return float(value)
+        return {"true": True, "false": False, "null": None, "~": None}.get(value, value)
+    return value
+
+
+def retype_command_line(config: dict, given: dict) -> None:
+    """Give ``--config`` values (``given``, as Snakemake parsed them) their YAML types inside ``config``."""
+    for key, value in (given or {}).items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            retype_command_line(config[key], value)
+        else:
+            config[key] = _typed(value)
+
+
 def _check_cross_references(config: dict) -> None:
+    timing = config["timing"]
+    if timing["min_iters"] > timing["max_iters"]:
+        raise ConfigError(f"invalid config: timing.min_iters: {timing['min_iters']} is above timing.max_iters "
+                          f"{timing['max_iters']}")
     for name, entry in config["backends"].items():
         for key in ("precisions", "batch_sizes", "seq_lens"):
             extra = sorted(set(entry[key] or []) - set(config[key]))
@@ -166,11 +248,35 @@ def _model_config(name: str, model_type: str, overrides: dict):
     except (ValueError, KeyError):
         raise ConfigError(f"invalid config: models.{name}.model_type: unknown model type {model_type!r} "
                           "(a transformers model type such as 'bert')") from None
+    defaults = AutoConfig.for_model(model_type)
+    known = {*defaults.to_dict(), *getattr(defaults, "attribute_map", {}), *vars(defaults)}
+    unknown = sorted(key for key in set(overrides) - known if not _read_by_modelling_code(model_type, key))
+    if unknown:
+        # AutoConfig keeps any keyword as an attribute: a misspelt key would silently change nothing
+        raise ConfigError(f"invalid config: models.{name}.overrides.{unknown[0]}: not a key of {model_type!r}'s "
+                          f"config ({type(defaults).__name__})")
     try:
         return AutoConfig.for_model(model_type, **overrides)
     except Exception as error:  # noqa: BLE001 - any refusal of the overrides is the user's value
         message = " ".join(str(error).split())[:200]
         raise ConfigError(f"invalid config: models.{name}.overrides: {type(error).__name__}: {message}") from None
+
+
+def _read_by_modelling_code(model_type: str, key: str) -> bool:
+    """Some families read optional keys their config class does not declare (DeBERTa-v2's position_buckets,
+    through getattr): a key the modelling source names is a key of the model."""
+    import importlib.util
+
+    from transformers.models.auto.configuration_auto import model_type_to_module_name
+
+    module = model_type_to_module_name(model_type)
+    try:
+        spec = importlib.util.find_spec(f"transformers.models.{module}.modeling_{module}")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin:
+        return False
+    return re.search(rf"\b{re.escape(key)}\b", Path(spec.origin).read_text()) is not None
 
 
 def _check_heads(name: str, built, overrides: dict) -> None:
@@ -208,7 +314,7 @@ def backend_precisions(config: dict, backend: str) -> list[str]:
 
 def load(path: str | Path) -> dict:
     """Read and validate a config file outside Snakemake (tests, scripts)."""
-    return validate(yaml.safe_load(Path(path).read_text()) or {})
+    return validate(load_strict(path) or {})
 
 
 def cells(config: dict) -> list[Cell]:

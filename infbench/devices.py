@@ -47,16 +47,46 @@ def physical_ids() -> list[str]:
 
 
 @contextlib.contextmanager
-def leased(wanted: bool):
+def leased(wanted: bool, cpu: bool = True):
     """Where ``wanted``: hold a device and make it this process's only visible GPU (set before anything
-    initialises CUDA; the worker's child takes this environment). Yields the device id, or None."""
+    initialises CUDA; the worker's child takes this environment). Yields the device id, or None.
+
+    Otherwise (timing on the CPU) hold the CPU's timing lease unless ``cpu`` is False: Snakemake's
+    timing_slots keep one run's timing jobs apart, this keeps runs apart (a job orphaned by a kill -9 of its
+    Snakemake holds it until its session ends, so a rerun waits instead of timing beside it)."""
     if not wanted:
-        yield None
+        if not cpu:
+            yield None
+            return
+        with cpu_lease():
+            yield None
         return
     with lease() as device:
         if device is not None:
             os.environ.update(CUDA_VISIBLE_DEVICES=device, INFBENCH_GPU=device)
         yield device
+
+
+@contextlib.contextmanager
+def cpu_lease(lock_dir: Path = LOCK_DIR):
+    """Hold the CPU's timing lease (blocking): an flock the kernel frees when its holder dies."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / "cpu.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            print(f"waiting for the CPU timing lease ({lock_dir / 'cpu.lock'}, held by pid "
+                  f"{handle.read().strip() or '?'})", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

@@ -237,10 +237,29 @@ def flop_counter(enabled: bool):
 
 
 def reference_request(request: dict) -> None:
-    """A reference job's request (scripts/make_reference.py), run in-process or in a worker child."""
+    """A reference job's request (scripts/make_reference.py), run in-process or in a worker child.
+
+    A failure (out of memory, no device, any exception) is data: the reference file then records the reason
+    (artifacts.save_failed_reference), so the shape's cells say why instead of the run stopping here."""
     import logging
+    import traceback
+
+    from infbench.records import one_line
 
     logging.basicConfig(level=logging.INFO)
-    references = make_reference(Path(request["manifest"]).parent, request["batch"], request["seq_len"],
-                                request["seed"], request["device"], Path(request["out"]))
-    logging.getLogger("infbench.reference").info("reference %s: output %s", request["out"], references["fp32"].shape)
+    log = logging.getLogger("infbench.reference")
+    out = Path(request["out"])
+    try:
+        references = make_reference(Path(request["manifest"]).parent, request["batch"], request["seq_len"],
+                                    request["seed"], request["device"], out)
+    except Exception as error:  # noqa: BLE001 - every failure becomes the cells' reason
+        log.error("reference %s failed:\n%s", out, traceback.format_exc())
+        save_failed_reference(out, f"{type(error).__name__}: {one_line(str(error))}")
+        return
+    log.info("reference %s: output %s", out, references["fp32"].shape)
+
+
+def save_failed_reference(out: Path, reason: str) -> None:
+    """The reference file and its FLOP sidecar, both saying the job failed and why."""
+    artifacts.save_failed_reference(out, reason)
+    work_path(out).write_text(json.dumps({"status": "failed", "reason": reason}, indent=2, sort_keys=True))

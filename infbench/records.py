@@ -79,11 +79,22 @@ def _json_safe(value):
     return value
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Readable like every other output (mkstemp creates its file 0600: a record nobody else could read).
+FILE_MODE = 0o666 & ~_umask()
+
+
 def write(record: dict, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "w") as handle:
             json.dump(_json_safe(record), handle, indent=1, allow_nan=False)
             handle.flush()
@@ -94,8 +105,21 @@ def write(record: dict, path: str | Path) -> None:
         raise
 
 
+class Unreadable(ValueError):
+    """A record or bundle that is not a complete JSON object (truncated, overwritten): ``path`` names it."""
+
+    def __init__(self, path, why: str):
+        super().__init__(f"{path}: unreadable ({why})")
+        self.path = Path(path)
+
+
 def read(path: str | Path) -> dict:
-    record = json.loads(Path(path).read_text())
+    try:
+        record = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise Unreadable(path, f"{type(error).__name__}: {error}") from None
+    if not isinstance(record, dict):
+        raise Unreadable(path, f"a JSON {type(record).__name__}, not an object")
     if record.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(f"{path}: schema_version {record.get('schema_version')!r}, expected {SCHEMA_VERSION}")
     return record
@@ -108,4 +132,7 @@ def write_bundle(recs: list[dict], path: str | Path) -> None:
 
 
 def read_bundle(path: str | Path) -> list[dict]:
-    return read(path)["records"]
+    bundle = read(path)
+    if not isinstance(bundle.get("records"), list):
+        raise Unreadable(path, "no list of records")
+    return bundle["records"]

@@ -20,8 +20,29 @@ ENV_COLUMNS = ["python", "torch", "transformers", "onnx", "onnxruntime", "onnxsc
                "git_commit", "container"]
 
 
+class CorruptRecords(ValueError):
+    """Records that cannot be read (truncated, not JSON, no key or status): every one named at once."""
+
+    def __init__(self, errors: list[record_io.Unreadable]):
+        self.paths = [error.path for error in errors]
+        super().__init__("; ".join(str(error) for error in errors))
+
+
 def load(paths) -> list[dict]:
-    return [record_io.read(path) for path in paths]
+    """Every record, or CorruptRecords naming each that cannot be read (never a bare JSON error)."""
+    recs, errors = [], []
+    for path in paths:
+        try:
+            record = record_io.read(path)
+            missing = [k for k in ("key", "status") if not isinstance(record.get(k), (dict, str))]
+            if missing:
+                raise record_io.Unreadable(path, f"no {', '.join(missing)}")
+            recs.append(record)
+        except record_io.Unreadable as error:
+            errors.append(error)
+    if errors:
+        raise CorruptRecords(errors)
+    return recs
 
 
 # What makes two numbers comparable: the same device (model, driver, CUDA) and the same libraries and image.

@@ -9,7 +9,7 @@ Precision, the one place the two libraries differ:
 - TensorRT (weakly typed network): the fp32 graph with the FP16 / BF16 builder flag; normalization and
   softmax layers are constrained to fp32 (they overflow in fp16), and the record says how many.
 - TensorRT-RTX (strongly typed only): the precision is the graph's own types, so fp16 / bf16 cells read the
-  typed graphs of infbench.onnx_graphs.to_typed, in which LayerNormalization and Softmax stay fp32.
+  typed graphs of infbench.onnx_precision.to_typed, in which LayerNormalization and Softmax stay fp32.
 fp32 is true fp32 on both: the TF32 flag (on by default) is cleared unless the backend asks for TF32.
 
 A library that is not importable is not an error of the DAG: the build writes an empty plan and a sidecar

@@ -12,7 +12,11 @@ Safety rules this file keeps:
   another environment gets a new server rather than stale imports;
 - the child takes the client's environment and working directory, and writes its record itself; the client
   writes a ``failed`` record if the child dies without one;
-- an idle server exits after ``IDLE_S``; Snakemake's onsuccess/onerror handlers stop it at the end of a run.
+- an idle server exits after ``IDLE_S``, or as soon as it is idle and every Snakemake it served has died
+  (a ``kill -9`` leaves no handler to stop it); Snakemake's onsuccess/onerror handlers stop it at the end of
+  a run;
+- a child whose client is gone (its job killed) is killed with its process group: nothing the server
+  started keeps timing for a job that no longer exists.
 Set ``INFBENCH_WORKER=0`` to run each cell in its own fresh interpreter instead.
 """
 
@@ -22,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -117,7 +122,32 @@ def run(request: dict) -> dict:
                 hello = _send(path, {"ping": True}, timeout=30)
     if not hello.get("usable"):
         raise Unusable(hello.get("reason") or "worker unusable")
-    return _send(path, {**request, "cwd": os.getcwd(), "env": dict(os.environ)}, timeout=None)
+    return _send(path, {**request, "cwd": os.getcwd(), "env": dict(os.environ), "run_pid": run_pid()}, timeout=None)
+
+
+def run_pid() -> int | None:
+    """The Snakemake process this job belongs to (the nearest ancestor running snakemake), or None."""
+    pid = os.getppid()
+    while pid > 1:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        if b"snakemake" in command:
+            return pid
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # field 4: the parent's pid
+    return None
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def handle(request: dict) -> None:
@@ -223,17 +253,20 @@ def serve(path: Path, handler, unusable: str | None = None) -> None:
 
     Requests are served concurrently (several GPUs time cells at once, each job holding its own device
     lease); each child is killed past its request's timeout_s."""
-    import select
-
     path.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
     server.listen(64)
     served = 0
     running: dict[int, tuple[socket.socket, float | None]] = {}  # pid → (client, deadline)
-    last_activity = time.monotonic()
+    runs: set[int] = set()  # the Snakemake processes whose jobs this server served
+    last_activity = last_check = time.monotonic()
     try:
         while True:
+            for pid in _orphaned(running):
+                # the job that asked for this child is gone (killed with its Snakemake): stop the child too
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, 9)
             for pid, (conn, deadline) in list(running.items()):
                 result = _reap(pid, deadline)
                 if result is not None:
@@ -246,6 +279,10 @@ def serve(path: Path, handler, unusable: str | None = None) -> None:
                     last_activity = time.monotonic()
             if not running and time.monotonic() - last_activity > IDLE_S:
                 return
+            if time.monotonic() - last_check > 1:
+                last_check = time.monotonic()
+                if not running and runs and not any(alive(pid) for pid in runs):
+                    return  # every run it served has ended, even by kill -9: no lingering
             if not select.select([server], [], [], 0.05)[0]:
                 continue
             conn, _ = server.accept()
@@ -261,9 +298,12 @@ def serve(path: Path, handler, unusable: str | None = None) -> None:
             else:
                 request["worker"] = {"server_pid": os.getpid(), "served": served}
                 served += 1
+                if request.get("run_pid"):
+                    runs.add(request["run_pid"])
                 pid = os.fork()
                 if pid == 0:
                     server.close()
+                    os.setpgid(0, 0)  # its own group: what it starts (compile workers) is killed with it
                     os._exit(_child(request, handler))
                 timeout = request.get("timeout_s")
                 running[pid] = (conn, None if timeout is None else time.monotonic() + timeout)
@@ -273,6 +313,22 @@ def serve(path: Path, handler, unusable: str | None = None) -> None:
     finally:
         server.close()
         path.unlink(missing_ok=True)
+
+
+def _orphaned(running: dict) -> list[int]:
+    """Children whose client closed its connection (a client only ever waits for the reply)."""
+    if not running:
+        return []
+    conns = {conn: pid for pid, (conn, _) in running.items()}
+    readable = select.select(list(conns), [], [], 0)[0]
+    gone = []
+    for conn in readable:
+        try:
+            if not conn.recv(1, socket.MSG_PEEK):
+                gone.append(conns[conn])
+        except OSError:
+            gone.append(conns[conn])
+    return gone
 
 
 def _preload() -> None:

@@ -17,6 +17,8 @@ rule aggregate:
         baseline=matrix.canonical(config["baseline"]),
         mix="--mix-environments" if config["aggregate"]["mix_environments"] else "",
         out_dir=subpath(output.cells, parent=True),
+        # removed with a corrupt record, so that the next run re-measures it instead of keeping this report
+        stale=["report/index.html"],
     conda:
         ENV
     container:
@@ -26,7 +28,7 @@ rule aggregate:
     shell:
         "python3 -m scripts.aggregate --baseline {params.baseline:q} --out-dir {params.out_dir:q}"
         " --peaks {input.peaks:q} --manifests {input.manifests:q} --work {input.work:q} {params.mix}"
-        " --records {input.records:q}"
+        " --stale {params.stale:q} --records {input.records:q}"
         " > {log:q} 2>&1"
 
 

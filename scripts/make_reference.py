@@ -2,12 +2,16 @@
 
 Runs in a forked child of the cell worker (imports paid once per run, see infbench/worker.py) like the
 cells: on the GPU host a fresh interpreter spent ~16 s importing per reference.
+
+Never fails the run: a reference that cannot be made (out of memory, no device, a crash) is written as a
+file that records why (infbench.artifacts.save_failed_reference); the shape's cells then carry that reason.
 """
 
 import argparse
+import json
 from pathlib import Path
 
-from infbench import devices, worker
+from infbench import artifacts, devices, worker
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--manifest", required=True, help="the model's manifest.json (its directory holds the weights)")
@@ -21,7 +25,11 @@ args = parser.parse_args()
 request = {"job": "reference", "manifest": args.manifest, "batch": args.batch, "seq_len": args.seq_len,
            "seed": args.seed, "device": args.device, "log": args.log, "out": args.out}
 Path(args.out).unlink(missing_ok=True)
-with devices.leased(args.device == "cuda"):  # fp64 on a GPU: never beside a cell
-    worker.run_job(request)
+with devices.leased(args.device == "cuda", cpu=False):  # fp64 on a GPU: never beside a cell
+    reply = worker.run_job(request)
 if not Path(args.out).exists():
-    raise SystemExit(f"reference job wrote no {args.out} (see {args.log})")
+    # the process died without a word (killed for memory, a crash): that is the cells' reason
+    reason = f"the reference process exited with {reply.get('exit')} before writing {args.out} (see {args.log})"
+    print(reason, flush=True)
+    artifacts.save_failed_reference(Path(args.out), reason)
+    Path(args.out).with_suffix(".json").write_text(json.dumps({"status": "failed", "reason": reason}))

@@ -82,6 +82,21 @@ BAD = [
     (lambda c: c["backends"]["ort"].update(seq_lens=[4096]), "backends.ort.seq_lens", "4096"),
     (lambda c: c["backends"]["ort"].update(batch_sizes=[0]), "backends.ort.batch_sizes[0]", "0"),
     (lambda c: c.update(unknown_key=1), "<top level>", "unknown_key"),
+    # issue 15: whole-number floats are not integers (they broke paths and ranges later)
+    (lambda c: c.update(batch_sizes=[2.0]), "batch_sizes[0]", "2.0"),
+    (lambda c: c.update(seq_lens=[18.0]), "seq_lens[0]", "18.0"),
+    (lambda c: c["timing"].update(min_iters=5.0), "timing.min_iters", "5.0"),
+    (lambda c: c["timing"].update(max_iters=20.0), "timing.max_iters", "20.0"),
+    (lambda c: c["timing"].update(rounds=2.0), "timing.rounds", "2.0"),
+    (lambda c: c.update(cell_timeout_s=30.0), "cell_timeout_s", "30.0"),
+    (lambda c: c["backends"]["ort"].update(batch_sizes=[True]), "backends.ort.batch_sizes[0]", "True"),
+    # names are path segments: no control characters, not even a trailing newline
+    (lambda c: c["models"].update({"m\n": {"model_type": "bert"}}), "models", "m\\n"),
+    (lambda c: c["backends"].update({"b\t": {"engine": "torch"}}), "backends", "b\\t"),
+    # bounds where a value could hang a job (device peaks time with the same policy)
+    (lambda c: c["timing"].update(warmup_s=1e9), "timing.warmup_s", "1000000000"),
+    (lambda c: c["timing"].update(budget_s=1e9), "timing.budget_s", "1000000000"),
+    (lambda c: c["timing"].update(min_iters=50, max_iters=20), "timing.min_iters", "above timing.max_iters 20"),
 ]
 
 
@@ -141,3 +156,46 @@ def test_backend_shapes_restrict_its_cells():
     cells = matrix.cells(config)
     assert {c.seq_len for c in cells if c.backend == "ort"} == {config["seq_lens"][0]}
     assert {c.seq_len for c in cells if c.backend == "eager"} == set(config["seq_lens"])
+
+
+def test_duplicate_keys_in_a_config_file_are_an_error_naming_the_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("batch_sizes: [1]\ntiming: {rounds: 2, rounds: 3}\nbatch_sizes: [2]\n")
+    with pytest.raises(matrix.ConfigError) as error:
+        matrix.check_config_files([path])
+    assert str(error.value).startswith("invalid config: timing.rounds: duplicate key (lines 2 and 2 of ")
+    path.write_text("models:\n  m: {model_type: bert}\n  m: {model_type: gpt2}\n")
+    with pytest.raises(matrix.ConfigError, match=r"^invalid config: models.m: duplicate key \(lines 2 and 3"):
+        matrix.load(path)
+    path.write_text("models:\n  m: {model_type: bert}\n  n: {model_type: bert}\n")
+    matrix.check_config_files([path])  # distinct keys pass
+
+
+def test_command_line_values_get_their_yaml_types():
+    """Snakemake parses `--config batch_sizes=[1]` with YAML's BaseLoader: ['1']; the run reads [1]."""
+    config = {"batch_sizes": ["1"], "timing": {"warmup_s": 0.5, "rounds": 3}, "device": "cpu"}
+    matrix.retype_command_line(config, {"batch_sizes": ["1", "4"], "timing": {"warmup_s": "0.01"},
+                                        "aggregate": {"mix_environments": "true"}, "device": "cpu"})
+    assert config == {"batch_sizes": [1, 4], "timing": {"warmup_s": 0.01, "rounds": 3}, "device": "cpu",
+                      "aggregate": {"mix_environments": True}}
+
+
+def test_override_keys_the_model_does_not_have_are_an_error():
+    with pytest.raises(matrix.ConfigError) as error:
+        matrix.model_limits("m", {"model_type": "bert", "overrides": {"num_hidden_layer": 2}})
+    assert str(error.value).startswith("invalid config: models.m.overrides.num_hidden_layer: not a key of 'bert'")
+    # aliases (attribute_map) and keys the modelling code reads without declaring them are keys of the model
+    matrix.model_limits("m", {"model_type": "gpt2", "overrides": {"num_hidden_layers": 2, "n_positions": 64}})
+    matrix.model_limits("m", {"model_type": "deberta-v2", "overrides": {"position_buckets": 16}})
+
+
+def test_a_relative_pretrained_path_that_exists_is_a_path(tmp_path, monkeypatch):
+    from transformers import AutoConfig
+
+    AutoConfig.for_model("bert", max_position_embeddings=64).save_pretrained(tmp_path / "mymodel")
+    monkeypatch.chdir(tmp_path)
+    config = base()
+    config["models"] = {"m": {"pretrained": "mymodel"}}
+    matrix.validate(config)
+    assert not matrix.uses_hub(config)  # no hub lookup (nor HF_HUB_OFFLINE lifted) for a local directory
+    assert matrix.model_limits("m", config["models"]["m"])["limit"] == 64  # its config.json was read

@@ -89,3 +89,38 @@ def test_gpu_cells_spread_over_fake_devices_without_sharing(tiny_run, tmp_path):
     for lease in ("0", "1"):
         mine = sorted((start, end) for d, start, end in spans if d == lease)
         assert all(end <= next_start for (_, end), (next_start, _) in zip(mine, mine[1:])), mine
+
+
+def hold_cpu(lock_dir: str, seconds: float, queue) -> None:
+    with devices.cpu_lease(Path(lock_dir)):
+        queue.put(("held", time.monotonic()))
+        time.sleep(seconds)
+    queue.put(("released", time.monotonic()))
+
+
+def test_cpu_timing_waits_for_a_live_holder_of_the_cpu_lease(tmp_path, monkeypatch):
+    """Timing on the CPU holds the CPU's lease: a job orphaned by a kill -9 of its Snakemake keeps it, so a
+    rerun's timing waits for it instead of running beside it (and a killed holder frees it)."""
+    monkeypatch.delenv("INFBENCH_FAKE_GPUS", raising=False)
+    monkeypatch.chdir(tmp_path)  # leased() uses results/.locks of the working directory
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    holder = context.Process(target=hold_cpu, args=(str(tmp_path / "results/.locks"), 1.0, queue))
+    holder.start()
+    assert queue.get(timeout=10)[0] == "held"
+    with devices.leased(False, cpu=False):  # a CPU job that times nothing (a reference) does not wait
+        assert holder.is_alive()
+    with devices.leased(False) as device:  # a CPU timing job waits
+        got = time.monotonic()
+        assert device is None
+    kind, released = queue.get(timeout=10)
+    assert kind == "released" and got >= released
+    holder.join(10)
+    killed = context.Process(target=hold_cpu, args=(str(tmp_path / "results/.locks"), 60, queue))
+    killed.start()
+    assert queue.get(timeout=10)[0] == "held"
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.join()
+    start = time.monotonic()
+    with devices.leased(False):
+        assert time.monotonic() - start < 5

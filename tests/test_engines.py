@@ -169,10 +169,10 @@ def test_fp16_conversion_keeps_io_types_and_fusions(tiny_run, tmp_path):
 
     import onnxruntime as ort
 
-    from infbench import onnx_graphs
+    from infbench import onnx_precision
 
     source = tiny_run / "results/onnx/tiny-bert/optimized.onnx"
-    info = onnx_graphs.to_typed(source, tmp_path / "optimized_fp16.onnx", "fp16")
+    info = onnx_precision.to_typed(source, tmp_path / "optimized_fp16.onnx", "fp16")
     assert info["fused_ops"]["Attention"] == 2
     session = ort.InferenceSession(str(tmp_path / "optimized_fp16.onnx"), providers=["CPUExecutionProvider"])
     assert [i.type for i in session.get_inputs()] == ["tensor(int64)"] * 3
@@ -181,11 +181,11 @@ def test_fp16_conversion_keeps_io_types_and_fusions(tiny_run, tmp_path):
 
 
 def test_missing_attention_fusion_is_an_error(tiny_run):
-    from infbench import onnx_graphs
+    from infbench import fusions
 
     with pytest.raises(ValueError, match="expected 2 fused attention ops"):
-        onnx_graphs.require_attention_fusion({"SkipLayerNormalization": 4}, tiny_run / "results/models/tiny-bert")
-    onnx_graphs.require_attention_fusion({"Attention": 2}, tiny_run / "results/models/tiny-bert")
+        fusions.require_attention_fusion({"SkipLayerNormalization": 4}, tiny_run / "results/models/tiny-bert")
+    fusions.require_attention_fusion({"Attention": 2}, tiny_run / "results/models/tiny-bert")
 
 
 def test_nvml_absence_is_data_not_a_crash(monkeypatch):

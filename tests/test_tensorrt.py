@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import REPO, snakemake
 
-from infbench import onnx_graphs, trt_build
+from infbench import onnx_precision, trt_build
 from infbench.engines import ort as ort_engine
 from infbench.engines import tensorrt, torch_tensorrt
 from infbench.engines.base import CellContext, CellUnusable
@@ -34,7 +34,7 @@ def graphs(tiny_run, tmp_path_factory) -> dict[str, Path]:
     paths = {"fp32": exported}
     for precision in ("fp16", "bf16"):
         paths[precision] = out / f"exported_{precision}.onnx"
-        onnx_graphs.to_typed(exported, paths[precision], precision)
+        onnx_precision.to_typed(exported, paths[precision], precision)
     return paths
 
 
@@ -84,7 +84,7 @@ def test_bf16_bits_round_to_nearest_even():
 
     values = np.array([1.0, -2.5, 3.14159, 1e-30, 65504.0, 1.00390625, 1.01171875], dtype=np.float32)
     expected = torch.from_numpy(values).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
-    assert (onnx_graphs.bf16_bits(values) == expected).all()
+    assert (onnx_precision.bf16_bits(values) == expected).all()
 
 
 def test_a_tampered_plan_is_refused(graphs, tmp_path):

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,82 @@ def test_an_unusable_worker_falls_back_to_a_fresh_process(tiny_run, tmp_path, mo
         worker.shutdown_all(tmp_path)
         server.join(timeout=10)
     assert not server.is_alive()
+
+
+def test_concurrent_jobs_start_one_server(tmp_path, monkeypatch):
+    """Jobs that start at once (references, the first shapes) share one server: the start lock."""
+    import threading
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    replies = []
+
+    def job():
+        # a request the child fails on at once (no cells): only the server that answered matters here
+        replies.append(worker.run({"job": "shape", "log": str(tmp_path / "job.log")}))
+
+    try:
+        threads = [threading.Thread(target=job) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        assert len(replies) == 3
+        assert len({reply["server_pid"] for reply in replies}) == 1, replies
+        assert len(list((tmp_path / worker.WORKER_DIR).glob("*.sock"))) == 1
+    finally:
+        worker.shutdown_all(tmp_path / worker.WORKER_DIR)
+
+
+def _serve_in_thread(path: Path, handler):
+    import threading
+
+    server = threading.Thread(target=worker.serve, args=(path, handler), daemon=True)
+    server.start()
+    deadline = time.monotonic() + 10
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return server
+
+
+def _sleeping_handler(request):
+    Path(request["pid_file"]).write_text(str(os.getpid()))
+    time.sleep(120)
+
+
+def test_a_child_whose_job_is_gone_is_killed(tmp_path):
+    """A job killed while its child times (kill -9 of its Snakemake and of the job): the child goes too."""
+    import socket
+
+    path = tmp_path / "w.sock"
+    server = _serve_in_thread(path, _sleeping_handler)
+    pid_file = tmp_path / "child.pid"
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(str(path))
+    client.sendall(json.dumps({"cwd": str(tmp_path), "env": dict(os.environ), "log": str(tmp_path / "c.log"),
+                               "pid_file": str(pid_file)}).encode() + b"\n")
+    deadline = time.monotonic() + 10
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    client.close()  # the job dies
+    deadline = time.monotonic() + 10
+    while worker.alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not worker.alive(child)
+    worker._send(path, {"shutdown": True}, timeout=5)
+    server.join(10)
+
+
+def test_the_server_ends_with_the_runs_it_served(tmp_path):
+    """No server lingers after its Snakemake is gone, even by kill -9 (no onerror handler runs then)."""
+    path = tmp_path / "w.sock"
+    server = _serve_in_thread(path, lambda request: None)
+    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    reply = worker._send(path, {"cwd": str(tmp_path), "env": dict(os.environ), "log": str(tmp_path / "c.log"),
+                                "run_pid": run.pid}, timeout=30)
+    assert reply["exit"] == 0
+    assert server.is_alive()  # its run is still there
+    run.wait()
+    server.join(10)
+    assert not server.is_alive() and not path.exists()

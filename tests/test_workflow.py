@@ -54,6 +54,20 @@ def test_records_carry_key_env_and_log(tiny_run):
         assert record["log"] and (tiny_run / record["log"]).exists()
         if record["status"] == "ok":
             assert record["device"]["threads"] == 2  # a timing job takes every core it was given
+    ok = [json.loads(p.read_text()) for p in paths]
+    ok = [r for r in ok if r["status"] == "ok"]
+    sessions: dict[tuple, set] = {}
+    for record in ok:
+        timing = record["timing"]
+        assert timing["rounds_n"] == len(timing["rounds"]) == 3
+        for index, round_ in enumerate(timing["rounds"]):
+            assert round_["index"] == index and round_["started_at"] and round_["offset_s"] >= 0
+            assert round_["host"]["probe_ms"] > 0 and len(round_["samples_ms"]) == round_["n"]
+        lo, hi = timing["ci95_ms"]
+        assert lo <= timing["median_ms"] <= hi
+        sessions.setdefault((record["key"]["batch"], record["key"]["seq_len"]), set()).add(timing["session"])
+        assert record["benchmarked"] == "model"
+    assert all(len(ids) == 1 for ids in sessions.values())  # the cells of a shape were measured together
     servers = {json.loads(p.read_text())["cost"]["worker"]["server_pid"] for p in paths}
     assert len(servers) == 1  # every cell was forked from one worker: imports paid once per run
     assert not list((tiny_run / "results/.workers").glob("*.sock"))  # and the run stopped it at the end

@@ -1,0 +1,109 @@
+"""Typed (fp16 / bf16) versions of a fused fp32 ONNX graph, for ONNX Runtime and TensorRT-RTX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from infbench.onnx_graphs import check_graph, write_sidecar
+
+# Numerically fragile in fp16 (overflow of the variance / the exponent sums): kept fp32 in typed graphs.
+KEEP_FP32_OPS = ("LayerNormalization", "Softmax")
+
+
+def to_typed(graph_path: Path, out: Path, precision: str) -> dict:
+    """The graph with fp16 (or bf16) weights and activations, converted after fusion (the fusion patterns
+    match fp32 graphs only).
+
+    Inputs (int64 ids) and the output keep their types, so cells feed and compare the same arrays at every
+    precision. LayerNormalization and Softmax stay fp32 (with casts around them) besides ORT's default list:
+    this is what a strongly typed TensorRT-RTX build runs, and ORT's fused ops are unaffected. bf16 is the
+    fp16 conversion retyped (ONNX Runtime's converter knows only fp16); its weights round from fp32.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    source = onnx.load(str(graph_path))
+    fp32_weights = {t.name: onnx.numpy_helper.to_array(t) for t in source.graph.initializer
+                    if t.data_type == onnx.TensorProto.FLOAT}
+    model = convert_float_to_float16(source, keep_io_types=True,
+                                     op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(KEEP_FP32_OPS))
+    model = _topologically_sorted(_without_duplicate_nodes(model))
+    if precision == "bf16":
+        _retype_fp16_to_bf16(model, fp32_weights)
+    onnx.save(model, str(out))
+    check_graph(out)
+    return write_sidecar(out, {"converter": "onnxruntime.transformers.float16 (keep_io_types)",
+                               "precision": precision, "kept_fp32_ops": list(KEEP_FP32_OPS),
+                               "source": Path(graph_path).name})
+
+
+def _without_duplicate_nodes(model):
+    """ORT's converter emits the same input Cast twice when a blocked op's input is shared: keep one."""
+    seen: dict[tuple, bytes] = {}
+    kept = []
+    for node in model.graph.node:
+        key, body = tuple(node.output), node.SerializeToString()
+        if key in seen:
+            if seen[key] != body:
+                raise ValueError(f"two different nodes produce {key} after fp16 conversion")
+            continue
+        seen[key] = body
+        kept.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return model
+
+
+def _topologically_sorted(model):
+    """The converter appends its Casts at the end; ONNX requires producers before consumers."""
+    graph = model.graph
+    known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(name in known for name in n.input)]
+        if not ready:
+            raise ValueError(f"graph has a cycle or a missing input at {pending[0].name}")
+        for node in ready:
+            known.update(node.output)
+        ordered += ready
+        pending = [n for n in pending if n not in ready]
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return model
+
+
+def _retype_fp16_to_bf16(model, fp32_weights: dict[str, np.ndarray]) -> None:
+    import onnx
+
+    f16, bf16 = onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16
+
+    def retensor(tensor) -> None:
+        if tensor.data_type != f16:
+            return
+        values = fp32_weights.get(tensor.name)
+        if values is None:
+            values = onnx.numpy_helper.to_array(tensor).astype(np.float32)
+        tensor.CopyFrom(onnx.helper.make_tensor(tensor.name, bf16, list(tensor.dims), bf16_bits(values).tobytes(),
+                                                raw=True))
+
+    graph = model.graph
+    for tensor in graph.initializer:
+        retensor(tensor)
+    for value in list(graph.value_info) + list(graph.input) + list(graph.output):
+        if value.type.tensor_type.elem_type == f16:
+            value.type.tensor_type.elem_type = bf16
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.name == "to" and attribute.i == f16:
+                attribute.i = bf16
+            if attribute.type == onnx.AttributeProto.TENSOR:
+                retensor(attribute.t)
+
+
+def bf16_bits(values: np.ndarray) -> np.ndarray:
+    """fp32 → bfloat16 bit patterns, rounded to nearest even (numpy has no bfloat16)."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    return rounded.astype(np.uint16)
