@@ -11,6 +11,9 @@ if not workflow.config_settings.configfiles:
 
 # Before validation (rules/common.smk): Snakemake has read the config files itself, keeping the last of a
 # duplicated key, and parsed `--config` lists and mappings as strings; both are put right here.
+import os
+import sys
+
 sys.path.insert(0, workflow.basedir)
 from infbench import config as matrix
 
@@ -43,3 +46,8 @@ onsuccess:
 
 onerror:
     worker.shutdown_all()
+    # A failed run leaves no report that looks current: Snakemake does not regenerate missing intermediate
+    # files (a record or bundle removed as corrupt) while the final target exists, so the next run would
+    # otherwise say "Nothing to be done".
+    if os.path.exists("report/index.html"):
+        os.remove("report/index.html")

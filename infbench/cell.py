@@ -67,7 +67,7 @@ def spec_from_request(request: dict, cell: dict) -> CellSpec:
         policy=TimingPolicy.from_config(request["timing"]),
         tolerance=cell["tolerance"],
         stability=request.get("stability"),
-        engine_path=Path(cell["engine"]) if cell.get("engine") else None,
+        engine_path=Path(cell.get("engine") or cell.get("package")) if cell.get("engine") or cell.get("package") else None,
         log_path=request.get("log"),
     )
 

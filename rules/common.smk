@@ -7,7 +7,7 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 from infbench import config as matrix
-from infbench import devices, engines, trt_build, worker
+from infbench import aoti, devices, engines, trt_build, worker
 from infbench.environment import detect_device
 from snakemake.settings.types import DeploymentMethod
 
@@ -130,17 +130,44 @@ def cell_artifacts(model, backend, precision, batch, seq_len):
     if hasattr(engine, "plan_graph"):
         profile = f"b{batch}_s{seq_len}" if entry["options"].get("per_shape") else "grid"
         artifacts["engine"] = f"results/engines/{model}/{backend}/{precision}/{profile}.plan"
+    if getattr(engine, "COMPILED_AHEAD", False):
+        spec = aoti_spec(model, backend, precision, batch, seq_len)
+        artifacts["package"] = str(aoti.package_path(f"results/compiled/{model}", spec["key"]))
     return artifacts
 
 
+def aoti_spec(model, backend, precision, batch, seq_len):
+    entry = config["backends"][backend]
+    batches, seq_lens = zip(*matrix.shapes(config, backend))
+    return aoti.package_spec(matrix.canonical(config["models"][model]), backend, entry["options"], precision,
+                             shape=(batch, seq_len), grid=(batches, seq_lens))
+
+
+def aoti_params(wildcards):
+    """The AOTInductor packages a model's matrix needs (compile_aoti), one per key."""
+    specs = {}
+    for c in CELLS:
+        if c.model != wildcards.model or not getattr(engines.get(config["backends"][c.backend]["engine"]), "COMPILED_AHEAD", False):
+            continue
+        if engines.get(config["backends"][c.backend]["engine"]).supports(c.precision, DEVICE):
+            continue
+        spec = aoti_spec(c.model, c.backend, c.precision, c.batch, c.seq_len)
+        specs.setdefault(spec["key"], spec)
+    return matrix.canonical(sorted(specs.values(), key=lambda s: s["key"]))
+
+
 def shape_inputs(wildcards):
-    artifacts = {path for c in shape_cells(wildcards)
-                 for path in cell_artifacts(c.model, c.backend, c.precision, c.batch, c.seq_len).values()}
-    return {
+    cells = [cell_artifacts(c.model, c.backend, c.precision, c.batch, c.seq_len) for c in shape_cells(wildcards)]
+    inputs = {
         "manifest": f"results/models/{wildcards.model}/manifest.json",
         "reference": f"results/reference/{wildcards.model}/b{wildcards.batch}_s{wildcards.seq_len}.npz",
-        "artifacts": sorted(artifacts),
+        "artifacts": sorted({path for a in cells for name, path in a.items() if name != "package"}),
     }
+    if any("package" in a for a in cells):
+        # the model's index: rewritten whenever its set of packages changes (built ones are reused by key),
+        # which re-measures the model's shapes that load packages
+        inputs["packages"] = f"results/compiled/{wildcards.model}/index.json"
+    return inputs
 
 
 def backend_profile(backend):

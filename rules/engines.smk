@@ -26,3 +26,33 @@ rule build_engine:
     shell:
         "python3 -m scripts.build_engine --graph {input.graph:q} --build {params.build:q}"
         " --out {output.plan:q} > {log:q} 2>&1"
+
+
+# AOTInductor packages (engine aot_inductor): compiled ahead of every timing job, in parallel processes, into
+# results/compiled/{model}/{key}.pt2; a package already built under its key (model entry, options,
+# precision, shape, torch version) is reused, so a new shape compiles only its own packages. The index is the
+# job's output and an input of the model's shape jobs that load packages (they are re-measured when the
+# model's set of packages changes; nothing is recompiled that was built before).
+rule compile_aoti:
+    input:
+        manifest="results/models/{model}/manifest.json",
+    output:
+        index="results/compiled/{model}/index.json",
+    params:
+        packages=aoti_params,
+        device=DEVICE,
+    threads: workflow.cores
+    # on a GPU, compiling uses the device (max-autotune times kernels): never beside a timing job
+    resources:
+        **CPU_HEAVY,
+    conda:
+        ENV
+    container:
+        COMPUTE_IMAGE
+    log:
+        "logs/compiled/{model}.log",
+    benchmark:
+        "benchmarks/compiled/{model}.tsv"
+    shell:
+        "python3 -m scripts.compile_aoti --manifest {input.manifest:q} --packages {params.packages:q}"
+        " --device {params.device} --workers {threads} --out {output.index:q} > {log:q} 2>&1"

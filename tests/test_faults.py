@@ -156,6 +156,9 @@ BAD = [
     ({"seq_lens": [8.5]}, "invalid config: seq_lens[0]"),
     ({"baseline": {"backend": "ort", "precision": "fp32"}}, "invalid config: baseline.backend: 'ort'"),
     ({"backends": {"a b": {"engine": "torch"}}, "baseline": {"backend": "a b", "precision": "fp32"}}, "invalid config: backends"),
+    ({"batch_sizes": [2.0]}, "invalid config: batch_sizes[0]: 2.0 is not of type 'integer'"),
+    ({"models": {"m\n": {"model_type": "bert"}}}, "invalid config: models: 'm\\n' does not match"),
+    ({"models": {"m": {"model_type": "bert", "overrides": {"hidden_layers": 2}}}}, "invalid config: models.m.overrides.hidden_layers: not a key"),
 ]
 
 
@@ -183,3 +186,160 @@ def test_unstable_cells_are_flagged_and_listed(tmp_path):
     listing = subprocess.run([str(BIN / "python"), "-m", "scripts.rerun_unstable", "--results",
                               str(tmp_path / "results"), "--list"], cwd=REPO, capture_output=True, text=True, check=True)
     assert "b1_s8.json: cv 0.300 > 0.1" in listing.stdout
+
+
+QUICK_TIMING = {"warmup_s": 0.01, "min_iters": 3, "max_iters": 20, "budget_s": 0.05, "rounds": 2}
+
+
+def test_records_are_readable_like_every_other_output(tmp_path):
+    path = tmp_path / "r.json"
+    records.write({"schema_version": records.SCHEMA_VERSION}, path)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~records._umask()  # not mkstemp's 0600
+
+
+def test_unreadable_records_are_all_named(tmp_path):
+    from infbench import tables
+
+    good, cut, empty = tmp_path / "good.json", tmp_path / "cut.json", tmp_path / "empty.json"
+    record = records.finish(records.new_record({"model": "m", "backend": "b", "engine": "torch", "precision": "fp32",
+                                                "batch": 1, "seq_len": 8}, {}, None), "failed", "x")
+    records.write(record, good)
+    text = good.read_text()
+    cut.write_text(text[: len(text) // 2])
+    empty.write_text("")
+    with pytest.raises(tables.CorruptRecords) as error:
+        tables.load([good, cut, empty])
+    assert error.value.paths == [cut, empty] and str(cut) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_failed_reference_becomes_every_cells_reason(tiny_run, tmp_path):
+    """A reference job that fails (out of memory, any exception) writes its reason: the shape still runs and
+    each of its cells says `failed: reference: <reason>`."""
+    from test_engines import spec
+
+    from infbench import models
+
+    out = tmp_path / "b1_s8.npz"
+    models.reference_request({"manifest": str(tmp_path / "no-model/manifest.json"), "batch": 1, "seq_len": 8,
+                              "seed": 0, "device": "cpu", "out": str(out)})
+    assert json.loads(out.with_suffix(".json").read_text())["status"] == "failed"
+    cell_spec = spec(tiny_run, "eager", "torch")
+    cell_spec.reference = out
+    record = cell.run(cell_spec)
+    assert record["status"] == "failed"
+    assert record["reason"].startswith("reference: FileNotFoundError: ") and "manifest.json" in record["reason"]
+
+
+def test_no_gpu_and_corrupt_records_still_end_in_a_report(tmp_path):
+    """`device: cuda` without a GPU: the references and the device peaks fail as data, every cell says why,
+    and the report completes. Then a truncated record is recovered from its bundle; a truncated record whose
+    bundle is truncated too is named, removed with it and re-measured by the next run."""
+    config = config_with({"eager": {"engine": "torch"}}, device="cuda", batch_sizes=[1], seq_lens=[8, 16],
+                         timing=QUICK_TIMING)
+    config["timing"] = QUICK_TIMING
+    write(tmp_path, config)
+    snakemake(tmp_path, "--configfile", "c.yaml")
+    assert (tmp_path / "report/index.html").exists()
+    got = read_records(tmp_path)
+    assert len(got) == 2 and all(r["status"] == "unavailable" for r in got.values()), got
+    peaks = json.loads((tmp_path / "results/device/peaks.json").read_text())
+    assert peaks["status"] == "failed" and "no CUDA device" in peaks["reason"]
+    reference = tmp_path / "results/reference/tiny-bert/b1_s8.json"
+    assert json.loads(reference.read_text())["status"] == "failed"
+    record = tmp_path / "results/cells/tiny-bert/eager/fp32/b1_s8.json"
+    bundle = tmp_path / "results/shapes/tiny-bert/b1_s8.json"
+    intact = record.read_text()
+    assert record.stat().st_mode & 0o044 == 0o044  # readable like every other output
+
+    def truncate(path):
+        text = path.read_text()
+        path.write_text(text[: len(text) // 2])
+
+    truncate(record)  # newer than the tables: the next run aggregates again
+    snakemake(tmp_path, "--configfile", "c.yaml")
+    assert record.read_text() == intact  # re-split from the intact bundle; the run completed
+    assert (tmp_path / "report/index.html").exists()
+    truncate(bundle)
+    time.sleep(0.05)
+    truncate(record)  # the record newest: aggregation finds it, not the record's own rule
+    failed = snakemake(tmp_path, "--configfile", "c.yaml", check=False)
+    assert failed.returncode != 0
+    log = (tmp_path / "logs/aggregate.log").read_text()
+    assert f"aggregate: corrupt record(s) results/cells/tiny-bert/eager/fp32/b1_s8.json" in log
+    assert "run snakemake again" in log
+    assert not record.exists() and not bundle.exists() and not (tmp_path / "report/index.html").exists()
+    snakemake(tmp_path, "--configfile", "c.yaml")  # the shape is measured again, the report rebuilt
+    assert json.loads(record.read_text())["status"] == "unavailable"
+    assert (tmp_path / "report/index.html").exists()
+
+
+def _processes(workdir: Path, marker: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if marker in (proc / "cmdline").read_bytes().decode(errors="replace") and \
+                    os.readlink(proc / "cwd") == str(workdir):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_killed_runs_orphan_never_times_beside_the_rerun(tmp_path):
+    """kill -9 of Snakemake leaves its shape job timing; the rerun (unlock, run) must wait for it, never time
+    beside it: the CPU's timing lease is held by the orphan until its session ends."""
+    from datetime import datetime
+
+    backends = {"eager": {"engine": "torch"}, "ort": {"engine": "onnxruntime", "options": {"graph": "exported"}}}
+    config = config_with(backends, batch_sizes=[1, 2], seq_lens=[8])
+    config["timing"] = {**config["timing"], "budget_s": 2.5, "target_ci_rel_width": 0.0001, "rounds": 3}
+    write(tmp_path, config)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    command = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--cores", "2", "--configfile", "c.yaml"]
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 300
+    progress = []
+    while time.monotonic() < deadline and not progress:
+        progress = [p for p in (tmp_path / "results/shapes").rglob("*.progress") if '"round"' in p.read_text()] \
+            if (tmp_path / "results/shapes").exists() else []
+        time.sleep(0.1)
+    assert progress, "no shape session started timing"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = time.time()
+    orphans = _processes(tmp_path, "scripts.bench_shape")
+    assert orphans, "the kill must leave the shape job running (as it does)"
+    snakemake(tmp_path, "--unlock", "--configfile", "c.yaml")
+    rerun = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    while any(Path(f"/proc/{pid}").exists() for pid in orphans):
+        time.sleep(0.05)
+    orphans_ended = time.time()
+    output = rerun.communicate(timeout=600)[0]
+    assert rerun.returncode == 0, output[-3000:]
+    starts = []
+    for path in (tmp_path / "results/cells").rglob("*.json"):
+        for round_ in (json.loads(path.read_text()).get("timing") or {}).get("rounds", []):
+            started = datetime.fromisoformat(round_["started_at"]).timestamp()
+            if started >= killed_at - 1:
+                starts.append(started)
+    assert starts, "the rerun measured nothing"
+    assert min(starts) >= orphans_ended - 1.5, (min(starts), orphans_ended)  # seconds resolution
+    assert not _processes(tmp_path, "infbench.worker")  # no worker lingers after the run
+
+
+def test_duplicate_keys_and_command_line_values_through_snakemake(tmp_path):
+    """Snakemake reads config files itself (a duplicate key silently merged) and parses `--config` lists as
+    strings: the run refuses the one and reads the other as YAML would."""
+    write(tmp_path, {**TINY, "backends": {"eager": {"engine": "torch"}}})
+    text = (tmp_path / "c.yaml").read_text()
+    (tmp_path / "dup.yaml").write_text(text + "device: cuda\n")
+    result = snakemake(tmp_path, "-n", "--configfile", "dup.yaml", check=False)
+    line = next((l for l in (result.stdout + result.stderr).splitlines() if l.startswith("invalid config:")), "")
+    assert result.returncode != 0 and line.startswith("invalid config: device: duplicate key"), result.stderr[-1500:]
+    dry = snakemake(tmp_path, "-n", "--configfile", "c.yaml", "--config", "batch_sizes=[1,2]", "seq_lens=[8]")
+    assert "results/shapes/tiny-bert/b2_s8.json" in dry.stdout and "b2_s16" not in dry.stdout
+    assert not (tmp_path / "results").exists()

@@ -142,24 +142,23 @@ def _sleeping_handler(request):
 
 def test_a_child_whose_job_is_gone_is_killed(tmp_path):
     """A job killed while its child times (kill -9 of its Snakemake and of the job): the child goes too."""
-    import socket
-
     path = tmp_path / "w.sock"
     server = _serve_in_thread(path, _sleeping_handler)
     pid_file = tmp_path / "child.pid"
-    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    client.connect(str(path))
-    client.sendall(json.dumps({"cwd": str(tmp_path), "env": dict(os.environ), "log": str(tmp_path / "c.log"),
-                               "pid_file": str(pid_file)}).encode() + b"\n")
-    deadline = time.monotonic() + 10
+    request = {"cwd": str(tmp_path), "env": dict(os.environ), "log": str(tmp_path / "c.log"), "pid_file": str(pid_file)}
+    job = subprocess.Popen([sys.executable, "-c", "import json, sys; from pathlib import Path; "
+                            "from infbench import worker; worker._send(Path(sys.argv[1]), json.loads(sys.argv[2]), None)",
+                            str(path), json.dumps(request)], env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 30
     while not pid_file.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     child = int(pid_file.read_text())
-    client.close()  # the job dies
+    job.kill()  # the job dies (SIGKILL: no cleanup of its own)
+    job.wait()
     deadline = time.monotonic() + 10
-    while worker.alive(child) and time.monotonic() < deadline:
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not worker.alive(child)
+    assert not Path(f"/proc/{child}").exists()  # killed and reaped
     worker._send(path, {"shutdown": True}, timeout=5)
     server.join(10)
 

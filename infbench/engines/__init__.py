@@ -13,6 +13,9 @@ An engine is one module exposing four names (nothing else is called by the pipel
 ``plan_graph(options, precision) -> str`` (optional)
     Engines that run a serialized engine built ahead (TensorRT): the ONNX graph the build_engine rule reads.
     The workflow then gives the cell the plan (``CellContext.engine_path``) instead of a graph.
+``COMPILED_AHEAD = True`` (optional)
+    Engines that load a package compiled ahead by the workflow's compile_aoti job (AOTInductor): the cell gets
+    it as ``CellContext.engine_path``.
 ``prepare(cell: CellContext) -> Runner``
     Load / compile / build outside the timed region (see infbench.engines.base.Runner).
 
@@ -25,11 +28,12 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from infbench.engines import fault, ort, tensorrt, torch_compile, torch_eager, torch_tensorrt
+from infbench.engines import aot_inductor, fault, ort, tensorrt, torch_compile, torch_eager, torch_tensorrt
 
 ENGINES: dict[str, ModuleType] = {
     "torch": torch_eager,
     "torch_compile": torch_compile,
+    "aot_inductor": aot_inductor,  # inductor compiled ahead (rule compile_aoti), loaded by the cell
     "onnxruntime": ort,
     "tensorrt": tensorrt,  # TensorRT and TensorRT-RTX (option 'library')
     "torch_tensorrt": torch_tensorrt,
