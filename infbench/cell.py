@@ -67,7 +67,8 @@ def spec_from_request(request: dict, cell: dict) -> CellSpec:
         policy=TimingPolicy.from_config(request["timing"]),
         tolerance=cell["tolerance"],
         stability=request.get("stability"),
-        engine_path=Path(cell.get("engine") or cell.get("package")) if cell.get("engine") or cell.get("package") else None,
+        # a TensorRT plan (build_engine) or an AOTInductor package (compile_aoti): what the engine loads
+        engine_path=Path(cell["engine"]) if cell.get("engine") else Path(cell["package"]) if cell.get("package") else None,
         log_path=request.get("log"),
     )
 
@@ -77,7 +78,7 @@ def run_request(request: dict) -> list[dict]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     specs = [spec_from_request(request, cell) for cell in request["cells"]]
     progress = Progress(request.get("progress"), request.get("step_timeout_s"))
-    recs = run_shape(specs, progress=progress, seed=request.get("seed", 0))
+    recs = run_shape(specs, progress=progress, seed=request.get("seed"))  # None: the shape's own seed
     process_s = time.perf_counter() - request["process_start"] if request.get("process_start") is not None else None
     measuring = sum((r.get("cost") or {}).get("measure_s") or 0.0 for r in recs)
     for record in recs:
