@@ -92,26 +92,6 @@ def summarize(samples_ms) -> dict:
     }
 
 
-def ratio_of_medians_ci(
-    numerator, denominator, confidence: float = CONFIDENCE, resamples: int = 2000, seed: int = 0
-) -> tuple[float, float, float]:
-    """median(numerator) / median(denominator) and its percentile-bootstrap interval.
-
-    Used for speedup = median(baseline) / median(cell). The seed is fixed so that tables are reproducible
-    from the same records.
-    """
-    a = np.asarray(numerator, dtype=float)
-    b = np.asarray(denominator, dtype=float)
-    point = float(np.median(a) / np.median(b))
-    rng = np.random.default_rng(seed)
-    ra = np.median(rng.choice(a, size=(resamples, a.size), replace=True), axis=1)
-    rb = np.median(rng.choice(b, size=(resamples, b.size), replace=True), axis=1)
-    ratios = ra / rb
-    tail = (1.0 - confidence) / 2 * 100
-    lo, hi = np.percentile(ratios, [tail, 100 - tail])
-    return point, float(lo), float(hi)
-
-
 def t_quantile(p: float, dof: int) -> float:
     return float(_scipy.t.ppf(p, dof))
 
