@@ -28,7 +28,14 @@ def file_sha256(path: Path) -> str:
 
 
 def read_manifest(model_dir: Path) -> dict:
-    return json.loads((Path(model_dir) / MANIFEST).read_text())
+    """The model's manifest; a model whose build failed raises CellUnusable('failed', 'model: <reason>'), so
+    every step and cell that needs the model says why (scripts/build_model.py records the failure)."""
+    manifest = json.loads((Path(model_dir) / MANIFEST).read_text())
+    if manifest.get("status") == "failed":
+        from infbench.engines.base import CellUnusable
+
+        raise CellUnusable("failed", f"model: {manifest.get('reason')}")
+    return manifest
 
 
 def make_inputs(manifest: dict, batch: int, seq_len: int, seed: int) -> dict[str, np.ndarray]:

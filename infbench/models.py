@@ -254,7 +254,8 @@ def reference_request(request: dict) -> None:
                                     request["seed"], request["device"], out)
     except Exception as error:  # noqa: BLE001 - every failure becomes the cells' reason
         log.error("reference %s failed:\n%s", out, traceback.format_exc())
-        save_failed_reference(out, f"{type(error).__name__}: {one_line(str(error))}")
+        upstream = getattr(error, "status", None) is not None  # CellUnusable: an upstream step's reason, as is
+        save_failed_reference(out, one_line(str(error)) if upstream else f"{type(error).__name__}: {one_line(str(error))}")
         return
     log.info("reference %s: output %s", out, references["fp32"].shape)
 

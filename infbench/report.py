@@ -91,6 +91,16 @@ def ranges(cells: pd.DataFrame) -> dict[str, str]:
 
 
 KEY_COLUMNS = ["model", "backend", "precision", "batch", "seq_len"]
+
+
+def fusions_per_model(cells: pd.DataFrame) -> pd.DataFrame:
+    """Which ONNX Runtime fusions each model's graphs got (one row per model, backend and precision): the
+    fused-op counts and what is missing for the architecture (e.g. attention with relative position bias)."""
+    columns = ["model", "backend", "precision", "fused_ops", "fusion"]
+    if "fused_ops" not in cells:
+        return pd.DataFrame(columns=columns)
+    measured = cells[(cells["engine"] == "onnxruntime") & cells["fused_ops"].notna()]
+    return measured.reindex(columns=columns).drop_duplicates(subset=["model", "backend", "precision"]).reset_index(drop=True)
 VERDICT_COLUMNS = ["model", "batch", "seq_len", "verdict", "tie", "backend", "precision", "median_ms", "speedup",
                    "speedup_lo", "speedup_hi", "runner_up", "runner_up_ms", "runner_up_ratio", "runner_up_ratio_lo",
                    "runner_up_ratio_hi"]
@@ -179,6 +189,7 @@ def render(tables: dict[str, pd.DataFrame], figures: dict[str, Path], config: di
         speedup=styled(tables["speedup"], highlight="accuracy_passed"),
         accuracy=accuracy_matrix(cells),
         accuracy_cells=styled(cells[cells["status"] == "ok"][[c for c in [*KEY_COLUMNS, "accuracy_passed", "tolerance", "rel_l2", "max_abs", "rel_l2_fp64", "max_abs_fp64", "cosine"] if c in cells.columns]], precision=6, highlight="accuracy_passed"),
+        fusions=styled(fusions_per_model(cells)),
         cost=styled(cost_by_backend, precision=1),
         cost_cells=styled(cost, precision=2),
         roofline=styled(tables["roofline"], precision=3),

@@ -144,6 +144,7 @@ def _row(record: dict) -> dict:
         "recompiles": prepare.get("recompiles"),
         "fallback": prepare.get("fallback"),
         "fused_ops": json.dumps(prepare["fused_ops"], sort_keys=True) if prepare.get("fused_ops") else None,
+        "fusion": (prepare.get("fusion") or {}).get("note") if isinstance(prepare.get("fusion"), dict) else prepare.get("fusion"),
         "peak_bytes": (record.get("memory") or {}).get("peak_bytes"),
         "device_peak_bytes": (record.get("memory") or {}).get("device_peak_bytes"),
         "sm_clock_before": before_after("sm_clock_mhz", 0),

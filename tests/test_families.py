@@ -88,3 +88,8 @@ def test_tables_and_report_complete_with_counted_flops(family_run):
         assert manifest["benchmarked"] == BENCHMARKED.get(model, "model")
     html = (family_run / "report/index.html").read_text()
     assert all(model in html for model in FAMILIES["models"])
+    # the report's per-model fusion table: every model's fused graph, and what is unfused where ORT has none
+    fusions = html.split('id="fusions"')[1].split("<h2")[0]
+    assert all(model in fusions for model in FAMILIES["models"])
+    assert fusions.count("attention unfused") == len(NO_FUSED_ATTENTION)
+    assert cells["fusion"].notna().sum() == cells["fused_ops"].notna().sum()

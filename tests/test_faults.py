@@ -230,6 +230,29 @@ def test_a_failed_reference_becomes_every_cells_reason(tiny_run, tmp_path):
     assert record["reason"].startswith("reference: FileNotFoundError: ") and "manifest.json" in record["reason"]
 
 
+def test_a_model_that_cannot_be_built_is_data_and_the_others_report(tmp_path):
+    """A hub id that cannot be reached (offline): its build records why, every step and cell of that model
+    fails with `model: <reason>`, and the other model's cells, the tables and the report complete."""
+    config = config_with({"eager": {"engine": "torch"}, "ort": {"engine": "onnxruntime", "options": {"graph": "exported"}}},
+                         seq_lens=[8], timing=QUICK_TIMING)
+    config["models"] = {**config["models"], "gone": {"pretrained": "nobody/no-such-model"}}
+    config["timing"] = QUICK_TIMING
+    write(tmp_path, config)
+    snakemake(tmp_path, "--configfile", "c.yaml")
+    assert (tmp_path / "report/index.html").exists()
+    got = {}
+    for path in (tmp_path / "results/cells").rglob("*.json"):
+        record = json.loads(path.read_text())
+        got[(record["key"]["model"], record["key"]["backend"])] = record
+    assert got[("tiny-bert", "eager")]["status"] == "ok" and got[("tiny-bert", "ort")]["status"] == "ok"
+    for backend in ("eager", "ort"):
+        record = got[("gone", backend)]
+        assert record["status"] == "failed" and record["reason"].startswith("model: "), record["reason"]
+        assert "\n" not in record["reason"]
+    cells = pd.read_csv(tmp_path / "results/tables/cells.csv")
+    assert set(cells["model"]) == {"tiny-bert", "gone"}
+
+
 def test_no_gpu_and_corrupt_records_still_end_in_a_report(tmp_path):
     """`device: cuda` without a GPU: the references and the device peaks fail as data, every cell says why,
     and the report completes. Then a truncated record is recovered from its bundle; a truncated record whose
