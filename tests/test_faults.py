@@ -288,7 +288,7 @@ def test_no_gpu_and_corrupt_records_still_end_in_a_report(tmp_path):
     failed = snakemake(tmp_path, "--configfile", "c.yaml", check=False)
     assert failed.returncode != 0
     log = (tmp_path / "logs/aggregate.log").read_text()
-    assert f"aggregate: corrupt record(s) results/cells/tiny-bert/eager/fp32/b1_s8.json" in log
+    assert "aggregate: corrupt record(s) results/cells/tiny-bert/eager/fp32/b1_s8.json" in log
     assert "run snakemake again" in log
     assert not record.exists() and not bundle.exists() and not (tmp_path / "report/index.html").exists()
     snakemake(tmp_path, "--configfile", "c.yaml")  # the shape is measured again, the report rebuilt

@@ -88,8 +88,6 @@ def test_an_unusable_worker_falls_back_to_a_fresh_process(tiny_run, tmp_path, mo
         for _ in range(100):
             if path.exists():
                 break
-            import time
-
             time.sleep(0.05)
         with pytest.raises(worker.Unusable, match="cannot initialise CUDA"):
             worker.run({"out": "x"})
