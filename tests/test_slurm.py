@@ -64,6 +64,7 @@ def test_tiny_matrix_runs_through_slurm_with_gpu_requests_for_timing_jobs(cluste
     jobs = [line.split("|") for line in accounting if line.endswith(f"|{tmp_path}")]
     assert jobs and all(state == "COMPLETED" for _, state, _, _ in jobs), jobs
     with_gpu = [job for job in jobs if "gres/gpu=1" in job[2]]
-    # one GPU per timing job (4 cells + the device peak measurement); model, ONNX, reference, report: none
-    assert len(with_gpu) == 5
+    # one GPU per timing job (2 shape jobs of 2 cells each + the device peak measurement); model, ONNX,
+    # reference, report: none (splitting bundles into records is a local rule)
+    assert len(with_gpu) == 3
     assert len(jobs) > len(with_gpu)
