@@ -67,7 +67,7 @@ def reproducibility(table: pd.DataFrame) -> pd.DataFrame:
                "median_half_width", "max_half_width"]
     if both.empty:
         return pd.DataFrame(columns=columns)
-    both["class"] = both["bound"].fillna("no GPU busy share (CPU)")
+    both["class"] = both["bound"].astype(object).fillna("no GPU busy share (CPU)")
     both["between_run"] = (both["median_ms_b"] / both["median_ms_a"] - 1).abs()
     both["half_width"] = (both["ci_hi_ms_a"] - both["ci_lo_ms_a"]) / 2 / both["median_ms_a"]
     rows = []
