@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,6 @@ FUSED_OPS = ("Attention", "MultiHeadAttention", "GroupQueryAttention", "SkipLaye
              "EmbedLayerNormalization", "BiasGelu", "FastGelu", "Gelu", "SkipSimplifiedLayerNormalization",
              "SimplifiedLayerNormalization", "RotaryEmbedding")
 PARITY_SHAPES = ((1, 8), (2, 16))
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the exporter colours its messages; a reason is plain text
 
 
 def op_counts(graph_path: Path) -> dict[str, int]:
@@ -76,14 +74,14 @@ def guarded(step: str, out: Path, build, upstream: Path | None = None) -> dict:
 
 
 def describe(error: BaseException, one_line) -> str:
-    """The error and, where it wraps another (the exporter's "step 2/3 failed"), its root cause: one line,
-    colour codes stripped."""
-    text = f"{type(error).__name__}: {one_line(ANSI.sub('', str(error)))}"
+    """The error and, where it wraps another (the exporter's "step 2/3 failed"), its root cause: one line
+    (records.one_line strips the exporter's colour codes)."""
+    text = f"{type(error).__name__}: {one_line(str(error))}"
     root = error
     while root.__cause__ is not None and root.__cause__ is not root:
         root = root.__cause__
     if root is not error:
-        text = f"{text.split('. ')[0]}; cause: {type(root).__name__}: {one_line(ANSI.sub('', str(root)))}"
+        text = f"{text.split('. ')[0]}; cause: {type(root).__name__}: {one_line(str(root))}"
     return text
 
 
