@@ -117,7 +117,8 @@ def shape_cells(wildcards):
 
 
 def cell_artifacts(model, backend, precision, batch, seq_len):
-    """The ONNX graph or the TensorRT plan a cell reads (none for torch engines and unsupported cells)."""
+    """The ONNX graph, TensorRT plan or AOTInductor package a cell reads (none for torch engines and
+    unsupported cells)."""
     entry = config["backends"][backend]
     engine = engines.get(entry["engine"])
     # an unsupported cell records so without reading a graph or an engine: never build one for it
@@ -147,12 +148,10 @@ def aoti_params(wildcards):
     """The AOTInductor packages a model's matrix needs (compile_aoti), one per key."""
     specs = {}
     for c in CELLS:
-        if c.model != wildcards.model or not getattr(engines.get(config["backends"][c.backend]["engine"]), "COMPILED_AHEAD", False):
-            continue
-        if engines.get(config["backends"][c.backend]["engine"]).supports(c.precision, DEVICE):
-            continue
-        spec = aoti_spec(c.model, c.backend, c.precision, c.batch, c.seq_len)
-        specs.setdefault(spec["key"], spec)
+        # the cells that load a package are the ones cell_artifacts gives one (supported, compiled ahead)
+        if c.model == wildcards.model and "package" in cell_artifacts(c.model, c.backend, c.precision, c.batch, c.seq_len):
+            spec = aoti_spec(c.model, c.backend, c.precision, c.batch, c.seq_len)
+            specs.setdefault(spec["key"], spec)
     return matrix.canonical(sorted(specs.values(), key=lambda s: s["key"]))
 
 
