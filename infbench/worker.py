@@ -127,27 +127,21 @@ def run(request: dict) -> dict:
 
 def run_pid() -> int | None:
     """The Snakemake process this job belongs to (the nearest ancestor running snakemake), or None."""
-    pid = os.getppid()
-    while pid > 1:
-        try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return None
-        if b"snakemake" in command:
-            return pid
-        pid = int(stat.rsplit(")", 1)[1].split()[1])  # field 4: the parent's pid
+    import psutil
+
+    try:
+        for parent in psutil.Process().parents():
+            if any("snakemake" in part for part in parent.cmdline()):
+                return parent.pid
+    except psutil.Error:
+        pass
     return None
 
 
 def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    import psutil
+
+    return psutil.pid_exists(pid)
 
 
 def handle(request: dict) -> None:
