@@ -25,7 +25,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from infbench import accuracy, artifacts, engines, environment, records
+from infbench import accuracy, artifacts, devices, engines, environment, records
 from infbench.engines.base import CellContext, CellUnusable
 from infbench.measure import gpu_busy, stats
 from infbench.measure.rounds import run_rounds
@@ -83,10 +83,12 @@ def run_request(request: dict) -> list[dict]:
     measuring = sum((r.get("cost") or {}).get("measure_s") or 0.0 for r in recs)
     for record in recs:
         # the session's process time is shared by its cells: imports, loads, compiles, idle spacing
+        waited = devices.host_waited_s()
         record["cost"].update(lease_wait_s=request.get("lease_wait_s") or 0.0, process_s=process_s,
-                              session_measure_s=measuring, session_cells=len(recs),
-                              overhead_s=process_s - measuring if process_s is not None else None,
-                              what="process_s and overhead_s are the shape session's, shared by its cells")
+                              session_measure_s=measuring, session_cells=len(recs), host_wait_s=waited,
+                              overhead_s=process_s - measuring - waited if process_s is not None else None,
+                              what="process_s and overhead_s are the shape session's, shared by its cells; "
+                                   "host_wait_s: waiting for other sessions' rounds or preparation (not its cost)")
         if "worker" in request:
             record["cost"]["worker"] = request["worker"]
         log.info("%s %s: %s %s", record["key"]["backend"], record["key"]["precision"], record["status"],
@@ -115,7 +117,7 @@ class Progress:
                 handle.write(json.dumps({"step": what, "cell": cell, "round": round_index, "t": time.time()}) + "\n")
         if self.timeout_s:
             faulthandler.cancel_dump_traceback_later()
-            if what != "done":
+            if what not in ("done", "wait"):  # waiting on others is not this session's step running long
                 faulthandler.dump_traceback_later(self.timeout_s, exit=True)
 
 
@@ -138,24 +140,30 @@ def run_shape(specs: list[CellSpec], progress: Progress | None = None, seed: int
     session = uuid.uuid4().hex[:12]
     recs = [_new(spec) for spec in specs]
     prepared: dict[str, tuple[CellSpec, dict, object, dict]] = {}
-    for spec, record in zip(specs, recs):
-        progress.step("prepare", spec.name)
-        result = _prepare(spec, record)
-        if result is not None:
-            prepared[spec.name] = (spec, record, *result)
+    where = specs[0].device if specs else "cpu"
+    waiting = lambda: progress.step("wait")  # noqa: E731 - others' rounds or preparation: no watchdog
+    # preparation is heavy (compiles, loads, captures): beside other sessions' preparation, never beside a round
+    with devices.host_shared(where, on_wait=waiting):
+        for spec, record in zip(specs, recs):
+            progress.step("prepare", spec.name)
+            result = _prepare(spec, record)
+            if result is not None:
+                prepared[spec.name] = (spec, record, *result)
     try:
         if prepared:
             first = next(iter(prepared.values()))[0]
             device = environment.cuda_device() if first.device == "cuda" else None
             results, errors = run_rounds(
                 {name: runner.run for name, (_, _, runner, _) in prepared.items()}, first.policy, _clock(first),
-                shape_seed(first.key) if seed is None else seed, on_step=lambda name, i: progress.step("round", name, i))
+                shape_seed(first.key) if seed is None else seed, on_step=lambda name, i: progress.step("round", name, i),
+                hold=lambda: devices.host_exclusive(where, on_wait=waiting))
             after = environment.nvml_sample() if first.device == "cuda" else None
-            for name, (spec, record, runner, references) in prepared.items():
-                progress.step("finish", name)
-                if device is not None:
-                    record["device"] = environment.before_after(dict(device), after)
-                _finish(spec, record, runner, references, results[name], errors.get(name), session)
+            with devices.host_exclusive(where, on_wait=waiting):  # the profiled pass times kernels too
+                for name, (spec, record, runner, references) in prepared.items():
+                    progress.step("finish", name)
+                    if device is not None:
+                        record["device"] = environment.before_after(dict(device), after)
+                    _finish(spec, record, runner, references, results[name], errors.get(name), session)
     finally:
         for _, _, runner, _ in prepared.values():
             runner.close()

@@ -114,3 +114,141 @@ def lease(lock_dir: Path = LOCK_DIR, poll_s: float = 0.2):
                 handle.close()
             return
         time.sleep(poll_s)
+
+
+# --- Who may run beside a timing round (one GPU host, local execution) ---------------------------------
+# Measured on the H100 host: a busy CPU beside timing moves launch-bound cells 8-30 %, and 9 inductor compiles
+# in parallel processes take 39 s against ~165 s one after another. So preparation runs in parallel and timing
+# runs alone: every timing round holds the host's lock exclusively, and all heavy work -- a shape session's
+# preparation (loads, compiles, engine deserialisation, CUDA-graph captures), model builds, ONNX export and
+# fusion, AOTInductor compiles, fp64 references -- holds it shared. Shape sessions therefore prepare side by
+# side, then take turns round by round (each round a shape's cells interleaved), so one shape's rounds are
+# spaced by the others' instead of by idling. On a cluster each job has its own node share and the lock is
+# off (a lock on a shared disk would stop rounds on other nodes); on the CPU a timing job holds every core.
+
+
+def gated(device: str) -> bool:
+    """Is this job's timing kept apart from heavy work by the host lock (a GPU run, locally)?"""
+    return scheduled(device) and not os.environ.get("SLURM_JOB_ID")
+
+
+class _HostLock:
+    """The host's timing lock: an flock (freed by the kernel if its holder dies, even on SIGKILL), re-entrant
+    within a process (inductor's benchmark helpers nest) and announced when a wait begins."""
+
+    def __init__(self, name: str):
+        self.name, self.depth, self.handle = name, 0, None
+        self.waited_s = 0.0  # this process's time blocked on it (a session's cost report keeps it apart)
+
+    @contextlib.contextmanager
+    def held(self, mode: int, on_wait=None, lock_dir: Path | None = None):
+        if self.depth:
+            self.depth += 1
+            try:
+                yield
+            finally:
+                self.depth -= 1
+            return
+        lock_dir = lock_dir or LOCK_DIR
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_dir / self.name, "a+")
+        try:
+            try:
+                fcntl.flock(handle, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait:
+                    on_wait()
+                start = time.perf_counter()
+                fcntl.flock(handle, mode)
+                self.waited_s += time.perf_counter() - start
+            self.depth, self.handle = 1, handle
+            yield
+        finally:
+            self.depth, self.handle = 0, None
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+
+_HOST = _HostLock("host.lock")
+_AUTOTUNE = _HostLock("autotune.lock")
+
+
+def host_waited_s() -> float:
+    """Seconds this process spent waiting for the host lock (others' rounds or preparation)."""
+    return _HOST.waited_s
+
+
+@contextlib.contextmanager
+def host_shared(device: str, on_wait=None, lock_dir: Path | None = None):
+    """Heavy work (preparation of any kind): beside other heavy work, never beside a timing round."""
+    if not gated(device):
+        yield
+        return
+    with _HOST.held(fcntl.LOCK_SH, on_wait, lock_dir):
+        yield
+
+
+@contextlib.contextmanager
+def host_exclusive(device: str, on_wait=None, lock_dir: Path | None = None):
+    """A timing round (or a profiled pass, or the device's peak rates): nothing heavy runs meanwhile, and no
+    other round on this host (a launch-bound cell's latency is host time: a round on another GPU takes some)."""
+    if not gated(device):
+        yield
+        return
+    with _HOST.held(fcntl.LOCK_EX, on_wait, lock_dir):
+        yield
+
+
+@contextlib.contextmanager
+def autotune_exclusive(lock_dir: Path | None = None):
+    """One kernel benchmark of inductor's max-autotune at a time on this host: autotuners compiling in
+    parallel processes would otherwise time their candidates on a shared GPU, and pick by skewed times."""
+    with _AUTOTUNE.held(fcntl.LOCK_EX, None, lock_dir):
+        yield
+
+
+@contextlib.contextmanager
+def placed(device: str, timing: bool = True, lock_dir: Path | None = None):
+    """The device a job works on. Locally on a GPU host (``gated``): the GPU with the fewest live sessions
+    (memory, not time, is what they share: the host lock keeps their rounds apart), made this process's only
+    visible GPU. On a cluster: an exclusive lease of one device for the job (``leased``). On the CPU: the
+    CPU's timing lease when the job times (``timing``). Yields the device id, or None."""
+    if not gated(device):
+        with leased(scheduled(device), cpu=timing) as gpu:
+            yield gpu
+        return
+    ids = physical_ids()
+    if not ids:
+        yield None
+        return
+    lock_dir = lock_dir or LOCK_DIR
+    sessions = lock_dir / "sessions"
+    sessions.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / "placing.lock", "a+") as placing:
+        fcntl.flock(placing, fcntl.LOCK_EX)  # count and claim in one step: two jobs starting together spread
+        live = {gpu: 0 for gpu in ids}
+        for path in sessions.glob("gpu*-*"):
+            gpu = path.name[3:].rsplit("-", 1)[0]
+            with open(path, "a+") as other:
+                try:
+                    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    live[gpu] = live.get(gpu, 0) + 1
+                    continue
+                path.unlink(missing_ok=True)  # its holder died
+        gpu = min(ids, key=lambda i: (live.get(i, 0), ids.index(i)))
+        mine = open(sessions / f"gpu{gpu}-{os.getpid()}", "a+")
+        fcntl.flock(mine, fcntl.LOCK_EX)
+    try:
+        os.environ.update(CUDA_VISIBLE_DEVICES=gpu, INFBENCH_GPU=gpu)
+        yield gpu
+    finally:
+        Path(mine.name).unlink(missing_ok=True)
+        fcntl.flock(mine, fcntl.LOCK_UN)
+        mine.close()
+
+
+def heavy(lock_dir: Path | None = None):
+    """Heavy work of a job that knows no device (model build, ONNX export / fusion / conversion, engine and
+    AOTInductor builds): on a host with GPUs it holds the host lock shared, so no timing round runs beside it."""
+    return host_shared("cuda" if count() else "cpu", lock_dir=lock_dir)

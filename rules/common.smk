@@ -56,30 +56,24 @@ if USE_CONTAINERS and not os.path.abspath(".").startswith(workflow.basedir):
 CELLS = matrix.cells(config)
 # On the CPU a timing job takes every core: nothing else runs beside it, and its threads are pinned to that count.
 BENCH_THREADS = 1 if devices.scheduled(DEVICE) else workflow.cores
-# Timing jobs never overlap on a device. On the CPU a timing job holds the single 'timing_slots' unit (and
-# every core). On GPUs it holds one 'gpu' unit (`--resources gpu=N` for N GPUs) and, inside, an exclusive
-# lease of one device (infbench/devices.py), which says *which* GPU. Jobs that run work on a GPU beside the
-# cells (fp64 references, engine builds, peak measurement) take a GPU the same way.
-TIMING = {"gpu": 1} if devices.scheduled(DEVICE) else {"timing_slots": 1}
-GPU_WORK = {"gpu": 1} if DEVICE == "cuda" else {}
-
-
-def _gpu_units():
-    resource = workflow.global_resources.get("gpu")
-    value = getattr(resource, "value", resource)
-    return int(value) if isinstance(value, int) and value > 0 else 1
-
-
-# CPU-heavy jobs (model build, ONNX export / fusion / conversion, engine builds) take every GPU unit on a
-# GPU host: nothing is timed while they run. Measured (tools/overlap-check.sh on an H100): a busy CPU moved
-# launch-bound cells by 8-30%, faster or slower. (On the CPU, a timing job holds every core anyway; on a
-# cluster the jobs get their own allocations, and a GPU request would only waste one.)
-def _cpu_heavy_gpus(wildcards):
+# Who runs beside whom.
+# - CPU: a timing job holds the single 'timing_slots' unit and every core: nothing else runs beside it.
+# - GPU host (local): a lock, not a resource (infbench/devices.py). Every timing round holds the host's lock
+#   exclusively; all heavy work -- shape sessions' preparation, model builds, ONNX export / fusion /
+#   conversion, engine and AOTInductor builds, fp64 references -- holds it shared. So heavy jobs and the
+#   sessions' preparation run in parallel on the host's cores, and rounds run alone, the shapes taking
+#   turns. Measured (tools/overlap-check.sh on an H100): a busy CPU moved launch-bound cells by 8-30 %.
+#   Shape sessions run side by side (one core each), spread over the GPUs by memory; `--resources
+#   sessions=K` bounds how many hold prepared cells at once (device memory).
+# - Cluster: each job gets its own allocation; a job that uses a GPU asks for one ('gpu': sbatch --gpus=1)
+#   and leases it inside (infbench/devices.py: a node with several GPUs is safe).
+def _cluster_gpu(wildcards):
     # evaluated per job, once Snakemake knows its executor (at parse time it does not yet)
-    return _gpu_units() if workflow.local_exec else 0
+    return 0 if workflow.local_exec else 1
 
 
-CPU_HEAVY = {"gpu": _cpu_heavy_gpus} if devices.scheduled(DEVICE) else {}
+TIMING = {"gpu": _cluster_gpu, "sessions": 1} if devices.scheduled(DEVICE) else {"timing_slots": 1}
+GPU_WORK = {"gpu": _cluster_gpu} if DEVICE == "cuda" else {}
 
 NAME = "[A-Za-z0-9][A-Za-z0-9_-]*"
 

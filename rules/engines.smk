@@ -12,9 +12,6 @@ rule build_engine:
         build=engine_build_params,
     wildcard_constraints:
         profile="grid|b[1-9][0-9]*_s[1-9][0-9]*",
-    # on a GPU the builder times kernels on the device: it must not share it with a timing job
-    resources:
-        **CPU_HEAVY,
     conda:
         ENV
     container:
@@ -42,9 +39,6 @@ rule compile_aoti:
         packages=aoti_params,
         device=DEVICE,
     threads: workflow.cores
-    # on a GPU, compiling uses the device (max-autotune times kernels): never beside a timing job
-    resources:
-        **CPU_HEAVY,
     conda:
         ENV
     container:

@@ -4,8 +4,6 @@ rule build_model:
     params:
         spec=model_spec,
         out_dir=subpath(output.manifest, parent=True),
-    resources:
-        **CPU_HEAVY,
     conda:
         ENV
     container:

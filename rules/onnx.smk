@@ -7,8 +7,6 @@ rule export_onnx:
     params:
         opset=config["onnx"]["opset"],
         parity_rtol=config["onnx"]["parity_rtol"],
-    resources:
-        **CPU_HEAVY,
     conda:
         ENV
     container:
@@ -31,8 +29,6 @@ rule optimize_onnx:
         info="results/onnx/{model}/optimized.json",
     params:
         parity_rtol=config["onnx"]["parity_rtol"],
-    resources:
-        **CPU_HEAVY,
     conda:
         ENV
     container:
@@ -55,8 +51,6 @@ rule convert_precision:
     wildcard_constraints:
         graph="exported|optimized",
         typed="fp16|bf16",
-    resources:
-        **CPU_HEAVY,
     conda:
         ENV
     container:

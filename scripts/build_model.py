@@ -11,7 +11,7 @@ import logging
 
 from pathlib import Path
 
-from infbench import models, records
+from infbench import devices, models, records
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--spec", required=True, help="the model's config entry, as JSON")
@@ -20,7 +20,8 @@ args = parser.parse_args()
 logging.basicConfig(level=logging.INFO)
 spec = json.loads(args.spec)
 try:
-    manifest = models.build(spec, args.out_dir)
+    with devices.heavy():  # never beside a timing round (infbench/devices.py)
+        manifest = models.build(spec, args.out_dir)
 except Exception as error:  # noqa: BLE001 - a model that cannot be built is recorded, not a stopped run
     logging.exception("model build failed")
     reason = f"{type(error).__name__}: {records.one_line(str(error))}"

@@ -25,7 +25,7 @@ args = parser.parse_args()
 request = {"job": "reference", "manifest": args.manifest, "batch": args.batch, "seq_len": args.seq_len,
            "seed": args.seed, "device": args.device, "log": args.log, "out": args.out}
 Path(args.out).unlink(missing_ok=True)
-with devices.leased(args.device == "cuda", cpu=False):  # fp64 on a GPU: never beside a cell
+with devices.placed(args.device, timing=False), devices.host_shared(args.device):  # never beside a timing round
     reply = worker.run_job(request)
 if not Path(args.out).exists():
     # the process died without a word (killed for memory, a crash): that is the cells' reason

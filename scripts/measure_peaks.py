@@ -41,7 +41,7 @@ def too_long(signum, frame):
     raise TooLong(f"device peaks did not finish within {bound_s(timing)} s")
 
 
-with devices.leased(args.device == "cuda") as gpu:  # one GPU, never beside a cell
+with devices.placed(args.device) as gpu, devices.host_exclusive(args.device):  # timing: never beside other work
     signal.signal(signal.SIGALRM, too_long)
     signal.alarm(bound_s(timing))
     try:

@@ -61,34 +61,109 @@ def test_cuda_visible_devices_restricts_the_devices(monkeypatch):
     assert devices.physical_ids() == ["2", "5"] and devices.count() == 2
 
 
-def test_gpu_cells_spread_over_fake_devices_without_sharing(tiny_run, tmp_path):
-    """The workflow on a 'GPU host' with two faked devices: each cell job takes a lease and records it."""
+def test_gpu_sessions_prepare_side_by_side_and_never_time_beside_each_other(tiny_run, tmp_path):
+    """The workflow on a 'GPU host' with two faked devices: shape sessions run at once, spread over both
+    devices, and no two timing windows of any sessions overlap (each round holds the host's lock)."""
     config = yaml.safe_load((REPO / "config/tiny.yaml").read_text())
     config.update(precisions=["fp32"], batch_sizes=[1, 2, 3], seq_lens=[8, 16],
                   backends={"eager": {"engine": "torch"}, "ort": {"engine": "onnxruntime"}})
+    config["timing"].update(rounds=3, round_spacing_s=0.5)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     os.environ["INFBENCH_FAKE_GPUS"] = "2"
     try:
-        snakemake(tmp_path, "--configfile", "c.yaml", "--resources", "gpu=2", "--cores", "4",
+        snakemake(tmp_path, "--configfile", "c.yaml", "--cores", "4",
                   *[f"results/cells/tiny-bert/{b}/fp32/b{n}_s{s}.json" for b in ("eager", "ort")
                     for n in (1, 2, 3) for s in (8, 16)])
     finally:
         del os.environ["INFBENCH_FAKE_GPUS"]
-    sessions: dict[str, tuple] = {}  # a shape job (its cells share a session, a lease and a time span)
+    sessions: dict[str, dict] = {}
+    windows = []
     count = 0
     for path in (tmp_path / "results/cells").rglob("*.json"):
         record = json.loads(path.read_text())
         assert record["status"] == "ok", record["reason"]
-        assert record["device"]["threads"] == 1  # a leased job is one device's worth, not the whole host
+        assert record["device"]["threads"] == 1  # a session is one device's worth, not the whole host
         count += 1
-        lease, start, end = sessions.get(record["timing"]["session"], (record["device"]["lease"], "~", ""))
-        assert lease == record["device"]["lease"]
-        sessions[record["timing"]["session"]] = (lease, min(start, record["started_at"]), max(end, record["finished_at"]))
-    spans = list(sessions.values())
-    assert count == 12 and len(spans) == 6 and {lease for lease, _, _ in spans} == {"0", "1"}
-    for lease in ("0", "1"):
-        mine = sorted((start, end) for d, start, end in spans if d == lease)
-        assert all(end <= next_start for (_, end), (next_start, _) in zip(mine, mine[1:])), mine
+        session = sessions.setdefault(record["timing"]["session"], {"lease": record["device"]["lease"], "cost": record["cost"]})
+        assert session["lease"] == record["device"]["lease"]
+        for r in record["timing"]["rounds"]:
+            windows.append((r["started_unix"], r["started_unix"] + r["window"]["warmup_seconds"]
+                            + r["window"]["loop_seconds"], record["timing"]["session"]))
+    assert count == 12 and len(sessions) == 6 and {s["lease"] for s in sessions.values()} == {"0", "1"}
+    windows.sort()
+    for (_, end, one), (start, _, other) in zip(windows, windows[1:]):
+        assert one == other or end <= start + 1e-3, (one, end, other, start)
+    # they did run side by side: some session waited for another's rounds or preparation
+    assert any(s["cost"]["host_wait_s"] > 0 for s in sessions.values())
+
+
+def hold_host(lock_dir: str, mode: str, seconds: float, queue) -> None:
+    with (devices.host_exclusive if mode == "ex" else devices.host_shared)("cuda", lock_dir=Path(lock_dir)):
+        start = time.monotonic()
+        time.sleep(seconds)
+        queue.put((mode, start, time.monotonic()))
+
+
+def test_host_lock_keeps_rounds_apart_from_each_other_and_from_heavy_work(tmp_path, monkeypatch):
+    """Heavy work (shared) overlaps other heavy work; a round (exclusive) overlaps nothing."""
+    monkeypatch.setenv("INFBENCH_FAKE_GPUS", "1")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    modes = ["sh", "sh", "ex", "sh", "ex", "ex", "sh"]
+    workers = [context.Process(target=hold_host, args=(str(tmp_path), mode, 0.3, queue)) for mode in modes]
+    for worker in workers:
+        worker.start()
+        time.sleep(0.02)
+    for worker in workers:
+        worker.join(30)
+    spans = [queue.get(timeout=5) for _ in workers]
+    for i, (mode, start, end) in enumerate(spans):
+        for other, s2, e2 in spans[i + 1:]:
+            overlap = start < e2 - 1e-3 and s2 < end - 1e-3
+            if "ex" in (mode, other):
+                assert not overlap, spans
+    shared = [(s, e) for m, s, e in spans if m == "sh"]
+    assert any(s1 < e2 and s2 < e1 for i, (s1, e1) in enumerate(shared) for s2, e2 in shared[i + 1:]), spans
+
+
+def test_host_lock_is_off_on_a_cluster_and_on_the_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("INFBENCH_FAKE_GPUS", "1")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    assert not devices.gated("cuda")
+    monkeypatch.delenv("SLURM_JOB_ID")
+    assert devices.gated("cuda")
+    monkeypatch.delenv("INFBENCH_FAKE_GPUS")
+    assert not devices.gated("cpu")
+
+
+def place(lock_dir: str, seconds: float, queue) -> None:
+    with devices.placed("cuda", lock_dir=Path(lock_dir)) as gpu:
+        queue.put(gpu)
+        time.sleep(seconds)
+
+
+def test_sessions_spread_over_devices_and_a_dead_session_frees_its_place(tmp_path, monkeypatch):
+    monkeypatch.setenv("INFBENCH_FAKE_GPUS", "2")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    for name in ("CUDA_VISIBLE_DEVICES", "INFBENCH_GPU"):  # placed() sets them: restore after the test
+        monkeypatch.setenv(name, "")
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    workers = [context.Process(target=place, args=(str(tmp_path), 2.0, queue)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    got = sorted(queue.get(timeout=10) for _ in workers)
+    assert got == ["0", "0", "1", "1"]
+    for worker in workers:
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.join()
+    survivor = context.Process(target=place, args=(str(tmp_path), 2.0, queue))
+    survivor.start()
+    assert queue.get(timeout=10) == "0"  # the killed sessions no longer count
+    with devices.placed("cuda", lock_dir=tmp_path) as gpu:
+        assert gpu == "1"
+    survivor.join(10)
 
 
 def hold_cpu(lock_dir: str, seconds: float, queue) -> None:

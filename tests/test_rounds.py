@@ -83,6 +83,39 @@ def test_rounds_interleave_every_cell_once_per_round_in_shuffled_order_and_space
     assert all(b - a >= POLICY.round_spacing_s - 1e-9 for a, b in zip(starts, starts[1:]))
 
 
+def test_each_round_runs_inside_the_hold_and_the_spacing_idles_outside_it():
+    """Sessions take turns on the host's lock round by round: every window lies inside one hold, and a
+    session idles for its spacing with the lock released (another shape's round runs meanwhile)."""
+    sim = SimulatedHost(3)
+    state = {"held": False, "holds": 0, "idle_while_held": 0}
+
+    class Hold:
+        def __enter__(self):
+            sim.advance(2.0)  # waiting for another session's round
+            state.update(held=True, holds=state["holds"] + 1)
+
+        def __exit__(self, *exc):
+            state["held"] = False
+
+    def sleep(seconds):
+        state["idle_while_held"] += state["held"]
+        sim.advance(seconds)
+
+    runners = {f"cell{i}": sim.runner() for i in range(3)}
+
+    def inside(run):
+        def checked():
+            assert state["held"], "a window outside the hold"
+            return run()
+        return checked
+
+    rounds, errors = run_rounds({n: inside(r) for n, r in runners.items()}, POLICY, PassThroughClock(), seed=1,
+                                probe=dict, now=sim.now, sleep=sleep, hold=Hold)
+    assert errors == {} and state["holds"] == POLICY.rounds and state["idle_while_held"] == 0
+    starts = [min(rounds[n][i]["offset_s"] for n in rounds) for i in range(POLICY.rounds)]
+    assert all(b - a >= POLICY.round_spacing_s for a, b in zip(starts, starts[1:]))
+
+
 def test_a_runner_that_raises_leaves_the_rotation_and_the_others_go_on():
     sim = SimulatedHost(1)
     calls = {"n": 0}

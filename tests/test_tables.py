@@ -160,3 +160,19 @@ def test_unlike_environments_are_refused_or_kept_apart(tmp_path, recs):
     assert speedup["environment_id"].nunique() == 2
     fast = speedup[(speedup["backend"] == "fast") & (speedup["seq_len"] == 8)].set_index("environment_id")["speedup"]
     assert sorted(fast.round(1)) == [2.0, 10.0]  # each vs the baseline of its own environment
+
+
+def test_timing_cost_counts_the_timing_phase_across_overlapping_sessions():
+    """Sessions side by side: the phase is the union's span, measuring the windows' sum, their ratio the share."""
+    from scripts.timing_cost import summary
+
+    def record(session, starts, status="ok"):
+        rounds = [{"started_unix": s, "window": {"warmup_seconds": 0.2, "loop_seconds": 0.8}} for s in starts]
+        return {"status": status, "timing": {"session": session, "rounds": rounds},
+                "prepare": {"seconds": 5.0}, "cost": {"process_s": 30.0, "host_wait_s": 4.0}}
+
+    got = summary([record("a", [100.0, 103.0]), record("b", [101.0, 104.0]), record("a", [102.0]),
+                   record("c", [200.0], status="failed")])
+    assert got["sessions"] == 2 and got["cells"] == 3 and got["windows"] == 5
+    assert got["timing_phase_s"] == pytest.approx(5.0) and got["measuring_s"] == pytest.approx(5.0)
+    assert got["measuring_share"] == pytest.approx(1.0) and got["prepare_s_sum"] == pytest.approx(15.0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 
+from infbench import devices
 from infbench.engines import torch_eager
 from infbench.engines.base import CellContext
 from infbench.engines.torch_eager import TorchRunner
@@ -95,6 +96,28 @@ class CompiledRunner(TorchRunner):
         return None
 
 
+def serialize_autotuning() -> None:
+    """max-autotune times candidate kernels on the GPU while it compiles. Shape sessions prepare side by side
+    (infbench/devices.py), so each of those benchmarks takes the host's autotune lock: candidates are timed
+    one at a time, never beside another autotuner's, and the choice is not skewed by a shared GPU. (Other
+    sessions' compiles may use the CPU meanwhile: a kernel's device time is what is compared.)"""
+    from torch._inductor.runtime import benchmarking
+
+    if hasattr(benchmarking, "set_gpu_benchmark_lock_context"):  # inductor's own hook (torch >= 2.12)
+        benchmarking.set_gpu_benchmark_lock_context(devices.autotune_exclusive)
+        return
+    bench = benchmarking.benchmarker
+    if getattr(bench, "infbench_locked", False):
+        return
+    original = bench.benchmark_gpu
+
+    def locked(*args, **kwargs):
+        with devices.autotune_exclusive():
+            return original(*args, **kwargs)
+
+    bench.benchmark_gpu, bench.infbench_locked = locked, True
+
+
 def prepare(context: CellContext) -> CompiledRunner:
     import torch
     import torch._dynamo
@@ -105,6 +128,13 @@ def prepare(context: CellContext) -> CompiledRunner:
     module = torch_eager.load(context)
     load_seconds = time.perf_counter() - start
 
+    if "max-autotune" in options["mode"] and context.device == "cuda":
+        serialize_autotuning()
+    threads = os.environ.get("TORCHINDUCTOR_COMPILE_THREADS")
+    if threads:  # set per job (scripts/bench_shape.py); inductor's config may predate it in a forked worker
+        import torch._inductor.config
+
+        torch._inductor.config.compile_threads = int(threads)
     limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
     setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), SESSION_CACHE_ENTRIES))
     breaks_before = int(sum(counters["graph_break"].values()))

@@ -12,15 +12,17 @@ repetitions), so the baseline and each candidate are measured seconds apart, and
 cancels a drift that moves both. Shuffling keeps a fixed position (first after a pause, last) from biasing
 one backend.
 
-Why spaced: rounds start at least ``policy.round_spacing_s`` apart (the scheduler idles when a round was
-shorter), so a cell's rounds span (rounds - 1) x spacing of wall time and sample several host regimes.
+Why spaced: rounds start at least ``policy.round_spacing_s`` apart, so a cell's rounds span (rounds - 1) x
+spacing of wall time and sample several host regimes. On a GPU host the other shapes' rounds fill that time
+(sessions take turns on the host's timing lock); a session idles only when no other round is waiting.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
-from typing import Callable
+from typing import Callable, ContextManager
 
 from infbench import records
 from infbench.measure import host
@@ -30,14 +32,16 @@ from infbench.measure.timing import Clock, TimingPolicy, measure
 def run_rounds(runners: dict[str, Callable[[], object]], policy: TimingPolicy, clock: Clock, seed: int,
                probe: Callable[[], dict] = host.probe, now: Callable[[], float] = time.perf_counter,
                sleep: Callable[[float], None] = time.sleep, on_step: Callable[[str, int], None] | None = None,
-               ) -> tuple[dict[str, list[dict]], dict[str, str]]:
+               hold: Callable[[], ContextManager] = contextlib.nullcontext) -> tuple[dict[str, list[dict]], dict[str, str]]:
     """Time every runner in ``policy.rounds`` interleaved rounds: (each runner's list of round dicts,
     {runner: one-line error} for runners that raised -- they leave the rotation, the others go on).
 
-    A round dict: index, started_at (UTC), offset_s (from the first round's start), position (in that
+    A round dict: index, started_at (UTC; started_unix: the same, in seconds, comparable across sessions), offset_s (from the first round's start), position (in that
     round's order), the window's samples and summary (infbench.measure.timing.measure) and host (the probe
     taken at the round's start, with the steal share over the round). ``on_step(name, index)`` is called
-    before each window (the session's progress, so a crash or a hang is pinned on the right cell).
+    before each window (the session's progress, so a crash or a hang is pinned on the right cell). Each round
+    runs inside ``hold()`` (the host's timing lock: infbench.devices.host_exclusive), so that shape sessions
+    prepared side by side take turns round by round; time spent waiting for it counts as spacing.
     """
     rng = random.Random(seed)
     names = list(runners)
@@ -45,24 +49,25 @@ def run_rounds(runners: dict[str, Callable[[], object]], policy: TimingPolicy, c
     errors: dict[str, str] = {}
     session_start = now()
     for index in range(max(1, policy.rounds)):
-        round_start = now()
-        state = probe()
-        order = names[:]
-        rng.shuffle(order)
-        for position, name in enumerate(order):
-            if on_step:
-                on_step(name, index)
-            started_at, offset = records.now(), now() - session_start
-            try:
-                window = measure(runners[name], policy, clock, now=now)
-            except Exception as error:  # noqa: BLE001 - one engine's failure must not cost the others their rounds
-                errors[name] = f"round {index}: {type(error).__name__}: {records.one_line(str(error))}"
-                names.remove(name)
-                continue
-            results[name].append({"index": index, "started_at": started_at, "offset_s": offset,
-                                  "position": position, **window, "host": state})
-        state["steal_pct"] = host.steal_pct(state, probe())
-        state.pop("cpu_s", None)
+        with hold():
+            round_start = now()
+            state = probe()
+            order = names[:]
+            rng.shuffle(order)
+            for position, name in enumerate(order):
+                if on_step:
+                    on_step(name, index)
+                started_at, offset, unix = records.now(), now() - session_start, time.time()
+                try:
+                    window = measure(runners[name], policy, clock, now=now)
+                except Exception as error:  # noqa: BLE001 - one engine's failure must not cost the others their rounds
+                    errors[name] = f"round {index}: {type(error).__name__}: {records.one_line(str(error))}"
+                    names.remove(name)
+                    continue
+                results[name].append({"index": index, "started_at": started_at, "started_unix": unix,
+                                      "offset_s": offset, "position": position, **window, "host": state})
+            state["steal_pct"] = host.steal_pct(state, probe())
+            state.pop("cpu_s", None)
         if index < policy.rounds - 1:
             idle = policy.round_spacing_s - (now() - round_start)
             if idle > 0:
