@@ -156,7 +156,8 @@ def run_shape(specs: list[CellSpec], progress: Progress | None = None, seed: int
             results, errors = run_rounds(
                 {name: runner.run for name, (_, _, runner, _) in prepared.items()}, first.policy, _clock(first),
                 shape_seed(first.key) if seed is None else seed, on_step=lambda name, i: progress.step("round", name, i),
-                hold=lambda: devices.host_exclusive(where, on_wait=waiting))
+                hold=lambda: devices.host_exclusive(where, on_wait=waiting),
+                device_state=environment.gpu_state if first.device == "cuda" else None)
             after = environment.nvml_sample() if first.device == "cuda" else None
             with devices.host_exclusive(where, on_wait=waiting):  # the profiled pass times kernels too
                 for name, (spec, record, runner, references) in prepared.items():

@@ -202,6 +202,18 @@ def nvml_sample(index: int = 0) -> dict:
         return {"nvml": f"NVML unavailable: {error}"}
 
 
+def gpu_state(index: int = 0) -> dict:
+    """The SM clock (MHz), power (W) and temperature (C) now: one cheap NVML read, taken after each timed
+    window (infbench.measure.rounds); empty where NVML is absent."""
+    try:
+        pynvml, handle = _nvml(index)
+        return {"sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
+                "power_w": pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
+                "temp_c": pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)}
+    except Exception:  # noqa: BLE001 - no NVML (no driver, not installed): no sample, never a failed cell
+        return {}
+
+
 def nvml_process_bytes(index: int = 0) -> int | None:
     """Device memory held by this process (ORT's arena does not shrink, so after timing this is its peak)."""
     try:

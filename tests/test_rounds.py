@@ -109,9 +109,13 @@ def test_each_round_runs_inside_the_hold_and_the_spacing_idles_outside_it():
             return run()
         return checked
 
+    clocks = iter(range(1980, 0, -15))
     rounds, errors = run_rounds({n: inside(r) for n, r in runners.items()}, POLICY, PassThroughClock(), seed=1,
-                                probe=dict, now=sim.now, sleep=sleep, hold=Hold)
+                                probe=dict, now=sim.now, sleep=sleep, hold=Hold,
+                                device_state=lambda: {"sm_clock_mhz": next(clocks)})
     assert errors == {} and state["holds"] == POLICY.rounds and state["idle_while_held"] == 0
+    sampled = [r["device"]["sm_clock_mhz"] for n in rounds for r in rounds[n]]
+    assert len(set(sampled)) == len(sampled) == POLICY.rounds * len(runners)  # one sample per window
     starts = [min(rounds[n][i]["offset_s"] for n in rounds) for i in range(POLICY.rounds)]
     assert all(b - a >= POLICY.round_spacing_s for a, b in zip(starts, starts[1:]))
 

@@ -32,7 +32,8 @@ from infbench.measure.timing import Clock, TimingPolicy, measure
 def run_rounds(runners: dict[str, Callable[[], object]], policy: TimingPolicy, clock: Clock, seed: int,
                probe: Callable[[], dict] = host.probe, now: Callable[[], float] = time.perf_counter,
                sleep: Callable[[float], None] = time.sleep, on_step: Callable[[str, int], None] | None = None,
-               hold: Callable[[], ContextManager] = contextlib.nullcontext) -> tuple[dict[str, list[dict]], dict[str, str]]:
+               hold: Callable[[], ContextManager] = contextlib.nullcontext,
+               device_state: Callable[[], dict] | None = None) -> tuple[dict[str, list[dict]], dict[str, str]]:
     """Time every runner in ``policy.rounds`` interleaved rounds: (each runner's list of round dicts,
     {runner: one-line error} for runners that raised -- they leave the rotation, the others go on).
 
@@ -42,6 +43,8 @@ def run_rounds(runners: dict[str, Callable[[], object]], policy: TimingPolicy, c
     before each window (the session's progress, so a crash or a hang is pinned on the right cell). Each round
     runs inside ``hold()`` (the host's timing lock: infbench.devices.host_exclusive), so that shape sessions
     prepared side by side take turns round by round; time spent waiting for it counts as spacing.
+    ``device_state()`` (GPU: SM clock, power, temperature) is sampled right after each window, outside it:
+    a GPU-bound cell's spread across rounds is mostly the clock's (the power limit throttles it).
     """
     rng = random.Random(seed)
     names = list(runners)
@@ -65,7 +68,8 @@ def run_rounds(runners: dict[str, Callable[[], object]], policy: TimingPolicy, c
                     names.remove(name)
                     continue
                 results[name].append({"index": index, "started_at": started_at, "started_unix": unix,
-                                      "offset_s": offset, "position": position, **window, "host": state})
+                                      "offset_s": offset, "position": position, **window, "host": state,
+                                      **({"device": device_state()} if device_state else {})})
             state["steal_pct"] = host.steal_pct(state, probe())
             state.pop("cpu_s", None)
         if index < policy.rounds - 1:
