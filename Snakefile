@@ -39,6 +39,13 @@ rule all:
         rules.compare.output.html if config["compare"]["against"] else [],
 
 
+# Jobs this Snakemake runs on its own host share it: there, the host's timing lock keeps every timed round
+# apart from heavy work (infbench/devices.py). Jobs submitted to a cluster get their own allocation.
+onstart:
+    if workflow.local_exec:
+        os.environ[devices.LOCAL_RUN] = "1"
+
+
 # The cell worker (infbench/worker.py) outlives no run: stop it however the run ends.
 onsuccess:
     worker.shutdown_all()

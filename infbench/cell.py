@@ -111,6 +111,16 @@ class Progress:
     def __init__(self, path: str | None, timeout_s: float | None):
         self.path, self.timeout_s = path, timeout_s
 
+    def pause(self) -> None:
+        """Waiting on others (a host lock): no watchdog meanwhile."""
+        if self.timeout_s:
+            faulthandler.cancel_dump_traceback_later()
+
+    def resume(self) -> None:
+        """The wait is over: the current step's watchdog runs again, from now."""
+        if self.timeout_s:
+            faulthandler.dump_traceback_later(self.timeout_s, exit=True)
+
     def step(self, what: str, cell: str | None = None, round_index: int | None = None) -> None:
         if self.path:
             with open(self.path, "a") as handle:
@@ -142,6 +152,7 @@ def run_shape(specs: list[CellSpec], progress: Progress | None = None, seed: int
     prepared: dict[str, tuple[CellSpec, dict, object, dict]] = {}
     where = specs[0].device if specs else "cpu"
     waiting = lambda: progress.step("wait")  # noqa: E731 - others' rounds or preparation: no watchdog
+    devices.set_wait_hooks(progress.pause, progress.resume)  # waits inside a step (autotune benchmarks)
     # preparation is heavy (compiles, loads, captures): beside other sessions' preparation, never beside a round
     with devices.host_shared(where, on_wait=waiting):
         for spec, record in zip(specs, recs):
@@ -159,16 +170,24 @@ def run_shape(specs: list[CellSpec], progress: Progress | None = None, seed: int
                 hold=lambda: devices.host_exclusive(where, on_wait=waiting),
                 device_state=environment.gpu_state if first.device == "cuda" else None)
             after = environment.nvml_sample() if first.device == "cuda" else None
-            with devices.host_exclusive(where, on_wait=waiting):  # the profiled pass times kernels too
+            # the profiled pass times kernels too, and engines' teardown frees device memory: not beside a round
+            with devices.host_exclusive(where, on_wait=waiting):
                 for name, (spec, record, runner, references) in prepared.items():
                     progress.step("finish", name)
                     if device is not None:
                         record["device"] = environment.before_after(dict(device), after)
                     _finish(spec, record, runner, references, results[name], errors.get(name), session)
+                _close(prepared)
     finally:
-        for _, _, runner, _ in prepared.values():
-            runner.close()
+        _close(prepared)
     return recs
+
+
+def _close(prepared: dict) -> None:
+    """Close every prepared runner once (after the finish step, or on the way out of an error)."""
+    while prepared:
+        _, (_, _, runner, _) = prepared.popitem()
+        runner.close()
 
 
 def _new(spec: CellSpec) -> dict:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -127,27 +128,39 @@ def lease(lock_dir: Path = LOCK_DIR, poll_s: float = 0.2):
 # off (a lock on a shared disk would stop rounds on other nodes); on the CPU a timing job holds every core.
 
 
+LOCAL_RUN = "INFBENCH_LOCAL_RUN"  # set by the workflow (rules/common.smk) for jobs it runs on its own host
+
+
 def gated(device: str) -> bool:
-    """Is this job's timing kept apart from heavy work by the host lock (a GPU run, locally)?"""
-    return scheduled(device) and not os.environ.get("SLURM_JOB_ID")
+    """Is this job's timing kept apart from heavy work by the host lock? On a GPU (or faked GPUs) when the
+    workflow runs its jobs on this host -- also inside a SLURM allocation (salloc), but not as SLURM jobs."""
+    return scheduled(device) and os.environ.get(LOCAL_RUN) == "1"
 
 
 class _HostLock:
-    """The host's timing lock: an flock (freed by the kernel if its holder dies, even on SIGKILL), re-entrant
-    within a process (inductor's benchmark helpers nest) and announced when a wait begins."""
+    """The host's timing lock: an flock (freed by the kernel if its holder dies, even on SIGKILL).
+
+    Re-entrant per thread (inductor's benchmark helpers nest), never upgraded (a nested exclusive request
+    inside a shared hold is a bug: it raises). Another thread of the same process opens its own handle, so
+    it waits like another process would. A wait calls ``on_wait`` (or the process's wait hooks, see
+    ``set_wait_hooks``) when it begins and the resume hook when it ends."""
 
     def __init__(self, name: str):
-        self.name, self.depth, self.handle = name, 0, None
+        self.name = name
+        self.local = threading.local()
         self.waited_s = 0.0  # this process's time blocked on it (a session's cost report keeps it apart)
 
     @contextlib.contextmanager
     def held(self, mode: int, on_wait=None, lock_dir: Path | None = None):
-        if self.depth:
-            self.depth += 1
+        depth, held_mode = getattr(self.local, "depth", 0), getattr(self.local, "mode", None)
+        if depth:
+            if mode == fcntl.LOCK_EX and held_mode != fcntl.LOCK_EX:
+                raise RuntimeError(f"{self.name}: exclusive requested inside a shared hold")
+            self.local.depth = depth + 1
             try:
                 yield
             finally:
-                self.depth -= 1
+                self.local.depth -= 1
             return
         lock_dir = lock_dir or LOCK_DIR
         lock_dir.mkdir(parents=True, exist_ok=True)
@@ -156,17 +169,26 @@ class _HostLock:
             try:
                 fcntl.flock(handle, mode | fcntl.LOCK_NB)
             except BlockingIOError:
-                if on_wait:
-                    on_wait()
+                (on_wait or _HOOKS["pause"])()
                 start = time.perf_counter()
                 fcntl.flock(handle, mode)
                 self.waited_s += time.perf_counter() - start
-            self.depth, self.handle = 1, handle
+                _HOOKS["resume"]()
+            self.local.depth, self.local.mode = 1, mode
             yield
         finally:
-            self.depth, self.handle = 0, None
+            self.local.depth, self.local.mode = 0, None
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
+
+
+_HOOKS = {"pause": lambda: None, "resume": lambda: None}
+
+
+def set_wait_hooks(pause, resume) -> None:
+    """What a wait for a host lock does to the caller's watchdog (a shape session's progress): a wait is
+    others' work, not a step of this process running long (infbench.cell.Progress)."""
+    _HOOKS.update(pause=pause, resume=resume)
 
 
 _HOST = _HostLock("host.lock")
@@ -201,8 +223,12 @@ def host_exclusive(device: str, on_wait=None, lock_dir: Path | None = None):
 
 @contextlib.contextmanager
 def autotune_exclusive(lock_dir: Path | None = None):
-    """One kernel benchmark of inductor's max-autotune at a time on this host: autotuners compiling in
-    parallel processes would otherwise time their candidates on a shared GPU, and pick by skewed times."""
+    """One kernel benchmark (inductor's autotuning, a TensorRT build's tactic timing) at a time on this
+    host: compilers running in parallel processes would otherwise time their candidates on a shared GPU,
+    and pick by skewed times. Off where the host lock is (a cluster: one job per allocation)."""
+    if not gated("cuda" if count() else "cpu"):
+        yield
+        return
     with _AUTOTUNE.held(fcntl.LOCK_EX, None, lock_dir):
         yield
 

@@ -17,7 +17,8 @@ parser.add_argument("--out", required=True)
 args = parser.parse_args()
 logging.basicConfig(level=logging.INFO)
 build = json.loads(args.build)
-with devices.heavy():  # the builder times kernels on the device: never beside a timing round
+# heavy: never beside a timing round; the builder times tactics on the device: one kernel timer at a time
+with devices.heavy(), devices.autotune_exclusive():
     info = trt_build.build(args.graph, args.out, build["library"], build["precision"], build["profile"], build["options"])
 logging.info("%s %s: %s, %s bytes, %.1f s", build["library"], build["precision"], info["status"],
              info["plan_bytes"], info.get("build_seconds") or 0.0)

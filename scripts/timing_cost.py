@@ -17,41 +17,50 @@ import json
 from pathlib import Path
 
 
-def summary(records: list[dict]) -> dict:
-    windows, sessions = [], {}
+def summary(records: list[dict], since: str | None = None) -> dict:
+    """The timing phase of the records' run. ``since`` (ISO 8601, UTC): only sessions whose first round
+    started then or later -- a results directory keeps records of earlier runs, which would stretch the span."""
+    sessions: dict[str, dict] = {}
     for record in records:
         timing = record.get("timing") or {}
-        if record.get("status") != "ok" or not timing.get("rounds"):
+        rounds = [r for r in timing.get("rounds") or [] if r.get("started_unix") is not None]
+        if not rounds:  # never timed (unavailable, failed in preparation) or measured before started_unix
             continue
         cost = record.get("cost") or {}
-        session = sessions.setdefault(timing.get("session"), {"cells": 0, "prepare_s": 0.0,
-                                                               "process_s": cost.get("process_s"),
-                                                               "host_wait_s": cost.get("host_wait_s")})
+        session = sessions.setdefault(timing.get("session"), {
+            "cells": 0, "prepare_s": 0.0, "windows": [], "first": min(r["started_at"] for r in rounds),
+            "process_s": cost.get("process_s"), "host_wait_s": cost.get("host_wait_s")})
         session["cells"] += 1
+        session["first"] = min(session["first"], *(r["started_at"] for r in rounds))
         session["prepare_s"] += float((record.get("prepare") or {}).get("seconds") or 0.0)
-        for r in timing["rounds"]:
-            if r.get("started_unix") is None:
-                continue
+        for r in rounds:
             length = r["window"]["warmup_seconds"] + r["window"]["loop_seconds"]
-            windows.append((r["started_unix"], r["started_unix"] + length))
+            session["windows"].append((r["started_unix"], r["started_unix"] + length))
+    if since:
+        sessions = {k: v for k, v in sessions.items() if v["first"] >= since}
+    windows = [w for s in sessions.values() for w in s["windows"]]
     if not windows:
         return {"sessions": len(sessions), "cells": 0}
     span = max(end for _, end in windows) - min(start for start, _ in windows)
     measuring = sum(end - start for start, end in windows)
     process = [s["process_s"] for s in sessions.values() if s["process_s"] is not None]
+    waits = [s["host_wait_s"] for s in sessions.values() if s["host_wait_s"] is not None]
     return {"sessions": len(sessions), "cells": sum(s["cells"] for s in sessions.values()), "windows": len(windows),
             "timing_phase_s": span, "measuring_s": measuring, "measuring_share": measuring / span if span else None,
             "prepare_s_sum": sum(s["prepare_s"] for s in sessions.values()),
             "prepare_s_max_session": max(s["prepare_s"] for s in sessions.values()),
-            "session_process_s_max": max(process) if process else None}
+            "session_process_s_max": max(process) if process else None,
+            "session_host_wait_s_max": max(waits) if waits else None}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cells", help="the records' directory (results/cells)")
+    parser.add_argument("--since", help="only sessions whose first round started at or after this UTC time "
+                        "(ISO 8601, e.g. 2026-11-25T19:30:00), to leave out records of earlier runs")
     args = parser.parse_args()
     records = [json.loads(path.read_text()) for path in sorted(Path(args.cells).rglob("*.json"))]
-    print(json.dumps(summary(records), indent=1))
+    print(json.dumps(summary(records, args.since), indent=1))
 
 
 if __name__ == "__main__":

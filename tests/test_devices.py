@@ -10,6 +10,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import REPO, snakemake
 
@@ -107,7 +108,7 @@ def hold_host(lock_dir: str, mode: str, seconds: float, queue) -> None:
 def test_host_lock_keeps_rounds_apart_from_each_other_and_from_heavy_work(tmp_path, monkeypatch):
     """Heavy work (shared) overlaps other heavy work; a round (exclusive) overlaps nothing."""
     monkeypatch.setenv("INFBENCH_FAKE_GPUS", "1")
-    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setenv(devices.LOCAL_RUN, "1")
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     modes = ["sh", "sh", "ex", "sh", "ex", "ex", "sh"]
@@ -127,14 +128,50 @@ def test_host_lock_keeps_rounds_apart_from_each_other_and_from_heavy_work(tmp_pa
     assert any(s1 < e2 and s2 < e1 for i, (s1, e1) in enumerate(shared) for s2, e2 in shared[i + 1:]), spans
 
 
-def test_host_lock_is_off_on_a_cluster_and_on_the_cpu(tmp_path, monkeypatch):
+def test_host_lock_is_on_for_local_runs_only_and_never_upgraded(tmp_path, monkeypatch):
     monkeypatch.setenv("INFBENCH_FAKE_GPUS", "1")
-    monkeypatch.setenv("SLURM_JOB_ID", "42")
-    assert not devices.gated("cuda")
-    monkeypatch.delenv("SLURM_JOB_ID")
+    monkeypatch.delenv(devices.LOCAL_RUN, raising=False)
+    assert not devices.gated("cuda")  # a cluster job (or no workflow): its allocation is its own
+    monkeypatch.setenv(devices.LOCAL_RUN, "1")
     assert devices.gated("cuda")
+    with devices.host_exclusive("cuda", lock_dir=tmp_path), devices.host_exclusive("cuda", lock_dir=tmp_path):
+        pass  # re-entrant
+    with devices.host_shared("cuda", lock_dir=tmp_path):
+        with pytest.raises(RuntimeError, match="exclusive requested inside a shared hold"):
+            with devices.host_exclusive("cuda", lock_dir=tmp_path):
+                pass
     monkeypatch.delenv("INFBENCH_FAKE_GPUS")
     assert not devices.gated("cpu")
+
+
+def test_another_thread_waits_for_the_autotune_lock_and_the_wait_hooks_fire(tmp_path, monkeypatch):
+    """Kernel benchmarks of two compilers -- other processes, or other threads of this one -- never overlap,
+    and a wait pauses the caller's watchdog (the hooks a shape session installs)."""
+    import threading
+
+    monkeypatch.setenv("INFBENCH_FAKE_GPUS", "1")
+    monkeypatch.setenv(devices.LOCAL_RUN, "1")
+    events = []
+    devices.set_wait_hooks(lambda: events.append("pause"), lambda: events.append("resume"))
+    try:
+        inside = threading.Event()
+
+        def other():
+            with devices.autotune_exclusive(lock_dir=tmp_path):
+                events.append("other in")
+                inside.set()
+                time.sleep(0.3)
+                events.append("other out")
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        inside.wait(5)
+        with devices.autotune_exclusive(lock_dir=tmp_path):
+            events.append("main in")
+        thread.join(5)
+    finally:
+        devices.set_wait_hooks(lambda: None, lambda: None)
+    assert events == ["other in", "pause", "other out", "resume", "main in"]
 
 
 def place(lock_dir: str, seconds: float, queue) -> None:
@@ -145,7 +182,7 @@ def place(lock_dir: str, seconds: float, queue) -> None:
 
 def test_sessions_spread_over_devices_and_a_dead_session_frees_its_place(tmp_path, monkeypatch):
     monkeypatch.setenv("INFBENCH_FAKE_GPUS", "2")
-    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setenv(devices.LOCAL_RUN, "1")
     for name in ("CUDA_VISIBLE_DEVICES", "INFBENCH_GPU"):  # placed() sets them: restore after the test
         monkeypatch.setenv(name, "")
     context = multiprocessing.get_context("fork")
@@ -170,7 +207,9 @@ def hold_cpu(lock_dir: str, seconds: float, queue) -> None:
     with devices.cpu_lease(Path(lock_dir)):
         queue.put(("held", time.monotonic()))
         time.sleep(seconds)
-    queue.put(("released", time.monotonic()))
+        # stamped while still held: a waiter's acquisition can only come later (stamping after the release
+        # raced with a waiter that got the lease first on a loaded machine)
+        queue.put(("released", time.monotonic()))
 
 
 def test_cpu_timing_waits_for_a_live_holder_of_the_cpu_lease(tmp_path, monkeypatch):

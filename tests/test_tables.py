@@ -166,13 +166,20 @@ def test_timing_cost_counts_the_timing_phase_across_overlapping_sessions():
     """Sessions side by side: the phase is the union's span, measuring the windows' sum, their ratio the share."""
     from scripts.timing_cost import summary
 
+    from datetime import datetime, timezone
+
     def record(session, starts, status="ok"):
-        rounds = [{"started_unix": s, "window": {"warmup_seconds": 0.2, "loop_seconds": 0.8}} for s in starts]
+        rounds = [{"started_unix": s, "started_at": datetime.fromtimestamp(s, timezone.utc).isoformat(timespec="seconds"),
+                   "window": {"warmup_seconds": 0.2, "loop_seconds": 0.8}} for s in starts]
         return {"status": status, "timing": {"session": session, "rounds": rounds},
                 "prepare": {"seconds": 5.0}, "cost": {"process_s": 30.0, "host_wait_s": 4.0}}
 
-    got = summary([record("a", [100.0, 103.0]), record("b", [101.0, 104.0]), record("a", [102.0]),
-                   record("c", [200.0], status="failed")])
-    assert got["sessions"] == 2 and got["cells"] == 3 and got["windows"] == 5
-    assert got["timing_phase_s"] == pytest.approx(5.0) and got["measuring_s"] == pytest.approx(5.0)
-    assert got["measuring_share"] == pytest.approx(1.0) and got["prepare_s_sum"] == pytest.approx(15.0)
+    run = [record("a", [1e9 + 100, 1e9 + 103]), record("b", [1e9 + 101, 1e9 + 104]), record("a", [1e9 + 102]),
+           record("b", [1e9 + 105], status="failed")]  # failed after timing: its window still took the GPU
+    earlier = [record("old", [1e9 - 86400])]
+    got = summary(run + earlier + [{"status": "unavailable", "timing": {}}],
+                  since=datetime.fromtimestamp(1e9, timezone.utc).isoformat(timespec="seconds"))
+    assert got["sessions"] == 2 and got["cells"] == 4 and got["windows"] == 6
+    assert got["timing_phase_s"] == pytest.approx(6.0) and got["measuring_s"] == pytest.approx(6.0)
+    assert got["measuring_share"] == pytest.approx(1.0) and got["prepare_s_sum"] == pytest.approx(20.0)
+    assert summary(run + earlier)["timing_phase_s"] > 86400  # without --since, the earlier run stretches it

@@ -97,10 +97,11 @@ class CompiledRunner(TorchRunner):
 
 
 def serialize_autotuning() -> None:
-    """max-autotune times candidate kernels on the GPU while it compiles. Shape sessions prepare side by side
-    (infbench/devices.py), so each of those benchmarks takes the host's autotune lock: candidates are timed
-    one at a time, never beside another autotuner's, and the choice is not skewed by a shared GPU. (Other
-    sessions' compiles may use the CPU meanwhile: a kernel's device time is what is compared.)"""
+    """Inductor times candidate kernels on the GPU while it compiles (max-autotune: GEMM templates; every
+    mode: the launch configs of its Triton kernels). Shape sessions prepare side by side (infbench/devices.py),
+    so each of those benchmarks takes the host's autotune lock: candidates are timed one at a time, never
+    beside another compiler's, and the choice is not skewed by a shared GPU. (Other sessions' compiles may
+    use the CPU meanwhile: a kernel's device time is what is compared.)"""
     from torch._inductor.runtime import benchmarking
 
     if hasattr(benchmarking, "set_gpu_benchmark_lock_context"):  # inductor's own hook (torch >= 2.12)
@@ -128,7 +129,7 @@ def prepare(context: CellContext) -> CompiledRunner:
     module = torch_eager.load(context)
     load_seconds = time.perf_counter() - start
 
-    if "max-autotune" in options["mode"] and context.device == "cuda":
+    if context.device == "cuda":  # max-autotune times GEMM candidates, every mode times Triton configs
         serialize_autotuning()
     threads = os.environ.get("TORCHINDUCTOR_COMPILE_THREADS")
     if threads:  # set per job (scripts/bench_shape.py); inductor's config may predate it in a forked worker

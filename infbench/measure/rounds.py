@@ -42,7 +42,7 @@ def run_rounds(runners: dict[str, Callable[[], object]], policy: TimingPolicy, c
     taken at the round's start, with the steal share over the round). ``on_step(name, index)`` is called
     before each window (the session's progress, so a crash or a hang is pinned on the right cell). Each round
     runs inside ``hold()`` (the host's timing lock: infbench.devices.host_exclusive), so that shape sessions
-    prepared side by side take turns round by round; time spent waiting for it counts as spacing.
+    prepared side by side take turns round by round; the spacing is idled outside it (others' rounds run).
     ``device_state()`` (GPU: SM clock, power, temperature) is sampled right after each window, outside it:
     a GPU-bound cell's spread across rounds is mostly the clock's (the power limit throttles it).
     """
