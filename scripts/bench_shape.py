@@ -54,6 +54,12 @@ with devices.placed(shape["device"]):
         if out.exists():
             break
         step = cell.last_step(request["progress"]) or {}
+        if step.get("step") == "wait":  # died while others timed or prepared: no cell of it is to blame
+            reason = (f"the shape session exited with {reply.get('exit')} while waiting for the host's timing "
+                      "lock, before writing records")
+            print(reason, flush=True)
+            failed += [cell.failed_without_record(request, c, reason) for c in pending]
+            break
         culprit = next((c for c in pending if f"{c['key']['backend']}/{c['key']['precision']}" == step.get("cell")),
                        pending[0])
         elapsed = time.time() - step["t"] if step.get("t") else None
