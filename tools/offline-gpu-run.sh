@@ -33,6 +33,9 @@ case "${1:?pack|stage|run}" in
     export PYTHONPATH=/root/site${PYTHONPATH:+:$PYTHONPATH}
     out=${OUT:-/tmp/out}; mkdir -p "$out"
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv > "$out/gpu.csv" || true
+    # the device's clock, power and memory every second of the run (what throttled a round, what the sessions held)
+    nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,memory.used --format=csv -lms 1000 > "$out/smi.csv" 2>/dev/null &
+    smi=$!
     start=$(date +%s)
     budget=${BUDGET_S:-420}
     sm=(python3 -m snakemake --configfile "$config" --cores "$(nproc)" --keep-going --resources timing_slots=1 gpu="$(nvidia-smi -L 2>/dev/null | wc -l)")  # an array: timeout runs programs, not functions
@@ -51,6 +54,8 @@ case "${1:?pack|stage|run}" in
     status=$?
     set -e
     echo "snakemake exit $status, wall $(( $(date +%s) - start )) s" | tee -a "$out/snakemake.log"
+    kill "$smi" 2>/dev/null || true
+    python3 -m scripts.timing_cost results/cells --since "$(date -u -d @"$start" +%Y-%m-%dT%H:%M:%S)" > "$out/timing_cost.json" 2>&1 || true
     for log in $(grep -A6 "^Error in rule" "$out/snakemake.log" | sed -n 's/^ *log: \([^ ]*\).*/\1/p' | sort -u); do
       echo "=== $log"; tail -15 "$log"
     done | tee -a "$out/snakemake.log" | tail -60
