@@ -1,13 +1,17 @@
-"""Which GPU a job runs on: one exclusive lease per device, so that two timing jobs never share a GPU.
+"""Who runs where, and beside whom: device leases, the host's timing lock, the placement of shape sessions.
 
-Why leases and not a counter: Snakemake's ``resources: gpu=1`` with ``--resources gpu=N`` bounds how many
-GPU jobs run at once, but it does not say *which* GPU a job gets. Each job therefore takes the first free
-device lock (an ``flock`` on ``results/.locks/gpu<i>.lock``, released by the kernel when the process dies,
-even on SIGKILL) and sets ``CUDA_VISIBLE_DEVICES`` to that device for the process that runs the cell. With
-``--resources gpu=N`` a free lock always exists; without it, extra jobs wait for one, so a wrong
-``--resources`` can cost time but never a shared GPU.
+- **Leases** (``lease``/``leased``): one exclusive flock per device (``results/.locks/gpu<i>.lock``, released
+  by the kernel when the process dies, even on SIGKILL), taken for a whole job where jobs get their own
+  allocation (a SLURM job) and ``CUDA_VISIBLE_DEVICES`` set to it; on the CPU, the CPU's timing lease.
+- **The host lock** (``host_shared``/``host_exclusive``, below): where Snakemake runs the jobs on its own
+  host, timing rounds hold it exclusively and all heavy work shared, so shape sessions prepare side by side
+  and nothing heavy ever runs beside a timed window; ``autotune_exclusive`` keeps compilers' kernel
+  benchmarks apart. ``placed`` puts a session on the GPU with the fewest live sessions.
 
-``INFBENCH_FAKE_GPUS=N`` pretends N devices exist (tests of the multi-GPU path on a CPU host).
+Why not Snakemake resources alone: ``resources: gpu=1`` bounds how many jobs run, not *which* GPU a job
+gets, and it cannot let preparation overlap while keeping rounds apart.
+
+``INFBENCH_FAKE_GPUS=N`` pretends N devices exist (tests of the GPU paths on a CPU host).
 """
 
 from __future__ import annotations
@@ -200,37 +204,23 @@ def host_waited_s() -> float:
     return _HOST.waited_s
 
 
-@contextlib.contextmanager
 def host_shared(device: str, on_wait=None, lock_dir: Path | None = None):
     """Heavy work (preparation of any kind): beside other heavy work, never beside a timing round."""
-    if not gated(device):
-        yield
-        return
-    with _HOST.held(fcntl.LOCK_SH, on_wait, lock_dir):
-        yield
+    return _HOST.held(fcntl.LOCK_SH, on_wait, lock_dir) if gated(device) else contextlib.nullcontext()
 
 
-@contextlib.contextmanager
 def host_exclusive(device: str, on_wait=None, lock_dir: Path | None = None):
     """A timing round (or a profiled pass, or the device's peak rates): nothing heavy runs meanwhile, and no
     other round on this host (a launch-bound cell's latency is host time: a round on another GPU takes some)."""
-    if not gated(device):
-        yield
-        return
-    with _HOST.held(fcntl.LOCK_EX, on_wait, lock_dir):
-        yield
+    return _HOST.held(fcntl.LOCK_EX, on_wait, lock_dir) if gated(device) else contextlib.nullcontext()
 
 
-@contextlib.contextmanager
 def autotune_exclusive(lock_dir: Path | None = None):
     """One kernel benchmark (inductor's autotuning, a TensorRT build's tactic timing) at a time on this
     host: compilers running in parallel processes would otherwise time their candidates on a shared GPU,
     and pick by skewed times. Off where the host lock is (a cluster: one job per allocation)."""
-    if not gated("cuda" if count() else "cpu"):
-        yield
-        return
-    with _AUTOTUNE.held(fcntl.LOCK_EX, None, lock_dir):
-        yield
+    gpus = "cuda" if count() else "cpu"
+    return _AUTOTUNE.held(fcntl.LOCK_EX, None, lock_dir) if gated(gpus) else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
