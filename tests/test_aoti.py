@@ -103,3 +103,16 @@ def test_a_new_shape_compiles_only_its_own_package(aoti_run):
     jobs = snakemake(workdir, "-n", "--configfile", "changed.yaml").stdout
     for rule in ("build_model", "export_onnx", "reference", "compile_aoti"):
         assert f"rule {rule}:" not in jobs
+
+
+def test_a_cuda_package_load_skips_the_cpu_isa_probe_and_a_cpu_one_keeps_it():
+    """The ISA probe only feeds an advisory warning, but costs a fresh interpreter per ISA: skipped where the
+    package runs no CPU kernel (CUDA), kept where it does (a CPU package's kernels are vectorised code)."""
+    import torch._inductor.config
+
+    from infbench.engines.aot_inductor import _load_patches
+
+    assert _load_patches("cuda") == {"cpp.vec_isa_ok": True}
+    assert _load_patches("cpu") == {}
+    with torch._inductor.config.patch(_load_patches("cuda")):
+        assert torch._inductor.config.cpp.vec_isa_ok is True

@@ -27,6 +27,21 @@ def available(device: str, options: dict) -> str | None:
     return torch_eager.torch_available(device)
 
 
+def _load_patches(device: str) -> dict:
+    """Inductor settings for loading a package. Loading compares the CPU vector ISA recorded in the package
+    with this host's, for an advisory warning only; finding the host's ISA dry-compiles probe programs and
+    loads each in a fresh interpreter, once per process (pytorch/pytorch#191715). On the H100 host, where a
+    fresh interpreter that imports torch costs ~16 s, the first package a process loaded took 50-114 s, and
+    any later one 0.15 s -- our reading of the cause, to be confirmed there. A CUDA package runs no CPU
+    kernel, so on CUDA the probe is skipped (``cpp.vec_isa_ok``: the ISAs the CPU reports are taken as they
+    are)."""
+    import torch._inductor.config
+
+    if device == "cuda" and hasattr(torch._inductor.config.cpp, "vec_isa_ok"):
+        return {"cpp.vec_isa_ok": True}
+    return {}
+
+
 def prepare(context: CellContext) -> Runner:
     import torch
 
@@ -38,7 +53,8 @@ def prepare(context: CellContext) -> Runner:
         raise CellUnusable("failed", f"{package} does not match its sidecar's sha256: not timed")
     torch_eager.set_math(context)
     start = time.perf_counter()
-    loaded = torch._inductor.aoti_load_package(str(package))
+    with torch._inductor.config.patch(_load_patches(context.device)):
+        loaded = torch._inductor.aoti_load_package(str(package))
     load_seconds = time.perf_counter() - start
     prepared = {"seconds": load_seconds, "load_seconds": load_seconds, "what": "load AOTInductor package",
                 "compile_seconds_ahead": info.get("compile_seconds"), "package": package.name,
