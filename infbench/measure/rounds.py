@@ -14,7 +14,7 @@ one backend.
 
 Why spaced: rounds start at least ``policy.round_spacing_s`` apart, so a cell's rounds span (rounds - 1) x
 spacing of wall time and sample several host regimes. On a GPU host the other shapes' rounds fill that time
-(sessions take turns on the host's timing lock); a session idles only when no other round is waiting.
+(sessions take turns on the host's timing lock): the GPU idles only when no session has a round due.
 """
 
 from __future__ import annotations
@@ -37,14 +37,15 @@ def run_rounds(runners: dict[str, Callable[[], object]], policy: TimingPolicy, c
     """Time every runner in ``policy.rounds`` interleaved rounds: (each runner's list of round dicts,
     {runner: one-line error} for runners that raised -- they leave the rotation, the others go on).
 
-    A round dict: index, started_at (UTC; started_unix: the same, in seconds, comparable across sessions), offset_s (from the first round's start), position (in that
-    round's order), the window's samples and summary (infbench.measure.timing.measure) and host (the probe
-    taken at the round's start, with the steal share over the round). ``on_step(name, index)`` is called
+    A round dict: index, started_at (UTC; started_unix: the same in seconds, comparable across sessions),
+    offset_s (from the first round's start), position (in that round's order), the window's samples and
+    summary (infbench.measure.timing.measure) and host (the probe taken at the round's start, with the steal
+    share over the round). ``on_step(name, index)`` is called
     before each window (the session's progress, so a crash or a hang is pinned on the right cell). Each round
     runs inside ``hold()`` (the host's timing lock: infbench.devices.host_exclusive), so that shape sessions
     prepared side by side take turns round by round; the spacing is idled outside it (others' rounds run).
-    ``device_state()`` (GPU: SM clock, power, temperature) is sampled right after each window, outside it:
-    a GPU-bound cell's spread across rounds is mostly the clock's (the power limit throttles it).
+    ``device_state()`` (GPU: SM clock, power, temperature) is sampled right after each window, outside it,
+    so that a GPU-bound cell's spread across rounds can be set against the clock (the power limit throttles it).
     """
     rng = random.Random(seed)
     names = list(runners)
