@@ -9,8 +9,10 @@ offending key.
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,7 +237,45 @@ def model_limits(name: str, model: dict) -> dict:
                                      and overrides[key] > 0):
             raise ConfigError(f"invalid config: models.{name}.overrides.{key}: {overrides[key]!r} is not a "
                               "positive integer")
-    built = _model_config(name, model["model_type"], overrides)
+    return _cached(model["model_type"], overrides, lambda: _built_limits(name, model["model_type"], overrides))
+
+
+# Validating a config-built model means importing transformers (and torch): seconds on every Snakemake start,
+# ~16 s on the H100 host we measured, so a no-op rerun would take that long. A validated model's limits are
+# kept under a key of what they follow from (model type, overrides, the transformers version, this file), in the
+# working directory's results/ (a failed validation is never kept: it is raised again on every start).
+LIMITS_CACHE = Path("results/.cache/model_limits.json")
+
+
+def _cached(model_type: str, overrides: dict, compute) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        library = version("transformers")
+    except PackageNotFoundError:
+        library = None
+    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]  # how limits are derived may change
+    key = json.dumps({"model_type": model_type, "overrides": overrides, "transformers": library, "code": code},
+                     sort_keys=True)
+    try:
+        cache = json.loads(LIMITS_CACHE.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    limits = compute()
+    try:
+        LIMITS_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        partial = LIMITS_CACHE.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps({**cache, key: limits}, indent=1, sort_keys=True))
+        partial.replace(LIMITS_CACHE)
+    except OSError:
+        pass  # a read-only working directory: validated again next time, nothing lost
+    return limits
+
+
+def _built_limits(name: str, model_type: str, overrides: dict) -> dict:
+    built = _model_config(name, model_type, overrides)
     _check_heads(name, built, overrides)
     return position_limit(built.to_dict(), built.model_type)
 

@@ -199,3 +199,24 @@ def test_a_relative_pretrained_path_that_exists_is_a_path(tmp_path, monkeypatch)
     matrix.validate(config)
     assert not matrix.uses_hub(config)  # no hub lookup (nor HF_HUB_OFFLINE lifted) for a local directory
     assert matrix.model_limits("m", config["models"]["m"])["limit"] == 64  # its config.json was read
+
+
+def test_a_validated_model_is_not_built_again_until_what_it_follows_from_changes(tmp_path, monkeypatch):
+    """A no-op rerun must not import transformers to validate a model it validated before; a changed override
+    or transformers version validates again, and a failed validation is never kept."""
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    real = matrix._built_limits
+    monkeypatch.setattr(matrix, "_built_limits", lambda *a: calls.append(a) or real(*a))
+    model = {"model_type": "bert", "overrides": {"num_hidden_layers": 2, "max_position_embeddings": 64}}
+    first = matrix.model_limits("m", model)
+    assert matrix.model_limits("m", model) == first and first["limit"] == 64 and len(calls) == 1
+    matrix.model_limits("m", {**model, "overrides": {"num_hidden_layers": 2, "max_position_embeddings": 32}})
+    assert len(calls) == 2
+    monkeypatch.setattr("importlib.metadata.version", lambda name: "0.0-other")
+    assert matrix.model_limits("m", model) == first and len(calls) == 3
+    bad = {"model_type": "bert", "overrides": {"num_hidden_layer": 2}}
+    for _ in range(2):
+        with pytest.raises(matrix.ConfigError, match="num_hidden_layer"):
+            matrix.model_limits("m", bad)
+    assert len(calls) == 5
