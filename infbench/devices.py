@@ -132,7 +132,7 @@ def lease(lock_dir: Path = LOCK_DIR, poll_s: float = 0.2):
 # off (a lock on a shared disk would stop rounds on other nodes); on the CPU a timing job holds every core.
 
 
-LOCAL_RUN = "INFBENCH_LOCAL_RUN"  # set by the workflow (rules/common.smk) for jobs it runs on its own host
+LOCAL_RUN = "INFBENCH_LOCAL_RUN"  # set by the Snakefile (onstart) when Snakemake runs the jobs on its own host
 
 
 def gated(device: str) -> bool:
