@@ -242,9 +242,10 @@ def model_limits(name: str, model: dict) -> dict:
 
 # Validating a config-built model means importing transformers (and torch): seconds on every Snakemake start,
 # ~16 s on the H100 host we measured, so a no-op rerun would take that long. A validated model's limits are
-# kept under a key of what they follow from (model type, overrides, the transformers version, this file), in the
-# working directory's results/ (a failed validation is never kept: it is raised again on every start).
-LIMITS_CACHE = Path("results/.cache/model_limits.json")
+# kept under a key of what they follow from (model type, overrides, the transformers version, this file), in
+# Snakemake's own state directory of the working directory -- not in results/: a run stopped by bad input
+# leaves no results (a failed validation is never kept: it is raised again on every start).
+LIMITS_CACHE = Path(".snakemake/infbench/model_limits.json")
 
 
 def _cached(model_type: str, overrides: dict, compute) -> dict:
