@@ -338,9 +338,19 @@ def test_a_killed_runs_orphan_never_times_beside_the_rerun(tmp_path):
     snakemake(tmp_path, "--unlock", "--configfile", "c.yaml")
     rerun = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)
-    while any(Path(f"/proc/{pid}").exists() for pid in orphans):
-        time.sleep(0.05)
-    orphans_ended = time.time()
+    # the orphan releases the CPU timing lease when its session has ended (it then writes its bundle and
+    # exits); the lease file names its holder, so a rerun job taking it shows the moment of the release
+    lease = tmp_path / "results/.locks/cpu.lock"
+
+    def holder():
+        try:
+            return int(lease.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    while any(Path(f"/proc/{pid}").exists() for pid in orphans) and holder() in (None, *orphans):
+        time.sleep(0.02)
+    orphans_ended = time.time()  # the orphan's timing is over: released the lease, or gone
     output = rerun.communicate(timeout=600)[0]
     assert rerun.returncode == 0, output[-3000:]
     starts = []
