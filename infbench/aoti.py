@@ -12,7 +12,8 @@ in parallel worker processes, and writes an index. Each package is named by a ke
 on (the model's config entry, backend options, precision, shape or range, torch version): a package already
 built under its key is reused, so adding a shape compiles only that shape. max-autotune packages benchmark
 kernels on the device while compiling, so they are built one at a time after the others, never beside
-another build; the job takes every GPU unit, so nothing is timed meanwhile.
+another build of the job (and every build's kernel benchmarks take the host's autotune lock); the job holds
+the host lock shared (infbench/devices.py), so nothing is timed meanwhile.
 """
 
 from __future__ import annotations

@@ -190,26 +190,23 @@ def nvml_sample(index: int = 0) -> dict:
     except Exception as error:  # noqa: BLE001 - NVML errors (no driver, no permission) become data
         return {"nvml": f"NVML unavailable: {error}"}
     try:
-        return {
-            "nvml": "ok",
-            "name": pynvml.nvmlDeviceGetName(handle),
-            "driver": pynvml.nvmlSystemGetDriverVersion(),
-            "sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
-            "temp_c": pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
-            "power_w": pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
-        }
+        return {"nvml": "ok", "name": pynvml.nvmlDeviceGetName(handle), "driver": pynvml.nvmlSystemGetDriverVersion(),
+                **_readings(pynvml, handle)}
     except Exception as error:  # noqa: BLE001 - NVML errors (no driver, no permission) become data
         return {"nvml": f"NVML unavailable: {error}"}
 
 
+def _readings(pynvml, handle) -> dict:
+    return {"sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
+            "temp_c": pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
+            "power_w": pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0}
+
+
 def gpu_state(index: int = 0) -> dict:
-    """The SM clock (MHz), power (W) and temperature (C) now: one cheap NVML read, taken after each timed
-    window (infbench.measure.rounds); empty where NVML is absent."""
+    """The SM clock (MHz), power (W) and temperature (C) now -- nvml_sample's readings without the device's
+    name and driver: taken after each timed window (infbench.measure.rounds); empty where NVML is absent."""
     try:
-        pynvml, handle = _nvml(index)
-        return {"sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
-                "power_w": pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
-                "temp_c": pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)}
+        return _readings(*_nvml(index))
     except Exception:  # noqa: BLE001 - no NVML (no driver, not installed): no sample, never a failed cell
         return {}
 
