@@ -8,6 +8,11 @@
 #   tools/offline-gpu-run.sh stage PART          copy one carried part (.offline/pack/part-NN) to /root/stage
 #   tools/offline-gpu-run.sh run CONFIG [ARGS]   install the staged wheels, run snakemake on CONFIG, and put
 #                                                the report and a tarball of tables, records, logs under $OUT
+#   tools/offline-gpu-run.sh start CONFIG [ARGS] `run` in the background, in a process session of its own, so
+#                                                that a run longer than one device call goes on between calls
+#                                                (its outputs go to /root/runs/out, its log to /root/runs/run.log)
+#   tools/offline-gpu-run.sh wait [SECONDS]      follow the started run for at most SECONDS (default 540), then
+#                                                copy its outputs to $OUT; exit 0 once it has ended, 3 while it runs
 # BUDGET_S: seconds before Snakemake is stopped (SIGINT) so that outputs still come back; shape bundles and
 # records carried in results/shapes and results/cells (run's `carry`) are resumed, not redone.
 # pack runs offline-wheels' pack.sh (PACK_SH; default ../shared/offline-wheels/pack.sh, which other machines
@@ -26,6 +31,20 @@ case "${1:?pack|stage|run}" in
     PIP_FIND_LINKS="$built${PIP_FIND_LINKS:+ $PIP_FIND_LINKS}" bash "$pack_sh" "$pack" tools/offline-wheels.txt 3.12 ;;
   stage)
     bash "$pack/unpack.sh" stage "${2:?part}" /root/stage ;;
+  start)
+    shift
+    runs=/root/runs; rm -rf "$runs/out"; mkdir -p "$runs/out"
+    OUT=$runs/out BUDGET_S=${BUDGET_S:-3600} setsid nohup "$0" run "$@" > "$runs/run.log" 2>&1 < /dev/null &
+    echo $! > "$runs/pid"; echo "started $* (pid $!) in $PWD at $(date -u +%FT%TZ)" ;;
+  wait)
+    runs=/root/runs; pid=$(cat "$runs/pid"); deadline=$(( $(date +%s) + ${2:-540} ))
+    while kill -0 "$pid" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 5; done
+    out=${OUT:-/tmp/out}; mkdir -p "$out"
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "still running at $(date -u +%FT%TZ): $(ls results/cells/*/*.json 2>/dev/null | wc -l) records so far"
+      tail -5 "$runs/out/snakemake.log"; cp "$runs/out/snakemake.log" "$runs/out/smi.csv" "$out/" 2>/dev/null; exit 3
+    fi
+    cat "$runs/run.log"; cp -r "$runs/out/." "$out/" ;;
   run)
     config=${2:?config}; shift 2
     [ -d /root/site/snakemake ] || bash "$pack/unpack.sh" install /root/stage "$PWD/$pack/MANIFEST.sha256" /root/site > /tmp/install.log 2>&1 \
