@@ -4,6 +4,16 @@
 import os
 import sys
 
+# Jobs import the library and scripts/ from this checkout (no install needed) and share one inductor cache per
+# results tree, so that a rerun loads what the last run compiled. Set at parse time (it also holds where a
+# cluster job re-parses this file on its node) and before anything below imports torch: importing transformers
+# or torch points TORCHINDUCTOR_CACHE_DIR at /tmp/torchinductor_$USER when it is unset, so a run that validated
+# its models (a cold .snakemake/infbench cache) compiled into /tmp and the next one, which skips validation,
+# compiled everything again into results/ (seen on the H100: max-autotune 250 s per shape in the "warm" rerun).
+# An inherited value is overridden for the same reason: it may be one a parent process's torch import left.
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])),
+                  TORCHINDUCTOR_CACHE_DIR=os.path.abspath("results/cache/inductor"))
+
 sys.path.insert(0, workflow.basedir)
 
 from infbench import config as matrix
@@ -20,10 +30,6 @@ except matrix.ConfigError as error:
 if not matrix.uses_hub(config):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# Jobs import the library and scripts/ from this checkout (no install needed) and share one inductor cache per results tree.
-# (Set here, at parse time, so that it also holds where a cluster job re-parses this file on its node.)
-os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])))
-os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.abspath("results/cache/inductor"))
 
 # The software of every rule, for `--sdm conda`; the pinned pip environment of `make` is the same list.
 ENV = "../envs/infbench.yaml"

@@ -38,7 +38,10 @@ rule compile_aoti:
     params:
         packages=aoti_params,
         device=DEVICE,
-    threads: workflow.cores
+    # Half the cores: inductor's own compile workers keep them busy, and the rest let the single-threaded
+    # ONNX export, fusion and fp64 references run beside it (with every core, export waited 80 s for it on
+    # the H100, the whole compile).
+    threads: max(1, workflow.cores // 2)
     conda:
         ENV
     container:

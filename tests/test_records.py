@@ -53,3 +53,28 @@ def test_read_rejects_other_schema_versions(tmp_path):
     path.write_text(json.dumps({"schema_version": 999}))
     with pytest.raises(ValueError, match="schema_version"):
         records.read(path)
+
+
+def test_git_commit_marks_a_tree_that_differs_from_its_commit(tmp_path, monkeypatch):
+    """A device machine's copy of the tree keeps an older .git: its records must not claim that commit's code."""
+    import subprocess
+
+    from infbench import environment
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("a = 1\n")
+    git("add", "code.py")
+    git("commit", "-qm", "first")
+    monkeypatch.setattr(environment, "REPO_ROOT", tmp_path)
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert environment.git_commit() == head
+    (tmp_path / "untracked.txt").write_text("not code\n")
+    assert environment.git_commit() == head  # untracked files (results, logs) are not the measured code
+    (tmp_path / "code.py").write_text("a = 2\n")
+    assert environment.git_commit() == head + "+dirty"
+    monkeypatch.setattr(environment, "REPO_ROOT", tmp_path / "nowhere")
+    assert environment.git_commit() is None

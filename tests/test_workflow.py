@@ -32,6 +32,19 @@ def test_tables_hold_every_cell_with_the_right_status(tiny_run):
     assert ok[ok["backend"] == "ort-fused"]["fused_ops"].str.contains("Attention").all()
 
 
+def test_compiled_cells_use_the_results_trees_inductor_cache(tiny_run):
+    """The first run of a fresh tree validates its models (transformers is imported at parse time, which
+    points TORCHINDUCTOR_CACHE_DIR at /tmp when unset): its compiles must still land in results/cache/inductor,
+    where every later run -- which skips validation -- looks for them."""
+    paths = sorted((tiny_run / "results/cells").rglob("inductor/*/*.json"))
+    assert paths
+    for path in paths:
+        record = json.loads(path.read_text())
+        if record["status"] == "ok":
+            assert record["prepare"]["inductor_cache_dir"] == str(tiny_run / "results/cache/inductor"), path
+    assert any((tiny_run / "results/cache/inductor").iterdir())
+
+
 def test_speedup_table_is_relative_to_the_baseline(tiny_run):
     speedup = pd.read_csv(tiny_run / "results/tables/speedup.csv")
     base = speedup[(speedup["backend"] == "eager") & (speedup["precision"] == "fp32")]
