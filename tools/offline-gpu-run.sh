@@ -13,8 +13,9 @@
 #                                                (its outputs go to /root/runs/out, its log to /root/runs/run.log)
 #   tools/offline-gpu-run.sh wait [SECONDS]      follow the started run for at most SECONDS (default 540), then
 #                                                copy its outputs to $OUT; exit 0 once it has ended, 3 while it runs
-# BUDGET_S: seconds before Snakemake is stopped (SIGINT) so that outputs still come back; shape bundles and
-# records carried in results/shapes and results/cells (run's `carry`) are resumed, not redone.
+# BUDGET_S: seconds before Snakemake is stopped (SIGINT) so that outputs still come back. RESUME=1: shape bundles
+# and records carried in results/shapes and results/cells (run's `carry`) are marked done, not redone -- only
+# for records of this very config and code: a second run on a warm machine must not take old records as current.
 # pack runs offline-wheels' pack.sh (PACK_SH; default ../shared/offline-wheels/pack.sh, which other machines
 # may lack) on the tracked tools/offline-wheels.txt; pins marked `# sdist` there have no wheel on PyPI and are
 # built into .offline/built first. .offline/ is git-ignored.
@@ -60,7 +61,7 @@ case "${1:?pack|stage|run}" in
     sm=(python3 -m snakemake --configfile "$config" --cores "$(nproc)" --keep-going --resources timing_slots=1 gpu="$(nvidia-smi -L 2>/dev/null | wc -l)")  # an array: timeout runs programs, not functions
     left() { echo $(( budget - ($(date +%s) - start) )); }
     set +e
-    carried=$(find results/shapes results/cells -name '*.json' 2>/dev/null)
+    carried=$( { [ "${RESUME:-0}" = 1 ] && find results/shapes results/cells -name '*.json'; } 2>/dev/null || true)
     if [ -n "$carried" ]; then
       # records carried from an earlier device call (`carry: [results/shapes, results/cells]`): rebuild what they were
       # measured against (same config and seed give the same model, graphs and inputs), then mark them done
