@@ -105,14 +105,32 @@ def test_a_new_shape_compiles_only_its_own_package(aoti_run):
         assert f"rule {rule}:" not in jobs
 
 
-def test_a_cuda_package_load_skips_the_cpu_isa_probe_and_a_cpu_one_keeps_it():
-    """The ISA probe only feeds an advisory warning, but costs a fresh interpreter per ISA: skipped where the
-    package runs no CPU kernel (CUDA), kept where it does (a CPU package's kernels are vectorised code)."""
+def test_a_cuda_package_load_builds_no_cpu_isa_probe_and_a_cpu_one_keeps_it(monkeypatch):
+    """The ISA probe only feeds an advisory warning, but costs a fresh interpreter per probe: skipped where the
+    package runs no CPU kernel (CUDA), kept where it does (a CPU package's kernels are vectorised code). The
+    host is made to report AMX, whose probe ``cpp.vec_isa_ok`` alone does not skip (the H100 host has AMX)."""
+    import torch
     import torch._inductor.config
+    from torch._inductor import cpu_vec_isa
 
-    from infbench.engines.aot_inductor import _load_patches
+    from infbench.engines.aot_inductor import no_isa_probe
 
-    assert _load_patches("cuda") == {"cpp.vec_isa_ok": True}
-    assert _load_patches("cpu") == {}
-    with torch._inductor.config.patch(_load_patches("cuda")):
-        assert torch._inductor.config.cpp.vec_isa_ok is True
+    probes = []
+    monkeypatch.setattr(cpu_vec_isa.VecISA, "check_build", lambda self, code: probes.append(str(self)) or True)
+    flags = ["avx2", "avx512", "avx512_vnni", "amx_tile"]
+    monkeypatch.setattr(cpu_vec_isa, "x86_isa_checker", lambda: flags)
+    monkeypatch.setattr(cpu_vec_isa.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.cpu, "_init_amx", lambda: True, raising=False)
+    cpu_vec_isa.valid_vec_isa_list.cache_clear()
+    try:
+        with no_isa_probe("cuda"):
+            assert torch._inductor.config.cpp.vec_isa_ok is True
+            picked = cpu_vec_isa.pick_vec_isa()
+            listed = [str(isa) for isa in cpu_vec_isa.valid_vec_isa_list()]
+        assert probes == []
+        assert "amx_tile" in str(picked) and "avx2" in listed
+        with no_isa_probe("cpu"):
+            cpu_vec_isa.pick_vec_isa()
+        assert probes  # a CPU package's load still probes
+    finally:
+        cpu_vec_isa.valid_vec_isa_list.cache_clear()

@@ -9,7 +9,10 @@ torch.compile's reduce-overhead does for its compiled code), checked against an 
 
 from __future__ import annotations
 
+import contextlib
+import platform
 import time
+import unittest.mock
 from pathlib import Path
 
 from infbench import aoti, artifacts
@@ -27,19 +30,32 @@ def available(device: str, options: dict) -> str | None:
     return torch_eager.torch_available(device)
 
 
-def _load_patches(device: str) -> dict:
-    """Inductor settings for loading a package. Loading compares the CPU vector ISA recorded in the package
-    with this host's, for an advisory warning only; finding the host's ISA dry-compiles probe programs and
-    loads each in a fresh interpreter, once per process (pytorch/pytorch#191715). On the H100 host, where a
-    fresh interpreter that imports torch costs ~16 s, the first package a process loaded took 50-114 s, and
-    any later one 0.15 s -- our reading of the cause, to be confirmed there. A CUDA package runs no CPU
-    kernel, so on CUDA the probe is skipped (``cpp.vec_isa_ok``: the ISAs the CPU reports are taken as they
-    are)."""
-    import torch._inductor.config
+@contextlib.contextmanager
+def no_isa_probe(device: str):
+    """Load a CUDA package without probing the host's CPU vector ISAs.
 
-    if device == "cuda" and hasattr(torch._inductor.config.cpp, "vec_isa_ok"):
-        return {"cpp.vec_isa_ok": True}
-    return {}
+    Loading compares the CPU ISA recorded in the package with this host's, for an advisory warning only.
+    Finding the host's ISAs dry-compiles probe programs and loads each one in a fresh interpreter, once per
+    process (pytorch/pytorch#191715); an interpreter that imports torch costs 8-16 s on the H100 host.
+    ``cpp.vec_isa_ok`` skips the probes of the AVX ISAs but not AMX's: ``VecAMX.__bool__`` builds two probes
+    of its own. On that host, which has AMX, ``valid_vec_isa_list()`` still took 22 s with ``vec_isa_ok`` set
+    (probes built and loaded), and each shape session's first package load took 25-64 s.
+
+    A CUDA package runs no CPU kernel, so on CUDA the ISAs are taken from the flags the CPU reports, with no
+    program built or loaded. A CPU package keeps the probe: its kernels are vectorised code."""
+    if device != "cuda":
+        yield
+        return
+    import torch._inductor.config
+    from torch._inductor import cpu_vec_isa
+
+    def reported() -> list:
+        flags = cpu_vec_isa.x86_isa_checker() if platform.machine() in ("x86_64", "AMD64") else []
+        return [isa for isa in cpu_vec_isa.supported_vec_isa_list if all(f in flags for f in str(isa).split())]
+
+    with torch._inductor.config.patch({"cpp.vec_isa_ok": True}), \
+            unittest.mock.patch.object(cpu_vec_isa, "valid_vec_isa_list", reported):
+        yield
 
 
 def prepare(context: CellContext) -> Runner:
@@ -53,7 +69,7 @@ def prepare(context: CellContext) -> Runner:
         raise CellUnusable("failed", f"{package} does not match its sidecar's sha256: not timed")
     torch_eager.set_math(context)
     start = time.perf_counter()
-    with torch._inductor.config.patch(_load_patches(context.device)):
+    with no_isa_probe(context.device):
         loaded = torch._inductor.aoti_load_package(str(package))
     load_seconds = time.perf_counter() - start
     prepared = {"seconds": load_seconds, "load_seconds": load_seconds, "what": "load AOTInductor package",
