@@ -4,16 +4,6 @@
 import os
 import sys
 
-# Jobs import the library and scripts/ from this checkout (no install needed) and share one inductor cache per
-# results tree, so that a rerun loads what the last run compiled. Set at parse time (it also holds where a
-# cluster job re-parses this file on its node) and before anything below imports torch: importing transformers
-# or torch points TORCHINDUCTOR_CACHE_DIR at /tmp/torchinductor_$USER when it is unset, so a run that validated
-# its models (a cold .snakemake/infbench cache) compiled into /tmp and the next one, which skips validation,
-# compiled everything again into results/ (seen on the H100: max-autotune 250 s per shape in the "warm" rerun).
-# An inherited value is overridden for the same reason: it may be one a parent process's torch import left.
-os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])),
-                  TORCHINDUCTOR_CACHE_DIR=os.path.abspath("results/cache/inductor"))
-
 sys.path.insert(0, workflow.basedir)
 
 from infbench import config as matrix
@@ -26,6 +16,15 @@ try:
     matrix.check_models(config)
 except matrix.ConfigError as error:
     raise WorkflowError(str(error)) from None
+# Jobs import the library and scripts/ from this checkout (no install needed) and share one inductor cache per
+# results tree, so that a rerun loads what the last run compiled. Set at parse time (it also holds where a
+# cluster job re-parses this file on its node), and set, not defaulted: importing transformers or torch (the
+# model validation above does, when .snakemake/infbench has not cached it) points TORCHINDUCTOR_CACHE_DIR at
+# /tmp/torchinductor_$USER, so a first run compiled into /tmp and the next one, which skipped validation,
+# compiled everything again into results/ (seen on the H100: max-autotune 250 s per shape in the "warm" rerun).
+# (Not before the validation: torch creates the directory on import, and bad input must leave no results/.)
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])),
+                  TORCHINDUCTOR_CACHE_DIR=os.path.abspath("results/cache/inductor"))
 # Nothing is downloaded unless a model entry names a hub id.
 if not matrix.uses_hub(config):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

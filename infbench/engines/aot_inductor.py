@@ -37,8 +37,8 @@ def no_isa_probe(device: str):
     Loading compares the CPU ISA recorded in the package with this host's, for an advisory warning only.
     Finding the host's ISAs dry-compiles probe programs and loads each one in a fresh interpreter, once per
     process (pytorch/pytorch#191715); an interpreter that imports torch costs 8-16 s on the H100 host.
-    ``cpp.vec_isa_ok`` skips the probes of the AVX ISAs but not AMX's: ``VecAMX.__bool__`` builds two probes
-    of its own. On that host, which has AMX, ``valid_vec_isa_list()`` still took 22 s with ``vec_isa_ok`` set
+    ``cpp.vec_isa_ok`` skips the plain AVX probes but not AMX's and AVX512-VNNI's, whose ``__bool__`` builds
+    probes of its own. On that host, which has AMX, ``valid_vec_isa_list()`` still took 22 s with ``vec_isa_ok`` set
     (probes built and loaded), and each shape session's first package load took 25-64 s.
 
     A CUDA package runs no CPU kernel, so on CUDA the ISAs are taken from the flags the CPU reports, with no
