@@ -42,7 +42,7 @@ case "${1:?pack|stage|run}" in
     while kill -0 "$pid" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 5; done
     out=${OUT:-/tmp/out}; mkdir -p "$out"
     if kill -0 "$pid" 2>/dev/null; then
-      echo "still running at $(date -u +%FT%TZ): $(ls results/cells/*/*.json 2>/dev/null | wc -l) records so far"
+      echo "still running at $(date -u +%FT%TZ): $(find results/shapes -name '*.json' 2>/dev/null | wc -l) shape sessions done"
       tail -5 "$runs/out/snakemake.log"; cp "$runs/out/snakemake.log" "$runs/out/smi.csv" "$out/" 2>/dev/null; exit 3
     fi
     cat "$runs/run.log"; cp -r "$runs/out/." "$out/" ;;
