@@ -148,7 +148,8 @@ def run_shape(specs: list[CellSpec], progress: Progress | None = None, seed: int
     """Prepare every cell of one shape, time them in interleaved rounds, finish their records (in order)."""
     progress = progress or Progress(None, None)
     session = uuid.uuid4().hex[:12]
-    recs = [_new(spec) for spec in specs]
+    software = environment.software()  # one session, one environment: git and package metadata read once
+    recs = [_new(spec, software) for spec in specs]
     prepared: dict[str, tuple[CellSpec, dict, object, dict]] = {}
     where = specs[0].device if specs else "cpu"
     waiting = lambda: progress.step("wait")  # noqa: E731 - others' rounds or preparation: no watchdog
@@ -190,12 +191,12 @@ def _close(prepared: dict) -> None:
         runner.close()
 
 
-def _new(spec: CellSpec) -> dict:
+def _new(spec: CellSpec, software: dict) -> dict:
     record = records.new_record(spec.key, spec.options, spec.log_path)
     # what of the model is timed (the whole model, an encoder-decoder's encoder, a decoder's prefill)
     manifest = spec.model_dir / "manifest.json"
     record["benchmarked"] = json.loads(manifest.read_text()).get("benchmarked") if manifest.exists() else None
-    record["env"] = environment.software()
+    record["env"] = dict(software)
     record["device"] = (environment.cpu_device(spec.threads) if spec.device == "cpu"
                         else {"kind": spec.device, "threads": spec.threads})
     return record
