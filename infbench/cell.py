@@ -240,9 +240,10 @@ def _finish(spec: CellSpec, record: dict, runner, references, rounds: list[dict]
         record["prepare"] = runner.prepare
         record["timing"] = {"session": session, "rounds": rounds,
                             "policy": policy_record(spec.policy, rounds[0]["window"]["clock"])}
+        if spec.device == "cuda":  # before the summary: the interval's between-run term needs the host share
+            latency = stats.geometric_mean([r["median_ms"] for r in rounds])
+            record["gpu_busy"] = _gpu_busy(runner, latency)
         summarize(record, spec.stability or {})
-        if spec.device == "cuda":
-            record["gpu_busy"] = _gpu_busy(runner, record["timing"]["median_ms"])
         record["accuracy"] = accuracy.judge(runner.output(), references, spec.tolerance)
         record["memory"] = {"peak_bytes": peak_rss_bytes(), "what": "peak RSS of the shape session (host)",
                             "device_peak_bytes": runner.device_peak_bytes()}
@@ -264,13 +265,21 @@ def summarize(record: dict, limits: dict) -> dict:
     are derived, at measuring time and again by scripts/resummarize.py when the estimator changes."""
     timing = record["timing"]
     policy = timing.get("policy") or {}
-    summary = stats.summarize_rounds([r["samples_ms"] for r in timing["rounds"]], policy.get("systematic_rel", 0.0))
+    summary = stats.summarize_rounds([r["samples_ms"] for r in timing["rounds"]], policy.get("systematic_rel", 0.0),
+                                     policy.get("host_drift", 0.0), host_share(record))
     record["timing"] = {**summary, **{k: timing[k] for k in ("session", "rounds", "policy") if k in timing}}
     record["stability"] = stability(record["timing"], record["device"], limits)
     batch, seq_len = record["key"]["batch"], record["key"]["seq_len"]
     seconds = summary["median_ms"] / 1e3
     record["throughput"] = {"sequences_per_s": batch / seconds, "tokens_per_s": batch * seq_len / seconds}
     return record
+
+
+def host_share(record: dict) -> float:
+    """The share of a cell's latency that is host work, which moves with the host's speed between runs:
+    1 - GPU busy share on a GPU; 1 on a CPU, or where the busy share could not be measured (assume the worst)."""
+    share = (record.get("gpu_busy") or {}).get("share")
+    return 1.0 if share is None else min(1.0, max(0.0, 1.0 - float(share)))
 
 
 def _gpu_busy(runner, latency_ms: float) -> dict:

@@ -9,6 +9,8 @@ run only, are listed too: a backend that stopped working is the biggest change o
 
 Reproducibility (``reproducibility``): the share of B's medians inside A's published intervals, the
 between-run spread and A's interval widths, by how host-bound the cells are (GPU busy share classes).
+``host_drift`` estimates, from the same two runs, how much the host's speed moved between them: the value of
+``timing.host_drift`` that makes a config's intervals cover a rerun on this host (infbench.measure.stats).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import jinja2
+import numpy as np
 import pandas as pd
 
 from infbench.report import TEMPLATE_DIR, styled
@@ -58,6 +61,25 @@ def changes(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame], min_change: 
     return frame.sort_values(KEY).reset_index(drop=True)
 
 
+def host_drift(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> dict:
+    """The between-run drift of the host's speed seen by two runs of the same cells (``timing.host_drift``):
+    {"host_drift": d, "cells": how many cells informed it}. Each cell contributes its log ratio of medians,
+    less what its rounds already explain, weighted by its host share (1 - A's GPU busy share; 1 on a CPU)."""
+    def per_cell(run):
+        logs = run["rounds"].assign(log=lambda f: np.log(f["median_ms"])).groupby(KEY)["log"]
+        return pd.DataFrame({"mean": logs.mean(), "var_of_mean": logs.var(ddof=1) / logs.count()})
+
+    ok = a["cells"][a["cells"]["status"] == "ok"].set_index(KEY)
+    both = per_cell(a).join(per_cell(b), lsuffix="_a", rsuffix="_b", how="inner").join(ok, how="inner")
+    if both.empty:
+        return {"host_drift": None, "cells": 0}
+    busy = pd.to_numeric(both.get("gpu_busy_share", pd.Series(index=both.index, dtype=float)), errors="coerce")
+    drift = stats.between_run_host_drift(both["mean_b"] - both["mean_a"],
+                                         (both["var_of_mean_a"] + both["var_of_mean_b"]).fillna(0.0),
+                                         (1.0 - busy).fillna(1.0))
+    return {"host_drift": drift, "cells": len(both)}
+
+
 def reproducibility(table: pd.DataFrame) -> pd.DataFrame:
     """How well B reproduces A, by A's GPU busy class (host-bound cells drift with the host's CPU; on a CPU
     run every cell is host work): cells measured in both, the share of B's medians inside A's 95 %
@@ -85,6 +107,7 @@ def render(a: dict, b: dict, table: pd.DataFrame, labels: tuple[str, str], min_c
     notable = table[table["verdict"] != "same"]
     html = env.get_template("compare.html.j2").render(
         reproducibility=styled(reproducibility(table), precision=3),
+        drift=host_drift(a, b),
         generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         labels=labels, min_change=min_change,
         counts=table["verdict"].value_counts().to_dict(),

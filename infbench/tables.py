@@ -115,6 +115,7 @@ def _row(record: dict) -> dict:
         "n": timing.get("n"),
         "rounds": timing.get("rounds_n"),
         "between_round_cv": timing.get("between_round_cv"),
+        "between_run_half_width": timing.get("between_run_half_width"),
         "round_spread": timing.get("round_spread"),
         "round_min_ms": min(medians) if (medians := timing.get("round_medians_ms")) else None,
         "round_max_ms": max(medians) if medians else None,

@@ -1,8 +1,9 @@
 """Recompute the statistics of existing records from their raw rounds with the current estimator
-(infbench.measure.stats), in place. For a results tree measured before an estimator change: the samples
-are the data, the summary is derived. Each rewritten record says so (timing.resummarized_at).
+(infbench.measure.stats), in place. For a results tree measured before an estimator change, or with a newly
+calibrated ``timing.host_drift``: the samples are the data, the summary is derived. Each rewritten record
+says so (timing.resummarized_at), and its policy names the host drift it was summarized with.
 
-    python3 -m scripts.resummarize results/cells [--max-cv 0.1 --max-clock-change 0.1]
+    python3 -m scripts.resummarize results/cells [--max-cv 0.1 --max-clock-change 0.1] [--host-drift D]
 """
 
 import argparse
@@ -14,12 +15,16 @@ parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.R
 parser.add_argument("cells", help="a results/cells directory")
 parser.add_argument("--max-cv", type=float, default=0.1, help="stability.max_cv of the run")
 parser.add_argument("--max-clock-change", type=float, default=0.1, help="stability.max_clock_change of the run")
+parser.add_argument("--host-drift", type=float, default=None,
+                    help="a new timing.host_drift (e.g. estimated by scripts.compare_runs); default: the record's own")
 args = parser.parse_args()
 count = 0
 for path in sorted(Path(args.cells).rglob("*.json")):
     record = records.read(path)
     if record["status"] != "ok" or not (record.get("timing") or {}).get("rounds"):
         continue
+    if args.host_drift is not None:
+        record["timing"].setdefault("policy", {})["host_drift"] = args.host_drift
     cell.summarize(record, {"max_cv": args.max_cv, "max_clock_change": args.max_clock_change})
     record["timing"]["resummarized_at"] = records.now()
     records.write(record, path)

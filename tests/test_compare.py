@@ -3,13 +3,15 @@ rerun's reproducibility is measured against the first run's intervals."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO, snakemake
 from test_tables import BASELINE, failed, measured
 
-from infbench import compare, tables
+from infbench import compare, records, tables
 
 
 def write_tables(path, recs):
@@ -60,3 +62,42 @@ def test_compare_page_and_rule(tiny_run, tmp_path):
     html = out.read_text()
     assert "&lt;b&gt;run A&lt;/b&gt;" in html and "<b>run A</b>" not in html
     assert 'id="reproducibility"' in html
+
+
+def test_host_drift_is_estimated_from_how_far_the_host_work_moved(tmp_path):
+    """B's host is 25 % slower: the CPU cells (all host work) move 1.25x, a GPU cell with 10 % host work
+    1.025x; the estimate is log(1.25), and a plain rerun (same host speed) estimates about nothing."""
+    def run(name, host_speed, seed):
+        cpu = [measured(backend, "fp32", median * host_speed, seed=seed + i)
+               for i, (backend, median) in enumerate([("eager", 10.0), ("ort", 4.0), ("inductor", 6.0)])]
+        gpu = measured("ort-cuda", "fp16", 2.0 * (0.9 + 0.1 * host_speed), seed=seed + 9)
+        gpu["gpu_busy"] = {"kernel_ms": 1.8, "share": 0.9, "class": "gpu-bound"}
+        write_tables(tmp_path / name, [*cpu, gpu])
+        return compare.load(tmp_path / name)
+
+    a, slower, same = run("a", 1.0, 0), run("slower", 1.25, 20), run("same", 1.0, 40)
+    drift = compare.host_drift(a, slower)
+    # within 0.04: the estimator subtracts what the rounds' spread explains, which these fixtures repeat
+    # identically in both runs (test_tables.DRIFT) rather than draw afresh
+    assert drift["cells"] == 4 and abs(drift["host_drift"] - math.log(1.25)) < 0.04, drift
+    assert compare.host_drift(a, same)["host_drift"] < 0.02
+
+
+def test_resummarize_applies_a_calibrated_host_drift_by_each_cells_host_share(tmp_path):
+    """A new host drift reaches measured records without re-measuring: a CPU cell (all host work) widens by
+    the whole term, a GPU cell with 90 % GPU work by a tenth of it; medians stay."""
+    cpu, gpu = measured("eager", "fp32", 10.0, seed=1), measured("ort-cuda", "fp16", 2.0, seed=2)
+    gpu["gpu_busy"] = {"kernel_ms": 1.8, "share": 0.9, "class": "gpu-bound"}
+    for record in (cpu, gpu):
+        record["device"] = {"name": "x", "sm_clock_mhz": None}
+        records.write(record, tmp_path / "cells" / f"{record['key']['backend']}.json")
+    before = {r["key"]["backend"]: r["timing"] for r in (cpu, gpu)}
+    subprocess.run([sys.executable, "-m", "scripts.resummarize", str(tmp_path / "cells"), "--host-drift", "0.2"],
+                   cwd=REPO, check=True, capture_output=True)
+    after = {name: records.read(tmp_path / "cells" / f"{name}.json")["timing"] for name in before}
+    assert after["eager"]["between_run_half_width"] == pytest.approx(1.96 * 0.2, rel=1e-3)
+    assert after["ort-cuda"]["between_run_half_width"] == pytest.approx(1.96 * 0.2 * 0.1, rel=1e-3)
+    for name in before:
+        assert after[name]["median_ms"] == pytest.approx(before[name]["median_ms"])
+        assert after[name]["policy"]["host_drift"] == 0.2 and "resummarized_at" in after[name]
+        assert after[name]["ci95_ms"][1] > before[name]["ci95_ms"][1]

@@ -175,6 +175,77 @@ def test_a_gpu_bound_cell_keeps_a_sharp_interval_that_still_covers_reruns():
     assert max(half_widths) <= 0.03
 
 
+def mixed_session(sim: SimulatedHost, host_speed: float, shares: dict[str, float], drift: float) -> dict:
+    """One run of cells whose latency is a GPU part plus a host part (share ``shares[name]`` of 8 ms in the
+    fast regime); the host part follows the regimes and this run's ``host_speed``."""
+    def runner(share):
+        def run() -> float:
+            regime = (sim.slow / sim.fast) if sim.slow_now else 1.0
+            ms = 8.0 * ((1 - share) + share * regime * host_speed) * math.exp(sim.rng.normal(0, sim.jitter))
+            sim.advance(ms / 1e3)
+            return ms
+        return run
+
+    rounds, _ = run_rounds({name: runner(h) for name, h in shares.items()}, POLICY, PassThroughClock(), seed=7,
+                           probe=dict, now=sim.now, sleep=sim.advance)
+    return {name: stats.summarize_rounds([r["samples_ms"] for r in rounds[name]], host_drift=drift,
+                                         host_share=shares[name]) for name in shares}
+
+
+SHARES = {"host-bound": 0.85, "mixed": 0.4, "gpu-bound": 0.05}
+
+
+def test_between_run_host_drift_is_estimated_from_reruns_and_makes_intervals_cover_them():
+    """Runs see different host speeds (each exp(N(0, 0.2)): between the H100 reference's two runs the host-
+    bound cells moved 1.2-1.5x), which one run's rounds cannot see. The estimator recovers the drift from
+    pairs of runs (one pair is one draw of the host's shift: its square is unbiased, its value noisy, so
+    calibrate on several reruns); with the drift in the interval >= 90 % of fresh runs land inside for every
+    class of cell, without it host-bound reruns often land outside; GPU-bound intervals barely widen."""
+    true_drift = 0.2 * math.sqrt(2)  # the s.d. of the log speed ratio of two runs, each exp(N(0, 0.2))
+    rng = np.random.default_rng(5)
+    shares = {f"{name}{i}": h for i in range(3) for name, h in SHARES.items()}
+
+    def run(seed, drift):
+        speed = math.exp(rng.normal(0, 0.2))
+        return mixed_session(SimulatedHost(seed, fast=1.0, slow=1.3, jitter=0.02), speed, shares, drift)
+
+    squares = []
+    for pair in range(40):
+        a, b = run(1000 + pair, 0.0), run(2000 + pair, 0.0)
+        logs = [math.log(b[n]["median_ms"] / a[n]["median_ms"]) for n in shares]
+        within = [(a[n]["between_round_cv"] ** 2 + b[n]["between_round_cv"] ** 2) / POLICY.rounds for n in shares]
+        squares.append(stats.between_run_host_drift(logs, within, list(shares.values())) ** 2)
+    assert 0.6 < math.sqrt(np.mean(squares)) / true_drift < 1.4, (math.sqrt(np.mean(squares)), true_drift)
+
+    covered = {0.0: {n: [] for n in SHARES}, true_drift: {n: [] for n in SHARES}}
+    widths = []
+    for seed in range(150):
+        for d in covered:
+            first, second = run(seed, d), run(50_000 + seed, d)
+            for name in shares:
+                kind = name.rstrip("0123456789")
+                lo, hi = first[name]["ci95_ms"]
+                covered[d][kind].append(lo <= second[name]["median_ms"] <= hi)
+                if d and kind == "gpu-bound":
+                    widths.append(first[name]["between_run_half_width"])
+    print({d: {k: round(float(np.mean(v)), 3) for k, v in c.items()} for d, c in covered.items()})
+    assert all(np.mean(v) >= 0.90 for v in covered[true_drift].values()), covered[true_drift]
+    assert np.mean(covered[0.0]["host-bound"]) < 0.8
+    assert max(widths) <= 0.05 * 1.96 * true_drift + 1e-12  # a 5 % host share gets 5 % of the host term
+
+
+def test_host_drift_widens_by_the_host_share_only():
+    rounds = [[10.0, 10.1, 9.9] * 10, [10.05, 10.0, 10.1] * 10, [9.95, 10.0, 9.9] * 10]
+    plain = stats.summarize_rounds(rounds)
+    gpu = stats.summarize_rounds(rounds, host_drift=0.2, host_share=0.0)
+    host = stats.summarize_rounds(rounds, host_drift=0.2, host_share=1.0)
+    half = stats.summarize_rounds(rounds, host_drift=0.2, host_share=0.5)
+    assert gpu["ci95_ms"] == plain["ci95_ms"] and gpu["between_run_half_width"] == 0
+    assert plain["ci95_ms"][1] < half["ci95_ms"][1] < host["ci95_ms"][1]
+    assert host["between_run_half_width"] == pytest.approx(1.96 * 0.2, rel=1e-3)
+    assert host["median_ms"] == plain["median_ms"]
+
+
 def test_one_round_falls_back_to_the_window_interval_and_says_so():
     summary = stats.summarize_rounds([[1.0, 1.1, 0.9, 1.05, 0.95, 1.2, 0.8, 1.0, 1.0, 1.02]])
     assert summary["rounds_n"] == 1 and summary["between_round_cv"] is None

@@ -14,6 +14,12 @@ launch-bound cells while each window alone looks precise to 1 %):
   taken below a typical round's own sampling error). It is what a rerun -- ours or another harness's -- is expected
   to land in, which is the claim a reader makes of an interval; a confidence interval of the mean would be
   narrower by sqrt(R + 1) and be missed by most reruns of a host-bound cell.
+- **Across runs**: the host's speed also moves between runs (H100 host, two runs ten minutes apart: the host
+  probe 1.10 -> 1.62 ms, host-bound cells 1.2-1.5x slower) by more than one run's rounds can see. The part
+  of a latency that is host work moves with it: the interval adds, in quadrature, z * (1 - GPU busy share) *
+  ``host_drift``, where ``host_drift`` is the between-run standard deviation of the log of the host's speed,
+  estimated from a rerun (``between_run_host_drift``, ``scripts.compare_runs``) and set in the config. A
+  GPU-bound cell barely moves; a CPU cell (no GPU share: all of it is host work) moves fully.
 - **Comparisons** (speedups, ties) pair rounds measured close in time: the baseline and the candidate are
   interleaved in each round of one shape session, so a host regime that slows both cancels in their ratio.
   The speedup is the geometric mean of the per-round ratios with a t interval of their mean.
@@ -110,13 +116,16 @@ def geometric_mean(values) -> float:
     return float(np.exp(np.mean(np.log(np.asarray(values, dtype=float)))))
 
 
-def summarize_rounds(rounds: list[list[float]], systematic_rel: float = 0.0, confidence: float = CONFIDENCE) -> dict:
+def summarize_rounds(rounds: list[list[float]], systematic_rel: float = 0.0, host_drift: float = 0.0,
+                     host_share: float = 1.0, confidence: float = CONFIDENCE) -> dict:
     """A cell's timing statistics from its rounds (lists of per-iteration milliseconds).
 
     ``median_ms`` is the geometric mean of the round medians; ``ci95_ms`` the prediction interval for a
     fresh round (see the module docstring); ``systematic_rel`` adds, in quadrature, a relative error that no
-    round of one run can see (e.g. a different boot of the same GPU). Pooled per-iteration statistics
-    (p90, p99, mean, stdev) are kept for the tail-latency tables.
+    round of one run can see (e.g. a different boot of the same GPU); ``host_drift`` x ``host_share`` (the
+    share of the latency that is host work: 1 - GPU busy share, 1 on a CPU) adds the host's between-run
+    drift the same way. Pooled per-iteration statistics (p90, p99, mean, stdev) are kept for the
+    tail-latency tables.
     """
     rounds = [np.asarray(r, dtype=float) for r in rounds if len(r)]
     if not rounds:
@@ -137,9 +146,11 @@ def summarize_rounds(rounds: list[list[float]], systematic_rel: float = 0.0, con
         half = t_quantile(0.5 + confidence / 2, count - 1) * spread * math.sqrt(1 + 1 / count)
         half_lo = half_hi = half
         interval = f"prediction interval of a fresh round's median over {count} rounds (t, log scale)"
-    if systematic_rel > 0:
-        extra = _normal_quantile(0.5 + confidence / 2) * math.log1p(systematic_rel)
-        half_lo, half_hi = math.hypot(half_lo, extra), math.hypot(half_hi, extra)
+    z = _normal_quantile(0.5 + confidence / 2)
+    between_runs = z * min(max(host_share, 0.0), 1.0) * host_drift
+    for extra in (z * math.log1p(systematic_rel), between_runs):
+        if extra > 0:
+            half_lo, half_hi = math.hypot(half_lo, extra), math.hypot(half_hi, extra)
     median = math.exp(center)
     stdev = float(np.std(pooled, ddof=1)) if pooled.size > 1 else 0.0
     mean = float(np.mean(pooled))
@@ -151,6 +162,8 @@ def summarize_rounds(rounds: list[list[float]], systematic_rel: float = 0.0, con
         "ci95_ms": ci,
         "ci_rel_width": (ci[1] - ci[0]) / median,
         "interval": interval,
+        "host_share": host_share,
+        "between_run_half_width": between_runs,
         "round_medians_ms": medians.tolist(),
         "between_round_cv": float(np.std(medians, ddof=1) / np.mean(medians)) if count > 1 else None,
         "round_spread": float(medians.max() / medians.min()),
@@ -163,6 +176,25 @@ def summarize_rounds(rounds: list[list[float]], systematic_rel: float = 0.0, con
         "min_ms": float(np.min(pooled)),
         "cv": stdev / mean if mean > 0 else math.inf,
     }
+
+
+def between_run_host_drift(log_ratios, within_vars, host_shares) -> float:
+    """Estimate ``host_drift`` from the same cells measured in two runs: moment estimator of d in
+    E[r^2] = v + (h d)^2, where r is a cell's log(median B / median A), v the variance of r that the rounds
+    of the two runs already explain (s_A^2/R_A + s_B^2/R_B) and h its host share (1 - GPU busy share).
+    Least squares through the origin over all cells; 0 when the rounds explain the runs' differences.
+
+    Why one number for the host, not one per cell: the host's speed is what moves between runs, and each
+    cell moves by the share of its latency that is host work (latency = GPU part + host part), so host-bound
+    cells inform it most and GPU-bound cells barely at all."""
+    r = np.asarray(log_ratios, dtype=float)
+    v = np.asarray(within_vars, dtype=float)
+    h = np.clip(np.asarray(host_shares, dtype=float), 0.0, 1.0)
+    keep = np.isfinite(r) & np.isfinite(v) & np.isfinite(h)
+    denominator = float(np.sum(h[keep] ** 2))
+    if denominator <= 0:
+        return 0.0
+    return math.sqrt(max(0.0, float(np.sum(r[keep] ** 2 - v[keep])) / denominator))
 
 
 def log_ratio_interval(log_ratios, confidence: float = CONFIDENCE) -> tuple[float, float, float]:

@@ -38,6 +38,7 @@ class TimingPolicy:
     rounds: int = 1
     round_spacing_s: float = 0.0
     systematic_rel: float = 0.0
+    host_drift: float = 0.0  # between-run s.d. of log host speed (infbench.measure.stats: "Across runs")
 
     @classmethod
     def from_config(cls, timing: dict) -> "TimingPolicy":
