@@ -19,7 +19,10 @@ launch-bound cells while each window alone looks precise to 1 %):
   of a latency that is host work moves with it: the interval adds, in quadrature, z * (1 - GPU busy share) *
   ``host_drift``, where ``host_drift`` is the between-run standard deviation of the log of the host's speed,
   estimated from a rerun (``between_run_host_drift``, ``scripts.compare_runs``) and set in the config. A
-  GPU-bound cell barely moves; a CPU cell (no GPU share: all of it is host work) moves fully.
+  GPU-bound cell barely moves; a CPU cell (no GPU share: all of it is host work) moves fully. 1 - busy share
+  is the *exposed* host work: a mixed cell whose launches overlap its kernels moves more when a slower host
+  stops hiding them (H100, between days: busy 0.78, +21 %, against +-10 % from this term); the host's launch
+  time per call would be the better share. GPU-side drift between machines is ``systematic_rel``'s.
 - **Comparisons** (speedups, ties) pair rounds measured close in time: the baseline and the candidate are
   interleaved in each round of one shape session, so a host regime that slows both cancels in their ratio.
   The speedup is the geometric mean of the per-round ratios with a t interval of their mean.
