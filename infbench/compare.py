@@ -101,13 +101,15 @@ def reproducibility(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def render(a: dict, b: dict, table: pd.DataFrame, labels: tuple[str, str], min_change: float, out: Path) -> str:
+def render(a: dict, b: dict, table: pd.DataFrame, labels: tuple[str, str], min_change: float, out: Path,
+           drift: dict) -> str:
+    """The comparison page; ``drift`` is ``host_drift(a, b)`` (the caller logs it too)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True,
                              undefined=jinja2.StrictUndefined)
     notable = table[table["verdict"] != "same"]
     html = env.get_template("compare.html.j2").render(
         reproducibility=styled(reproducibility(table), precision=3),
-        drift=host_drift(a, b),
+        drift=drift,
         generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         labels=labels, min_change=min_change,
         counts=table["verdict"].value_counts().to_dict(),

@@ -165,7 +165,6 @@ def summarize_rounds(rounds: list[list[float]], systematic_rel: float = 0.0, hos
         "ci95_ms": ci,
         "ci_rel_width": (ci[1] - ci[0]) / median,
         "interval": interval,
-        "host_share": host_share,
         "between_run_half_width": between_runs,
         "round_medians_ms": medians.tolist(),
         "between_round_cv": float(np.std(medians, ddof=1) / np.mean(medians)) if count > 1 else None,
