@@ -27,7 +27,7 @@ from pathlib import Path
 
 from infbench import accuracy, artifacts, devices, engines, environment, records
 from infbench.engines.base import CellContext, CellUnusable
-from infbench.measure import gpu_busy, stats
+from infbench.measure import gpu_busy, host_response, stats
 from infbench.measure.rounds import run_rounds
 from infbench.measure.timing import CudaEventClock, HostClock, TimingPolicy, policy_record
 
@@ -266,20 +266,13 @@ def summarize(record: dict, limits: dict) -> dict:
     timing = record["timing"]
     policy = timing.get("policy") or {}
     summary = stats.summarize_rounds([r["samples_ms"] for r in timing["rounds"]], policy.get("systematic_rel", 0.0),
-                                     policy.get("host_drift", 0.0), host_share(record))
+                                     policy.get("host_drift", 0.0), host_response.of_record(record))
     record["timing"] = {**summary, **{k: timing[k] for k in ("session", "rounds", "policy") if k in timing}}
     record["stability"] = stability(record["timing"], record["device"], limits)
     batch, seq_len = record["key"]["batch"], record["key"]["seq_len"]
     seconds = summary["median_ms"] / 1e3
     record["throughput"] = {"sequences_per_s": batch / seconds, "tokens_per_s": batch * seq_len / seconds}
     return record
-
-
-def host_share(record: dict) -> float:
-    """The share of a cell's latency that is host work, which moves with the host's speed between runs:
-    1 - GPU busy share on a GPU; 1 on a CPU, or where the busy share could not be measured (assume the worst)."""
-    share = (record.get("gpu_busy") or {}).get("share")
-    return 1.0 if share is None else min(1.0, max(0.0, 1.0 - float(share)))
 
 
 def _gpu_busy(runner, latency_ms: float) -> dict:

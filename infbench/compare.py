@@ -9,8 +9,9 @@ run only, are listed too: a backend that stopped working is the biggest change o
 
 Reproducibility (``reproducibility``): the share of B's medians inside A's published intervals, the
 between-run spread and A's interval widths, by how host-bound the cells are (GPU busy share classes).
-``host_drift`` estimates, from the same two runs, how much the host's speed moved between them: the value of
-``timing.host_drift`` that makes a config's intervals cover a rerun on this host (infbench.measure.stats).
+``between_run_drift`` estimates, from the same two runs, how much the host's speed and the GPU-side speed
+moved between them: the values of ``timing.host_drift`` and ``timing.systematic_rel`` that make a config's
+intervals cover a rerun on this host (infbench.measure.stats).
 """
 
 from __future__ import annotations
@@ -61,10 +62,11 @@ def changes(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame], min_change: 
     return frame.sort_values(KEY).reset_index(drop=True)
 
 
-def host_drift(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> dict:
-    """The between-run drift of the host's speed seen by two runs of the same cells (``timing.host_drift``):
-    {"host_drift": d, "cells": how many cells informed it}. Each cell contributes its log ratio of medians,
-    less what its rounds already explain, weighted by its host share (1 - A's GPU busy share; 1 on a CPU)."""
+def between_run_drift(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> dict:
+    """The between-run drift seen by two runs of the same cells: {"host_drift", "systematic_rel", "cells"}
+    (``timing.host_drift`` and ``timing.systematic_rel``; None where no cell was measured in both). Each cell
+    contributes its log ratio of medians, less what its rounds already explain, by its host sensitivity in A
+    (the replayed host response's elasticity; 1 - GPU busy share for tables without it; 1 on a CPU)."""
     def per_cell(run):
         logs = run["rounds"].assign(log=lambda f: np.log(f["median_ms"])).groupby(KEY)["log"]
         return pd.DataFrame({"mean": logs.mean(), "var_of_mean": logs.var(ddof=1) / logs.count()})
@@ -72,12 +74,12 @@ def host_drift(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> dict:
     ok = a["cells"][a["cells"]["status"] == "ok"].set_index(KEY)
     both = per_cell(a).join(per_cell(b), lsuffix="_a", rsuffix="_b", how="inner").join(ok, how="inner")
     if both.empty:
-        return {"host_drift": None, "cells": 0}
-    busy = pd.to_numeric(both.get("gpu_busy_share", pd.Series(index=both.index, dtype=float)), errors="coerce")
-    drift = stats.between_run_host_drift(both["mean_b"] - both["mean_a"],
-                                         (both["var_of_mean_a"] + both["var_of_mean_b"]).fillna(0.0),
-                                         (1.0 - busy).fillna(1.0))
-    return {"host_drift": drift, "cells": len(both)}
+        return {"host_drift": None, "systematic_rel": None, "cells": 0}
+    def column(name):
+        return pd.to_numeric(both.get(name, pd.Series(index=both.index, dtype=float)), errors="coerce")
+    sensitivity = column("host_sensitivity").fillna(1.0 - column("gpu_busy_share")).fillna(1.0)
+    return stats.between_run_drift(both["mean_b"] - both["mean_a"],
+                                   (both["var_of_mean_a"] + both["var_of_mean_b"]).fillna(0.0), sensitivity)
 
 
 def reproducibility(table: pd.DataFrame) -> pd.DataFrame:
@@ -103,7 +105,7 @@ def reproducibility(table: pd.DataFrame) -> pd.DataFrame:
 
 def render(a: dict, b: dict, table: pd.DataFrame, labels: tuple[str, str], min_change: float, out: Path,
            drift: dict) -> str:
-    """The comparison page; ``drift`` is ``host_drift(a, b)`` (the caller logs it too)."""
+    """The comparison page; ``drift`` is ``between_run_drift(a, b)`` (the caller logs it too)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True,
                              undefined=jinja2.StrictUndefined)
     notable = table[table["verdict"] != "same"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from infbench import records as record_io
-from infbench.measure import stats
+from infbench.measure import host_response, stats
 
 KEY = ["model", "backend", "engine", "precision", "batch", "seq_len"]
 SHAPE = ["model", "batch", "seq_len"]
@@ -123,6 +123,7 @@ def _row(record: dict) -> dict:
         "gpu_kernel_ms": gpu.get("kernel_ms"),
         "gpu_busy_share": gpu.get("share"),
         "bound": gpu.get("class"),
+        "host_sensitivity": host_response.elasticity(host_response.of_record(record)) if timing else None,
         "host_probe_ms": float(pd.Series(probes).median()) if probes else None,
         "host_probe_spread": max(probes) / min(probes) if probes and min(probes) > 0 else None,
         "sequences_per_s": throughput.get("sequences_per_s"),

@@ -22,8 +22,8 @@ a, b = compare.load(args.a), compare.load(args.b)
 table = compare.changes(a, b, args.min_change)
 if args.csv:
     table.to_csv(args.csv, index=False)
-drift = compare.host_drift(a, b)
+drift = compare.between_run_drift(a, b)
 compare.render(a, b, table, (args.label_a or args.a, args.label_b or args.b), args.min_change, args.out, drift)
 logging.info("compare: %s", table["verdict"].value_counts().to_dict())
-logging.info("host drift between the runs (timing.host_drift), from %d cells: %s", drift["cells"],
-             "not estimable" if drift["host_drift"] is None else f"{drift['host_drift']:.3f}")
+logging.info("drift between the runs, from %d cells: %s", drift["cells"], "not estimable" if drift["host_drift"] is None
+             else f"timing.host_drift {drift['host_drift']:.3f}, timing.systematic_rel {drift['systematic_rel']:.4f}")

@@ -76,28 +76,40 @@ def test_host_drift_is_estimated_from_how_far_the_host_work_moved(tmp_path):
         return compare.load(tmp_path / name)
 
     a, slower, same = run("a", 1.0, 0), run("slower", 1.25, 20), run("same", 1.0, 40)
-    drift = compare.host_drift(a, slower)
+    drift = compare.between_run_drift(a, slower)
     # within 0.04: the estimator subtracts what the rounds' spread explains, which these fixtures repeat
     # identically in both runs (test_tables.DRIFT) rather than draw afresh
     assert drift["cells"] == 4 and abs(drift["host_drift"] - math.log(1.25)) < 0.04, drift
-    assert compare.host_drift(a, same)["host_drift"] < 0.02
+    assert compare.between_run_drift(a, same)["host_drift"] < 0.02
 
 
-def test_resummarize_applies_a_calibrated_host_drift_by_each_cells_host_share(tmp_path):
+def test_resummarize_applies_a_calibrated_drift_by_each_cells_host_response(tmp_path):
     """A new host drift reaches measured records without re-measuring: a CPU cell (all host work) widens by
-    the whole term, a GPU cell with 90 % GPU work by a tenth of it; medians stay."""
+    the whole term, a GPU cell with 90 % GPU work (no replay) by a tenth of it, a CUDA-graph replay whose
+    latency never waits on the host not at all -- until a GPU-side systematic_rel widens it; medians stay."""
     cpu, gpu = measured("eager", "fp32", 10.0, seed=1), measured("ort-cuda", "fp16", 2.0, seed=2)
+    graph = measured("ort-cuda-graph", "fp16", 1.0, seed=3)
     gpu["gpu_busy"] = {"kernel_ms": 1.8, "share": 0.9, "class": "gpu-bound"}
-    for record in (cpu, gpu):
+    graph["gpu_busy"] = {"kernel_ms": 0.93, "share": 0.93, "class": "gpu-bound",
+                         "host_response": {"factors": [0.5, 2.0], "ratios": [1.0, 1.0]}}
+    for record in (cpu, gpu, graph):
         record["device"] = {"name": "x", "sm_clock_mhz": None}
         records.write(record, tmp_path / "cells" / f"{record['key']['backend']}.json")
-    before = {r["key"]["backend"]: r["timing"] for r in (cpu, gpu)}
+    before = {r["key"]["backend"]: r["timing"] for r in (cpu, gpu, graph)}
     subprocess.run([sys.executable, "-m", "scripts.resummarize", str(tmp_path / "cells"), "--host-drift", "0.2"],
                    cwd=REPO, check=True, capture_output=True)
     after = {name: records.read(tmp_path / "cells" / f"{name}.json")["timing"] for name in before}
     assert after["eager"]["between_run_half_width"] == pytest.approx(1.96 * 0.2, rel=1e-3)
     assert after["ort-cuda"]["between_run_half_width"] == pytest.approx(1.96 * 0.2 * 0.1, rel=1e-3)
+    assert after["ort-cuda-graph"]["between_run_half_width"] == 0
+    assert after["ort-cuda-graph"]["ci95_ms"] == pytest.approx(before["ort-cuda-graph"]["ci95_ms"])
     for name in before:
         assert after[name]["median_ms"] == pytest.approx(before[name]["median_ms"])
         assert after[name]["policy"]["host_drift"] == 0.2 and "resummarized_at" in after[name]
-        assert after[name]["ci95_ms"][1] > before[name]["ci95_ms"][1]
+        if name != "ort-cuda-graph":
+            assert after[name]["ci95_ms"][1] > before[name]["ci95_ms"][1]
+    subprocess.run([sys.executable, "-m", "scripts.resummarize", str(tmp_path / "cells"), "--systematic-rel", "0.01"],
+                   cwd=REPO, check=True, capture_output=True)
+    graph_after = records.read(tmp_path / "cells" / "ort-cuda-graph.json")["timing"]
+    assert graph_after["policy"]["systematic_rel"] == 0.01 and graph_after["policy"]["host_drift"] == 0.2
+    assert graph_after["ci95_ms"][1] > after["ort-cuda-graph"]["ci95_ms"][1]

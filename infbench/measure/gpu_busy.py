@@ -9,12 +9,18 @@ the GPU alone. Measured on an H100: device kernel time is 9 % of eager fp16 BERT
 How: PyTorch's profiler (Kineto over CUPTI) records every kernel, memcpy and memset the process issues --
 ONNX Runtime's and TensorRT's too, since CUPTI traces the CUDA context, not the framework -- over a few calls,
 outside the timed rounds. The union of their device intervals, per call, is the device-busy time; over the
-cell's latency it is the GPU busy share.
+cell's latency it is the GPU busy share. The same profiled calls, exported as a trace, are replayed on a slower
+and a faster host (infbench.measure.host_response): how the latency moves with the host's speed, which is
+what widens the cell's interval between runs.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Callable
+
+from infbench.measure import host_response
 
 GPU_BOUND_FROM = 0.8  # share at or above which a cell's latency is the GPU's
 HOST_BOUND_BELOW = 0.5  # share below which most of the latency is the host's (launch gaps)
@@ -44,23 +50,37 @@ def classify(share: float | None) -> str | None:
     return "host-bound" if share < HOST_BOUND_BELOW else "mixed"
 
 
-def measure(run: Callable[[], object], latency_ms: float, calls: int = 3) -> dict:
-    """Profile ``calls`` calls of ``run`` (after one unprofiled call) and return the busy time and share."""
+def measure(run: Callable[[], object], latency_ms: float, calls: int = 5) -> dict:
+    """Profile ``calls`` calls of ``run`` (after one unprofiled call, each synchronised like a timed call) and
+    return the busy time and share, and the host response of the latency (``host_response``)."""
     import torch
     from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile, record_function
 
     run()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(calls):
-            run()
-        torch.cuda.synchronize()
+            with record_function(host_response.MARKER):
+                run()
+            torch.cuda.synchronize()
     spans = [(e.time_range.start, e.time_range.end) for e in prof.events() if e.device_type == DeviceType.CUDA]
     if not spans:
-        return {"kernel_ms": None, "share": None, "events": 0, "calls": calls, "class": None,
+        return {"kernel_ms": None, "share": None, "events": 0, "calls": calls, "class": None, "host_response": None,
                 "why": "the profiler saw no device activity for this engine"}
     kernel_ms = union_ms(spans) / 1e3 / calls  # profiler times are microseconds
     share = kernel_ms / latency_ms if latency_ms else None
     return {"kernel_ms": kernel_ms, "share": share, "events": len(spans) // calls, "calls": calls,
-            "class": classify(share), "what": "union of device intervals (kernels, copies) per call / latency"}
+            "class": classify(share), "what": "union of device intervals (kernels, copies) per call / latency",
+            "host_response": _response(prof, latency_ms)}
+
+
+def _response(prof, latency_ms: float) -> dict | None:
+    """The replayed host response of the profiled calls (None, with the reason logged, where it fails)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "trace.json"
+        prof.export_chrome_trace(str(path))
+        events = json.loads(path.read_text()).get("traceEvents", [])
+    return host_response.response(host_response.calls_from_trace(events), latency_ms)

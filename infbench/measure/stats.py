@@ -15,14 +15,15 @@ launch-bound cells while each window alone looks precise to 1 %):
   to land in, which is the claim a reader makes of an interval; a confidence interval of the mean would be
   narrower by sqrt(R + 1) and be missed by most reruns of a host-bound cell.
 - **Across runs**: the host's speed also moves between runs (H100 host, two runs ten minutes apart: the host
-  probe 1.10 -> 1.62 ms, host-bound cells 1.2-1.5x slower) by more than one run's rounds can see. The part
-  of a latency that is host work moves with it: the interval adds, in quadrature, z * (1 - GPU busy share) *
-  ``host_drift``, where ``host_drift`` is the between-run standard deviation of the log of the host's speed,
-  estimated from a rerun (``between_run_host_drift``, ``scripts.compare_runs``) and set in the config. A
-  GPU-bound cell barely moves; a CPU cell (no GPU share: all of it is host work) moves fully. 1 - busy share
-  is the *exposed* host work: a mixed cell whose launches overlap its kernels moves more when a slower host
-  stops hiding them (H100, between days: busy 0.78, +21 %, against +-10 % from this term); the host's launch
-  time per call would be the better share. GPU-side drift between machines is ``systematic_rel``'s.
+  probe 1.10 -> 1.62 ms, host-bound cells 1.2-1.5x slower) by more than one run's rounds can see. A cell
+  moves with it by its *host response* (infbench.measure.host_response: its profiled calls replayed on a
+  host f times slower; f itself on a CPU, where every cell is host work): the interval adds, in quadrature,
+  log L(e^{z d}) / L above and log L / L(e^{-z d}) below, where ``host_drift`` d is the between-run standard
+  deviation of the log of the host's speed, estimated from a rerun (``between_run_drift``,
+  ``scripts.compare_runs``) and set in the config. A CUDA-graph replay does not move; eager PyTorch whose
+  host is barely ahead of its GPU moves at once when the host slows, though its GPU busy share is high.
+  GPU-side drift between machines or boots (the same cell 2-4 % apart on two H100 hosts at busy >= 0.95) is
+  ``systematic_rel``'s, estimated from the same rerun.
 - **Comparisons** (speedups, ties) pair rounds measured close in time: the baseline and the candidate are
   interleaved in each round of one shape session, so a host regime that slows both cancels in their ratio.
   The speedup is the geometric mean of the per-round ratios with a t interval of their mean.
@@ -37,6 +38,8 @@ import math
 import numpy as np
 
 from scipy import stats as _scipy
+
+from infbench.measure import host_response
 
 CONFIDENCE = 0.95
 _EXACT_LIMIT = 400  # above this, the normal approximation of the binomial is accurate to a rank
@@ -120,15 +123,15 @@ def geometric_mean(values) -> float:
 
 
 def summarize_rounds(rounds: list[list[float]], systematic_rel: float = 0.0, host_drift: float = 0.0,
-                     host_share: float = 1.0, confidence: float = CONFIDENCE) -> dict:
+                     host_curve: dict | None = None, confidence: float = CONFIDENCE) -> dict:
     """A cell's timing statistics from its rounds (lists of per-iteration milliseconds).
 
     ``median_ms`` is the geometric mean of the round medians; ``ci95_ms`` the prediction interval for a
     fresh round (see the module docstring); ``systematic_rel`` adds, in quadrature, a relative error that no
-    round of one run can see (e.g. a different boot of the same GPU); ``host_drift`` x ``host_share`` (the
-    share of the latency that is host work: 1 - GPU busy share, 1 on a CPU) adds the host's between-run
-    drift the same way. Pooled per-iteration statistics (p90, p99, mean, stdev) are kept for the
-    tail-latency tables.
+    round of one run can see (e.g. a different GPU of the same kind); ``host_drift`` through ``host_curve``
+    (the cell's host response, infbench.measure.host_response; None: all host work, as on a CPU) adds the
+    host's between-run drift the same way, on each side. Pooled per-iteration statistics (p90, p99, mean,
+    stdev) are kept for the tail-latency tables.
     """
     rounds = [np.asarray(r, dtype=float) for r in rounds if len(r)]
     if not rounds:
@@ -150,10 +153,11 @@ def summarize_rounds(rounds: list[list[float]], systematic_rel: float = 0.0, hos
         half_lo = half_hi = half
         interval = f"prediction interval of a fresh round's median over {count} rounds (t, log scale)"
     z = _normal_quantile(0.5 + confidence / 2)
-    between_runs = z * min(max(host_share, 0.0), 1.0) * host_drift
-    for extra in (z * math.log1p(systematic_rel), between_runs):
-        if extra > 0:
-            half_lo, half_hi = math.hypot(half_lo, extra), math.hypot(half_hi, extra)
+    slower = math.log(host_response.ratio_at(host_curve, math.exp(z * host_drift))) if host_drift > 0 else 0.0
+    faster = -math.log(host_response.ratio_at(host_curve, math.exp(-z * host_drift))) if host_drift > 0 else 0.0
+    systematic = z * math.log1p(systematic_rel)
+    half_lo = math.hypot(half_lo, systematic, max(0.0, faster))
+    half_hi = math.hypot(half_hi, systematic, max(0.0, slower))
     median = math.exp(center)
     stdev = float(np.std(pooled, ddof=1)) if pooled.size > 1 else 0.0
     mean = float(np.mean(pooled))
@@ -165,7 +169,7 @@ def summarize_rounds(rounds: list[list[float]], systematic_rel: float = 0.0, hos
         "ci95_ms": ci,
         "ci_rel_width": (ci[1] - ci[0]) / median,
         "interval": interval,
-        "between_run_half_width": between_runs,
+        "between_run_half_width": max(0.0, slower),
         "round_medians_ms": medians.tolist(),
         "between_round_cv": float(np.std(medians, ddof=1) / np.mean(medians)) if count > 1 else None,
         "round_spread": float(medians.max() / medians.min()),
@@ -180,23 +184,31 @@ def summarize_rounds(rounds: list[list[float]], systematic_rel: float = 0.0, hos
     }
 
 
-def between_run_host_drift(log_ratios, within_vars, host_shares) -> float:
-    """Estimate ``host_drift`` from the same cells measured in two runs: moment estimator of d in
-    E[r^2] = v + (h d)^2, where r is a cell's log(median B / median A), v the variance of r that the rounds
-    of the two runs already explain (s_A^2/R_A + s_B^2/R_B) and h its host share (1 - GPU busy share).
-    Least squares through the origin over all cells; 0 when the rounds explain the runs' differences.
+def between_run_drift(log_ratios, within_vars, sensitivities) -> dict:
+    """Estimate ``host_drift`` and ``systematic_rel`` from the same cells measured in two runs: moment
+    estimator of (d, g) in E[r^2] = v + (h d)^2 + g^2, where r is a cell's log(median B / median A), v the
+    variance of r that the rounds of the two runs already explain (s_A^2/R_A + s_B^2/R_B), h the cell's host
+    elasticity (infbench.measure.host_response; 1 on a CPU) and g the GPU-side drift that every cell shares.
+    Non-negative least squares over all cells; both 0 when the rounds explain the runs' differences.
 
-    Why one number for the host, not one per cell: the host's speed is what moves between runs, and each
-    cell moves by the share of its latency that is host work (latency = GPU part + host part), so host-bound
-    cells inform it most and GPU-bound cells barely at all."""
+    Why one host number, not one per cell: the host's speed is what moves between runs, and each cell moves
+    by how much its latency waits on the host, so host-bound cells inform d most and cells that never wait on
+    the host inform g alone. With too few cells that do not wait on the host (h < 0.5), g is not estimated (0)."""
+    from scipy.optimize import nnls
+
     r = np.asarray(log_ratios, dtype=float)
     v = np.asarray(within_vars, dtype=float)
-    h = np.clip(np.asarray(host_shares, dtype=float), 0.0, 1.0)
+    h = np.clip(np.asarray(sensitivities, dtype=float), 0.0, 1.0)
     keep = np.isfinite(r) & np.isfinite(v) & np.isfinite(h)
-    denominator = float(np.sum(h[keep] ** 2))
-    if denominator <= 0:
-        return 0.0
-    return math.sqrt(max(0.0, float(np.sum(r[keep] ** 2 - v[keep])) / denominator))
+    r, v, h = r[keep], v[keep], h[keep]
+    if not np.any(h > 0):
+        return {"host_drift": 0.0, "systematic_rel": 0.0, "cells": int(r.size)}
+    target = r**2 - v
+    if np.sum(h < 0.5) >= 3:
+        (d2, g2), _ = nnls(np.column_stack([h**2, np.ones_like(h)]), target)
+    else:
+        d2, g2 = max(0.0, float(np.sum(target * h**2) / np.sum(h**4))), 0.0
+    return {"host_drift": math.sqrt(d2), "systematic_rel": math.expm1(math.sqrt(g2)), "cells": int(r.size)}
 
 
 def log_ratio_interval(log_ratios, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
