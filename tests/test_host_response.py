@@ -174,3 +174,23 @@ def test_a_records_response_is_its_replay_else_its_busy_share_else_all_host_work
     assert hr.of_record({"gpu_busy": {"share": 0.5, "host_response": replay}}) is replay
     assert hr.elasticity(hr.of_record({"gpu_busy": {"share": 0.9}})) == pytest.approx(0.1)
     assert hr.of_record({"device": {"kind": "cpu"}}) is None
+
+
+def test_busy_share_counts_the_devices_own_work_not_the_annotations_over_it():
+    """The profiler also puts the GPU-side span of each annotated region (ours around every call,
+    torch.compile's around a compiled region) on the device: it covers the launch gaps and must not count."""
+    from infbench.measure import gpu_busy
+
+    trace = Trace()
+    for _ in range(3):
+        trace.call(eager(20, 5, launches=10))
+    calls_seen = hr.calls_from_trace(trace.events)
+    for call in calls_seen:
+        first, last = call.apis[0][3][0][0], call.apis[-1][3][-1][1]
+        trace.events.append({"ph": "X", "cat": "gpu_user_annotation", "name": hr.MARKER, "ts": first,
+                             "dur": last - first})
+    latency_ms = calls_seen[0].observed() / 1e3
+    busy = gpu_busy.from_trace(trace.events, 3, latency_ms)
+    assert busy["kernel_ms"] == pytest.approx(10 * 5.0 / 1e3)
+    assert busy["class"] == "host-bound" and busy["share"] < 0.3
+    assert busy["host_response"]["elasticity"] > 0.95

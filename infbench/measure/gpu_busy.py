@@ -17,6 +17,7 @@ what widens the cell's interval between runs.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -54,7 +55,6 @@ def measure(run: Callable[[], object], latency_ms: float, calls: int = 5) -> dic
     """Profile ``calls`` calls of ``run`` (after one unprofiled call, each synchronised like a timed call) and
     return the busy time and share, and the host response of the latency (``host_response``)."""
     import torch
-    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile, record_function
 
     run()
@@ -64,7 +64,18 @@ def measure(run: Callable[[], object], latency_ms: float, calls: int = 5) -> dic
             with record_function(host_response.MARKER):
                 run()
             torch.cuda.synchronize()
-    spans = [(e.time_range.start, e.time_range.end) for e in prof.events() if e.device_type == DeviceType.CUDA]
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "trace.json"
+        prof.export_chrome_trace(str(path))
+        events = json.loads(path.read_text()).get("traceEvents", [])
+    return from_trace(events, calls, latency_ms)
+
+
+def from_trace(events: list[dict], calls: int, latency_ms: float) -> dict:
+    """Busy share and host response of ``calls`` profiled calls in a Chrome trace. Only the device's own
+    activity counts as busy (kernels, copies, memsets): the GPU-side spans of annotations (ours around each
+    call, torch.compile's around a compiled region) cover the gaps too."""
+    spans = [(e["ts"], e["ts"] + e.get("dur", 0.0)) for e in events if e.get("cat") in host_response.DEVICE_CATS]
     if not spans:
         return {"kernel_ms": None, "share": None, "events": 0, "calls": calls, "class": None, "host_response": None,
                 "why": "the profiler saw no device activity for this engine"}
@@ -72,15 +83,4 @@ def measure(run: Callable[[], object], latency_ms: float, calls: int = 5) -> dic
     share = kernel_ms / latency_ms if latency_ms else None
     return {"kernel_ms": kernel_ms, "share": share, "events": len(spans) // calls, "calls": calls,
             "class": classify(share), "what": "union of device intervals (kernels, copies) per call / latency",
-            "host_response": _response(prof, latency_ms)}
-
-
-def _response(prof, latency_ms: float) -> dict | None:
-    """The replayed host response of the profiled calls (None, with the reason logged, where it fails)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / "trace.json"
-        prof.export_chrome_trace(str(path))
-        events = json.loads(path.read_text()).get("traceEvents", [])
-    return host_response.response(host_response.calls_from_trace(events), latency_ms)
+            "host_response": host_response.response(host_response.calls_from_trace(events), latency_ms)}

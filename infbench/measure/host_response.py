@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 FACTORS = (0.5, 0.67, 0.8, 0.9, 1.1, 1.25, 1.5, 2.0)
 MARKER = "infbench::call"  # record_function name around each profiled call (infbench.measure.gpu_busy)
 LAUNCH_LATENCY_US = 1.0  # from a launch call's return to its op's start on an idle device (upper bound)
-_DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 _API_CATS = ("cuda_runtime", "cuda_driver")
 _BLOCKING_COPIES = ("cudaMemcpy", "cudaMemcpy2D", "cudaMemset", "cuMemcpy", "cuMemcpyDtoH_v2", "cuMemcpyHtoD_v2",
                     "cuMemcpyDtoH", "cuMemcpyHtoD")
@@ -63,7 +63,7 @@ def calls_from_trace(events: list[dict], marker: str = MARKER) -> list[Call]:
                   key=lambda e: e["ts"])
     ops: dict[int, list[tuple[float, float]]] = {}
     for e in events:
-        if e.get("cat") in _DEVICE_CATS and "correlation" in (e.get("args") or {}):
+        if e.get("cat") in DEVICE_CATS and "correlation" in (e.get("args") or {}):
             ops.setdefault(e["args"]["correlation"], []).append((float(e["ts"]), float(e["ts"] + e.get("dur", 0.0))))
     calls = []
     for start, end in spans:

@@ -184,31 +184,30 @@ def summarize_rounds(rounds: list[list[float]], systematic_rel: float = 0.0, hos
     }
 
 
-def between_run_drift(log_ratios, within_vars, sensitivities) -> dict:
+def between_run_drift(log_ratios, within_vars, sensitivities, host_free_below: float = 0.2) -> dict:
     """Estimate ``host_drift`` and ``systematic_rel`` from the same cells measured in two runs: moment
-    estimator of (d, g) in E[r^2] = v + (h d)^2 + g^2, where r is a cell's log(median B / median A), v the
+    estimators of (d, g) in E[r^2] = v + (h d)^2 + g^2, where r is a cell's log(median B / median A), v the
     variance of r that the rounds of the two runs already explain (s_A^2/R_A + s_B^2/R_B), h the cell's host
     elasticity (infbench.measure.host_response; 1 on a CPU) and g the GPU-side drift that every cell shares.
-    Non-negative least squares over all cells; both 0 when the rounds explain the runs' differences.
+    d: least squares through the origin over all cells; g: the mean excess of the cells that barely wait on
+    the host (h < ``host_free_below``), where the host's term cannot stand in for it. Both 0 when the rounds
+    explain the runs' differences; g is not estimated (0) from fewer than 3 such cells.
 
     Why one host number, not one per cell: the host's speed is what moves between runs, and each cell moves
-    by how much its latency waits on the host, so host-bound cells inform d most and cells that never wait on
-    the host inform g alone. With too few cells that do not wait on the host (h < 0.5), g is not estimated (0)."""
-    from scipy.optimize import nnls
-
+    by how much its latency waits on the host, so host-bound cells inform d most. Why g apart: host-bound
+    cells also move by more than one factor explains (regimes within a run), and a joint fit would lend that
+    excess to every GPU-bound cell."""
     r = np.asarray(log_ratios, dtype=float)
     v = np.asarray(within_vars, dtype=float)
     h = np.clip(np.asarray(sensitivities, dtype=float), 0.0, 1.0)
     keep = np.isfinite(r) & np.isfinite(v) & np.isfinite(h)
     r, v, h = r[keep], v[keep], h[keep]
-    if not np.any(h > 0):
-        return {"host_drift": 0.0, "systematic_rel": 0.0, "cells": int(r.size)}
-    target = r**2 - v
-    if np.sum(h < 0.5) >= 3:
-        (d2, g2), _ = nnls(np.column_stack([h**2, np.ones_like(h)]), target)
-    else:
-        d2, g2 = max(0.0, float(np.sum(target * h**2) / np.sum(h**4))), 0.0
-    return {"host_drift": math.sqrt(d2), "systematic_rel": math.expm1(math.sqrt(g2)), "cells": int(r.size)}
+    excess = r**2 - v
+    d2 = max(0.0, float(np.sum(excess * h**2) / np.sum(h**4))) if np.any(h > 0) else 0.0
+    free = h < host_free_below
+    g2 = max(0.0, float(np.mean(excess[free] - d2 * h[free] ** 2))) if np.sum(free) >= 3 else 0.0
+    return {"host_drift": math.sqrt(d2), "systematic_rel": math.expm1(math.sqrt(g2)), "cells": int(r.size),
+            "host_free_cells": int(np.sum(free))}
 
 
 def log_ratio_interval(log_ratios, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
