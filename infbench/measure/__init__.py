@@ -5,6 +5,9 @@
 - ``stats``: statistics within a round (median, order-statistic interval) and across rounds (the cell's
   latency, its rerun interval, paired speedups, the tie rule);
 - ``host``: a cheap probe of the host CPU's state, recorded with every round;
-- ``gpu_busy``: the share of a GPU cell's latency that is device work (the host-bound diagnosis).
+- ``gpu_busy``: the share of a GPU cell's latency that is device work (the host-bound diagnosis), from a
+  profiled pass after the rounds;
+- ``host_response``: how that latency moves with the host's speed, from the same profiled calls replayed (what
+  the host's between-run drift widens an interval by).
 A new statistic goes in ``stats``; a new per-round observation in ``host`` (or a module beside it).
 """
