@@ -107,8 +107,8 @@ VERDICT_COLUMNS = ["model", "batch", "seq_len", "verdict", "tie", "backend", "pr
 ROUND_COLUMNS = [*KEY_COLUMNS, "median_ms", "ci_lo_ms", "ci_hi_ms", "interval_width_pct", "rounds",
                  "between_round_cv", "round_min_ms", "round_max_ms", "round_spread", "host_sensitivity",
                  "between_run_half_width"]
-HOST_BOUND_COLUMNS = [*KEY_COLUMNS, "median_ms", "gpu_kernel_ms", "gpu_busy_share", "host_probe_ms",
-                      "host_probe_spread", "round_spread", "between_round_cv"]
+HOST_BOUND_COLUMNS = [*KEY_COLUMNS, "median_ms", "gpu_kernel_ms", "gpu_busy_share", "host_sensitivity",
+                      "host_probe_ms", "host_probe_spread", "round_spread", "between_round_cv"]
 
 
 def _present(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
