@@ -72,7 +72,7 @@ def between_run_drift(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) ->
         return pd.DataFrame({"mean": logs.mean(), "var_of_mean": logs.var(ddof=1) / logs.count()})
 
     ok = a["cells"][a["cells"]["status"] == "ok"].set_index(KEY)
-    both = per_cell(a).join(per_cell(b), lsuffix="_a", rsuffix="_b", how="inner").join(ok, how="inner")
+    both = per_cell(a).merge(per_cell(b), left_index=True, right_index=True, suffixes=("_a", "_b")).join(ok, how="inner")
     if both.empty:
         return {"host_drift": None, "systematic_rel": None, "cells": 0}
     def column(name):
