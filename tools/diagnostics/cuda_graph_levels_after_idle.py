@@ -3,24 +3,11 @@ windows of a round are fast, later ones slow)? BERT-base fp16 b1 s128 graph, tra
 For idle S in (0.5, 2, 6, 12) s: sleep S, then 10 windows back to back (0.2 s warm-up + 20 replays), each with the
 host probe; then one long window (3000 replays) after S = 6 with per-iteration event and host times.
 Variant 'other': during the 6 s idle a second process runs GEMMs on the GPU (another session's round)."""
-import json, multiprocessing as mp, os, statistics, sys, time
-import torch, transformers
-OUT = os.environ.get("OUT", "/tmp")
+import json, multiprocessing as mp, os, statistics, time
+import torch
 
-def build():
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig()
-    m = transformers.BertModel(cfg).eval().cuda().half()
-    ids = torch.randint(0, cfg.vocab_size, (1, 128), device="cuda"); mask = torch.ones_like(ids)
-    with torch.inference_mode():
-        st = torch.cuda.Stream(); st.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(st):
-            for _ in range(3): m(input_ids=ids, attention_mask=mask)
-        torch.cuda.current_stream().wait_stream(st)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g): m(input_ids=ids, attention_mask=mask)
-    torch.cuda.synchronize()
-    return g.replay
+from bert_graph import build
+OUT = os.environ.get("OUT", "/tmp")
 
 A, B = None, None
 def timed(run):
@@ -45,7 +32,7 @@ def other(seconds):
 
 if __name__ == "__main__":
     mp.set_start_method("spawn")
-    run = build(); A = torch.cuda.Event(enable_timing=True); B = torch.cuda.Event(enable_timing=True)
+    run, _ = build(); A = torch.cuda.Event(enable_timing=True); B = torch.cuda.Event(enable_timing=True)
     log = []
     for rep in range(2):
         for idle in (0.5, 2, 6, 12, "other"):

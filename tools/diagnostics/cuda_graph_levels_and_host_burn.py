@@ -10,50 +10,13 @@
    CPU, a burner pinned to its SMT sibling (or none), windows alternating calm/burn; a profiler trace
    (chrome JSON) of 3 calls of each cell is saved for the offline model.
 """
-import gzip, json, multiprocessing as mp, os, random, shutil, statistics, subprocess, sys, time
+import gzip, json, multiprocessing as mp, os, shutil, statistics, subprocess, sys, time
 
-import torch, transformers
+import torch
+
+from bert_graph import eager, graphed
 
 OUT = os.environ.get("OUT", "/tmp")
-torch.manual_seed(0)
-torch.backends.cuda.matmul.allow_tf32 = False
-cfg = transformers.BertConfig()
-MODELS = {}
-
-
-def model(prec):
-    if prec not in MODELS:
-        m = transformers.BertModel(cfg).eval().cuda()
-        MODELS[prec] = m.half() if prec == "fp16" else m
-    return MODELS[prec]
-
-
-def inputs(b, s):
-    ids = torch.randint(0, cfg.vocab_size, (b, s), device="cuda")
-    return ids, torch.ones_like(ids)
-
-
-def eager(prec, b, s):
-    m, (ids, mask) = model(prec), inputs(b, s)
-    def run():
-        with torch.inference_mode():
-            return m(input_ids=ids, attention_mask=mask)
-    return run
-
-
-def graphed(prec, b, s):
-    m, (ids, mask) = model(prec), inputs(b, s)
-    with torch.inference_mode():
-        st = torch.cuda.Stream(); st.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(st):
-            for _ in range(3):
-                m(input_ids=ids, attention_mask=mask)
-        torch.cuda.current_stream().wait_stream(st)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            m(input_ids=ids, attention_mask=mask)
-    torch.cuda.synchronize()
-    return g.replay
 
 
 EA, EB = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -1,25 +1,10 @@
 """What flips a CUDA-graph replay between its two levels? One process P times BERT-base fp16 b1 s128 graph windows
 (0.2 s warm-up + 20 replays) after each of: nothing (fresh), another process's GEMMs while it stays alive, its
 exit, P's own eager launches, another process that only creates a context and exits."""
-import multiprocessing as mp, os, statistics, sys, time
-import torch, transformers
+import multiprocessing as mp, statistics, time
+import torch
 
-def build():
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig()
-    m = transformers.BertModel(cfg).eval().cuda().half()
-    ids = torch.randint(0, cfg.vocab_size, (1, 128), device="cuda"); mask = torch.ones_like(ids)
-    def eager():
-        with torch.inference_mode(): m(input_ids=ids, attention_mask=mask)
-    with torch.inference_mode():
-        st = torch.cuda.Stream(); st.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(st):
-            for _ in range(3): m(input_ids=ids, attention_mask=mask)
-        torch.cuda.current_stream().wait_stream(st)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g): m(input_ids=ids, attention_mask=mask)
-    torch.cuda.synchronize()
-    return g.replay, eager
+from bert_graph import build
 
 def windows(run, n=4):
     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
