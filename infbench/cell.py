@@ -240,7 +240,7 @@ def _finish(spec: CellSpec, record: dict, runner, references, rounds: list[dict]
         record["prepare"] = runner.prepare
         record["timing"] = {"session": session, "rounds": rounds,
                             "policy": policy_record(spec.policy, rounds[0]["window"]["clock"])}
-        if spec.device == "cuda":  # before the summary: the interval's between-run term needs the host share
+        if spec.device == "cuda":  # before the summary: the between-run term needs the host response
             latency = stats.geometric_mean([r["median_ms"] for r in rounds])
             record["gpu_busy"] = _gpu_busy(runner, latency)
         summarize(record, spec.stability or {})

@@ -27,6 +27,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from statistics import median
+
+import numpy as np
 
 FACTORS = (0.5, 0.67, 0.8, 0.9, 1.1, 1.25, 1.5, 2.0)
 MARKER = "infbench::call"  # record_function name around each profiled call (infbench.measure.gpu_busy)
@@ -127,8 +130,8 @@ def response(calls: list[Call], latency_ms: float, factors=FACTORS) -> dict | No
         base = simulate(call, f0)
         per_call.append([simulate(call, f0 * f) / base for f in factors])
         scales.append(f0)
-    ratios = [_median([row[i] for row in per_call]) for i in range(len(factors))]
-    curve = {"factors": list(factors), "ratios": ratios, "host_scale": _median(scales), "calls": len(calls),
+    ratios = [median(row[i] for row in per_call) for i in range(len(factors))]
+    curve = {"factors": list(factors), "ratios": ratios, "host_scale": median(scales), "calls": len(calls),
              "what": "latency on a host f times slower / latency, from a replay of the profiled calls"}
     curve["elasticity"] = elasticity(curve)
     return curve
@@ -138,8 +141,6 @@ def ratio_at(curve: dict | None, factor: float) -> float:
     """The latency ratio on a host ``factor`` times slower; a curve of None is all host work (ratio = f)."""
     if not curve:
         return factor
-    import numpy as np
-
     logs = np.log(np.asarray([1.0, *curve["factors"]], dtype=float))
     ratios = np.log(np.asarray([1.0, *curve["ratios"]], dtype=float))
     order = np.argsort(logs)
@@ -163,7 +164,7 @@ def power_curve(share: float, factors=FACTORS) -> dict:
     """The curve of a latency whose ``share`` moves with the host and the rest not at all (log-linear): what
     a record without a replay (GPU busy share only) or a CPU cell (share 1) is summarised with."""
     share = min(1.0, max(0.0, share))
-    return {"factors": list(factors), "ratios": [f**share for f in factors], "elasticity": share,
+    return {"factors": list(factors), "ratios": [f**share for f in factors],
             "what": f"latency ratio = f ** {share:.3f} (no replay)"}
 
 
@@ -176,8 +177,3 @@ def of_record(record: dict) -> dict | None:
         return busy["host_response"]
     return None if busy.get("share") is None else power_curve(1.0 - float(busy["share"]))
 
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
