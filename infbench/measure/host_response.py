@@ -176,4 +176,3 @@ def of_record(record: dict) -> dict | None:
     if busy.get("host_response"):
         return busy["host_response"]
     return None if busy.get("share") is None else power_curve(1.0 - float(busy["share"]))
-
