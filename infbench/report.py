@@ -106,7 +106,7 @@ VERDICT_COLUMNS = ["model", "batch", "seq_len", "verdict", "tie", "backend", "pr
                    "runner_up_ratio_hi"]
 ROUND_COLUMNS = [*KEY_COLUMNS, "median_ms", "ci_lo_ms", "ci_hi_ms", "interval_width_pct", "rounds",
                  "between_round_cv", "round_min_ms", "round_max_ms", "round_spread", "host_sensitivity",
-                 "between_run_half_width"]
+                 "rounds_half_width", "between_run_half_width", "spread_cause"]
 HOST_BOUND_COLUMNS = [*KEY_COLUMNS, "median_ms", "gpu_kernel_ms", "gpu_busy_share", "host_sensitivity",
                       "host_probe_ms", "host_probe_spread", "round_spread", "between_round_cv"]
 
@@ -150,6 +150,27 @@ def rounds_section(cells: pd.DataFrame, rounds: pd.DataFrame) -> dict:
             "span_s": None if pd.isna(span) else f"{span:.3g}"}
 
 
+WIDE_COLUMNS = [*KEY_COLUMNS, "median_ms", "ci_lo_ms", "ci_hi_ms", "half_width_pct", "gpu_busy_share",
+                "spread_cause", "spread_evidence", "round_min_ms", "round_max_ms", "host_sensitivity"]
+GPU_BOUND_TARGET_PCT = 3.0  # issue 14's sharpness target for GPU-bound cells
+
+
+def wide_gpu_bound_section(cells: pd.DataFrame) -> dict:
+    """The GPU-bound cells whose interval reaches beyond +-3 % of the median, each with the named cause of its
+    width (infbench.measure.spread, through cells.csv), and the count per cause: a GPU-bound latency is meant
+    to be the GPU's own, so where its interval is wide the reader is told what moved."""
+    share = pd.to_numeric(cells.get("gpu_busy_share", pd.Series(index=cells.index, dtype=float)), errors="coerce")
+    gpu_bound = cells[(cells["status"] == "ok") & (share >= gpu_busy.GPU_BOUND_FROM)]
+    half = 100 * pd.concat([gpu_bound["ci_hi_ms"] / gpu_bound["median_ms"] - 1,
+                            1 - gpu_bound["ci_lo_ms"] / gpu_bound["median_ms"]], axis=1).max(axis=1)
+    wide = gpu_bound.assign(half_width_pct=half)[half > GPU_BOUND_TARGET_PCT].sort_values("half_width_pct")
+    causes = wide["spread_cause"].fillna("not recorded").value_counts() if "spread_cause" in wide else pd.Series(dtype=int)
+    return {"gpu_bound_n": len(gpu_bound), "within_n": int((half <= GPU_BOUND_TARGET_PCT).sum()),
+            "median_pct": None if half.empty else f"{half.median():.1f}", "target_pct": f"{GPU_BOUND_TARGET_PCT:g}",
+            "causes": [{"cause": name, "n": int(n)} for name, n in causes.items()],
+            "table": styled(_present(wide, WIDE_COLUMNS))}
+
+
 def gpu_busy_section(cells: pd.DataFrame) -> dict:
     """Whether any cell has a GPU busy share, and the host-bound cells beside their host probe and round
     spread: a host-bound cell's latency moves with the host CPU, and those columns show whether it did."""
@@ -186,6 +207,7 @@ def render(tables: dict[str, pd.DataFrame], figures: dict[str, Path], config: di
         remote_code=sorted(name for name, model in config.get("models", {}).items() if model.get("trust_remote_code")),
         verdict=verdict(tables["best"]),
         rounds=rounds_section(cells, tables["rounds"]),
+        wide=wide_gpu_bound_section(cells),
         gpu_busy=gpu_busy_section(cells),
         speedup=styled(tables["speedup"], highlight="accuracy_passed"),
         accuracy=accuracy_matrix(cells),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from infbench import records as record_io
-from infbench.measure import host_response, stats
+from infbench.measure import host_response, spread, stats
 
 KEY = ["model", "backend", "engine", "precision", "batch", "seq_len"]
 SHAPE = ["model", "batch", "seq_len"]
@@ -94,6 +94,11 @@ def _row(record: dict) -> dict:
     fp64 = accuracy.get("fp64") or {}
     stability = record.get("stability") or {}
 
+    sensitivity = host_response.elasticity(host_response.of_record(record)) if timing else None
+    why = (spread.cause([r["median_ms"] for r in rounds], [(r.get("device") or {}).get("sm_clock_mhz") for r in rounds],
+                        timing.get("rounds_half_width"), timing.get("between_run_half_width"), sensitivity)
+           if len(rounds) >= 3 else {})
+
     def before_after(key: str, index: int):
         value = device.get(key)
         return value[index] if isinstance(value, list) else value
@@ -115,7 +120,12 @@ def _row(record: dict) -> dict:
         "n": timing.get("n"),
         "rounds": timing.get("rounds_n"),
         "between_round_cv": timing.get("between_round_cv"),
+        "rounds_half_width": timing.get("rounds_half_width"),
         "between_run_half_width": timing.get("between_run_half_width"),
+        "spread_cause": why.get("cause"),
+        "spread_evidence": why.get("evidence"),
+        "clock_range": why.get("clock_range"),
+        "clock_r2": why.get("clock_r2"),
         "round_spread": timing.get("round_spread"),
         "round_min_ms": min(medians) if (medians := timing.get("round_medians_ms")) else None,
         "round_max_ms": max(medians) if medians else None,
@@ -123,7 +133,7 @@ def _row(record: dict) -> dict:
         "gpu_kernel_ms": gpu.get("kernel_ms"),
         "gpu_busy_share": gpu.get("share"),
         "bound": gpu.get("class"),
-        "host_sensitivity": host_response.elasticity(host_response.of_record(record)) if timing else None,
+        "host_sensitivity": sensitivity,
         "host_probe_ms": float(pd.Series(probes).median()) if probes else None,
         "host_probe_spread": max(probes) / min(probes) if probes and min(probes) > 0 else None,
         "sequences_per_s": throughput.get("sequences_per_s"),

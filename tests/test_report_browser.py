@@ -115,6 +115,8 @@ def test_gpu_sections_render_in_the_browser(browser, tmp_path):
     host_bound = browser.find_element("css selector", "p.host-bound-note ~ div.scroll table.data")
     assert len(host_bound.find_elements("css selector", "tbody tr")) >= 2
     assert "≈" in browser.find_element("css selector", "div.tie").text
+    wide = browser.find_element("css selector", "h3#wide-gpu-bound ~ div.scroll table.data")
+    assert wide.is_displayed() and "SM clock" in wide.text and len(wide.find_elements("css selector", "tbody tr")) >= 1
     ARTIFACTS.mkdir(exist_ok=True)
     browser.find_element("css selector", "h2#gpu-busy").location_once_scrolled_into_view  # noqa: B018
     browser.save_screenshot(str(ARTIFACTS / "report-gpu-busy.png"))

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from infbench import figures, report, tables
-from infbench.measure import gpu_busy
+from infbench.measure import gpu_busy, spread
 
 BASELINE = {"backend": "eager", "precision": "fp32"}
 # A real CPU run of config/tiny.yaml; where it is absent the session's tiny_run fixture makes one.
@@ -68,6 +68,8 @@ def _gpu_frames() -> dict[str, pd.DataFrame]:
                           "unstable": False, "unstable_why": None, "prepare_s": 2.0, "compile_s": 0.0,
                           "build_s": 30.0 if backend == "trt" else 0.0, "peak_bytes": 1e9, "device_peak_bytes": 2e9,
                           "sm_clock_before": 1980, "sm_clock_after": 1980, "temp_c_after": 50, "power_w_after": 300,
+                          "spread_cause": spread.CLOCK if backend == "trt" else spread.NONE,
+                          "spread_evidence": "1695-1845 MHz, R2 0.90" if backend == "trt" else "",
                           "device": "NVIDIA H100 80GB HBM3", "options": "{}", "log": "logs/x.log"})
             rounds += [{**key, "session": f"s{batch}-{seq_len}", "round": i, "started_at": "2026-01-01T00:00:00+00:00",
                         "offset_s": 20.0 * i, "position": i, "median_ms": m, "n": 100, "stop_reason": "converged",
@@ -147,13 +149,21 @@ def test_gpu_run_marks_ties_and_lists_host_bound_cells_under_one_note(gpu_tables
     busy = _section(html, "gpu-busy")
     assert 'id="gpu-busy"' in busy and "<img " in busy
     assert html.count(gpu_busy.HOST_BOUND_NOTE) == 1
-    host_bound = busy[busy.index(gpu_busy.HOST_BOUND_NOTE):]
+    host_bound = busy[busy.index(gpu_busy.HOST_BOUND_NOTE):busy.index('id="wide-gpu-bound"')]
     cells = pd.read_csv(gpu_tables / "cells.csv")
     expected = cells[cells["bound"] == "host-bound"]
     assert len(expected) >= 2 and (cells["bound"] == "gpu-bound").any()
     assert host_bound.count("<tr>") == len(expected) + 1
     assert "eager" in host_bound and "trt" not in host_bound
     assert all(f">{c}</th>" in host_bound for c in ("host_probe_ms", "host_probe_spread", "round_spread"))
+    wide = busy[busy.index('id="wide-gpu-bound"'):]
+    gpu_bound = cells[cells["gpu_busy_share"] >= gpu_busy.GPU_BOUND_FROM]
+    assert re.search(rf"0 of {len(gpu_bound)} GPU-bound cells have a 95% interval within ±3 %", wide)
+    clock = int((gpu_bound["spread_cause"] == spread.CLOCK).sum())
+    assert 0 < clock < len(gpu_bound) and wide.count("1695-1845 MHz") == clock
+    for name, n in gpu_bound["spread_cause"].value_counts().items():
+        assert re.search(rf"{name} {n}[,.]", wide)
+    assert wide.count("<tr>") == len(gpu_bound) + 1
     assert len(re.findall(r"<img ", html)) == len(figures.FIGURES)
     assert "<script>alert(1)" not in html and "bert&lt;script&gt;alert(1)&lt;/script&gt;" in html
 

@@ -152,6 +152,7 @@ def summarize_rounds(rounds: list[list[float]], systematic_rel: float = 0.0, hos
         half = t_quantile(0.5 + confidence / 2, count - 1) * spread * math.sqrt(1 + 1 / count)
         half_lo = half_hi = half
         interval = f"prediction interval of a fresh round's median over {count} rounds (t, log scale)"
+    rounds_half = max(half_lo, half_hi)  # what the rounds alone spread, before the host's and GPU-side drifts
     z = _normal_quantile(0.5 + confidence / 2)
     slower = math.log(host_response.ratio_at(host_curve, math.exp(z * host_drift))) if host_drift > 0 else 0.0
     faster = -math.log(host_response.ratio_at(host_curve, math.exp(-z * host_drift))) if host_drift > 0 else 0.0
@@ -169,6 +170,7 @@ def summarize_rounds(rounds: list[list[float]], systematic_rel: float = 0.0, hos
         "ci95_ms": ci,
         "ci_rel_width": (ci[1] - ci[0]) / median,
         "interval": interval,
+        "rounds_half_width": rounds_half,
         "between_run_half_width": max(0.0, slower),
         "round_medians_ms": medians.tolist(),
         "between_round_cv": float(np.std(medians, ddof=1) / np.mean(medians)) if count > 1 else None,

@@ -1,0 +1,84 @@
+"""The named cause of a cell's spread (infbench.measure.spread) on synthetic rounds, and its way into
+cells.csv and the report's section on GPU-bound cells wider than +-3 %."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from infbench import report, tables
+from infbench.measure import spread
+
+
+def noisy(center, n, sd, rng):
+    return list(center * np.exp(rng.normal(0.0, sd, n)))
+
+
+def test_latency_following_a_throttled_clock_is_named_with_its_range():
+    rng = np.random.default_rng(1)
+    clocks = list(rng.uniform(1695, 1850, 7))
+    medians = [9.2 * 1845 / c * np.exp(rng.normal(0, 0.003)) for c in clocks]
+    why = spread.cause(medians, clocks, rounds_half=0.05, host_half=0.0, host_sensitivity=0.01)
+    assert why["cause"] == spread.CLOCK
+    assert why["clock_r2"] > 0.8 and why["clock_range"] > 1.05
+    assert f"{min(clocks):.0f}-{max(clocks):.0f} MHz" in why["evidence"]
+
+
+def test_a_steady_clock_or_a_clock_moving_the_wrong_way_explains_nothing():
+    rng = np.random.default_rng(2)
+    medians = noisy(1.0, 7, 0.02, rng)
+    assert spread.clock_fit(medians, [1980] * 7) == (1.0, 0.0)
+    faster_when_slower = [1.0 * c / 1800 for c in (1700, 1750, 1800, 1850, 1900, 1950, 1980)]
+    assert spread.clock_fit(faster_when_slower, [1700, 1750, 1800, 1850, 1900, 1950, 1980])[1] == 0.0
+    assert spread.clock_fit([1.0, 1.1], [1700, 1900]) == (1.0, 0.0)  # too few rounds to fit
+    assert spread.clock_fit(medians, [None] * 7) == (1.0, 0.0)  # a CPU cell: no clock
+
+
+def test_two_levels_are_found_and_unimodal_noise_rarely_looks_like_two():
+    rng = np.random.default_rng(3)
+    for low in range(2, 6):
+        medians = noisy(0.66, low, 0.004, rng) + noisy(0.73, 7 - low, 0.004, rng)
+        two = spread.levels(medians)
+        assert two is not None and (two["low_n"], two["high_n"]) == (low, 7 - low)
+        assert two["low_ms"] == pytest.approx(0.66, rel=0.01) and two["high_ms"] == pytest.approx(0.73, rel=0.01)
+        assert spread.cause(medians, [1980] * 7, 0.1, 0.0, 0.0)["cause"] == spread.LEVELS
+    false = sum(spread.levels(noisy(1.0, 7, 0.02, rng)) is not None for _ in range(1000))
+    assert false < 50  # < 5 %: one-level rounds with a 2 % spread are not called two levels
+    assert spread.levels([0.66, 0.66, 0.73]) is None  # fewer than two rounds a side
+
+
+def test_order_host_drift_first_then_host_speed_then_nothing():
+    rng = np.random.default_rng(4)
+    medians = noisy(2.0, 7, 0.01, rng)
+    assert spread.cause(medians, [1980] * 7, rounds_half=0.02, host_half=0.2, host_sensitivity=0.6)["cause"] \
+        == spread.HOST_DRIFT
+    assert spread.cause(medians, [1980] * 7, rounds_half=0.2, host_half=0.02, host_sensitivity=0.9)["cause"] \
+        == spread.HOST_SPEED
+    assert spread.cause(medians, [1980] * 7, rounds_half=0.2, host_half=0.0, host_sensitivity=0.1)["cause"] \
+        == spread.NONE
+
+
+def record(medians, clocks, busy=0.95):
+    rounds = [{"index": i, "started_at": "t", "offset_s": 6.0 * i, "position": 0, "median_ms": m, "n": 20,
+               "samples_ms": [m] * 20, "window": {"stop_reason": "converged"},
+               "host": {"probe_ms": 1.0}, "device": {"sm_clock_mhz": c}} for i, (m, c) in enumerate(zip(medians, clocks))]
+    from infbench.measure import stats
+    timing = stats.summarize_rounds([r["samples_ms"] for r in rounds])
+    return {"key": {"model": "m", "backend": "b", "engine": "torch", "precision": "fp16", "batch": 32, "seq_len": 512},
+            "status": "ok", "timing": {**timing, "rounds": rounds},
+            "gpu_busy": {"share": busy, "class": "gpu-bound", "host_response": {"factors": [0.5, 1, 2],
+                                                                                 "ratios": [1, 1, 1]}}}
+
+
+def test_cells_table_names_the_cause_and_the_report_lists_wide_gpu_bound_cells():
+    clocks = [1695, 1710, 1740, 1770, 1800, 1830, 1845]
+    throttled = record([9.2 * 1845 / c for c in clocks], clocks)
+    steady = record([1.0, 1.001, 0.999, 1.0, 1.002, 0.998, 1.0], [1980] * 7)
+    steady["key"] = {**steady["key"], "batch": 1}
+    rows = tables.cells([throttled, steady])
+    by_batch = rows.set_index("batch")
+    assert by_batch.loc[32, "spread_cause"] == spread.CLOCK
+    assert by_batch.loc[32, "rounds_half_width"] > 0.03
+    section = report.wide_gpu_bound_section(rows)
+    assert (section["gpu_bound_n"], section["within_n"]) == (2, 1)
+    assert section["causes"] == [{"cause": spread.CLOCK, "n": 1}]
+    assert "1695-1845 MHz" in section["table"]
