@@ -96,7 +96,8 @@ def _row(record: dict) -> dict:
 
     sensitivity = host_response.elasticity(host_response.of_record(record)) if timing else None
     why = (spread.cause([r["median_ms"] for r in rounds], [(r.get("device") or {}).get("sm_clock_mhz") for r in rounds],
-                        timing.get("rounds_half_width"), timing.get("between_run_half_width"), sensitivity)
+                        [r.get("position") for r in rounds], timing.get("rounds_half_width"),
+                        timing.get("between_run_half_width"), sensitivity)
            if len(rounds) >= 3 else {})
 
     def before_after(key: str, index: int):

@@ -17,7 +17,7 @@ def test_latency_following_a_throttled_clock_is_named_with_its_range():
     rng = np.random.default_rng(1)
     clocks = list(rng.uniform(1695, 1850, 7))
     medians = [9.2 * 1845 / c * np.exp(rng.normal(0, 0.003)) for c in clocks]
-    why = spread.cause(medians, clocks, rounds_half=0.05, host_half=0.0, host_sensitivity=0.01)
+    why = spread.cause(medians, clocks, [0] * 7, rounds_half=0.05, host_half=0.0, host_sensitivity=0.01)
     assert why["cause"] == spread.CLOCK
     assert why["clock_r2"] > 0.8 and why["clock_range"] > 1.05
     assert f"{min(clocks):.0f}-{max(clocks):.0f} MHz" in why["evidence"]
@@ -40,7 +40,7 @@ def test_two_levels_are_found_and_unimodal_noise_rarely_looks_like_two():
         two = spread.levels(medians)
         assert two is not None and (two["low_n"], two["high_n"]) == (low, 7 - low)
         assert two["low_ms"] == pytest.approx(0.66, rel=0.01) and two["high_ms"] == pytest.approx(0.73, rel=0.01)
-        assert spread.cause(medians, [1980] * 7, 0.1, 0.0, 0.0)["cause"] == spread.LEVELS
+        assert spread.cause(medians, [1980] * 7, [3, 0, 5, 1, 6, 2, 4], 0.1, 0.0, 0.0)["cause"] == spread.LEVELS
     false = sum(spread.levels(noisy(1.0, 7, 0.02, rng)) is not None for _ in range(1000))
     assert false < 50  # < 5 %: one-level rounds with a 2 % spread are not called two levels
     assert spread.levels([0.66, 0.66, 0.73]) is None  # fewer than two rounds a side
@@ -49,12 +49,22 @@ def test_two_levels_are_found_and_unimodal_noise_rarely_looks_like_two():
 def test_order_host_drift_first_then_host_speed_then_nothing():
     rng = np.random.default_rng(4)
     medians = noisy(2.0, 7, 0.01, rng)
-    assert spread.cause(medians, [1980] * 7, rounds_half=0.02, host_half=0.2, host_sensitivity=0.6)["cause"] \
+    assert spread.cause(medians, [1980] * 7, [0] * 7, rounds_half=0.02, host_half=0.2, host_sensitivity=0.6)["cause"] \
         == spread.HOST_DRIFT
-    assert spread.cause(medians, [1980] * 7, rounds_half=0.2, host_half=0.02, host_sensitivity=0.9)["cause"] \
+    assert spread.cause(medians, [1980] * 7, [0] * 7, rounds_half=0.2, host_half=0.02, host_sensitivity=0.9)["cause"] \
         == spread.HOST_SPEED
-    assert spread.cause(medians, [1980] * 7, rounds_half=0.2, host_half=0.0, host_sensitivity=0.1)["cause"] \
+    assert spread.cause(medians, [1980] * 7, [0] * 7, rounds_half=0.2, host_half=0.0, host_sensitivity=0.1)["cause"] \
         == spread.NONE
+
+
+def test_first_windows_of_a_round_faster_is_named_position():
+    medians = [0.66, 0.73, 0.72, 0.735, 0.725, 0.73, 0.74]  # one fast round: not two levels (one a side)
+    positions = [0, 7, 5, 9, 6, 8, 12]
+    assert spread.levels(medians) is None
+    why = spread.cause(medians, [1980] * 7, positions, 0.1, 0.0, 0.0)
+    assert why["cause"] == spread.POSITION and why["position_r"] > 0.7
+    shuffled = spread.cause(medians, [1980] * 7, [9, 0, 5, 7, 6, 8, 12], 0.1, 0.0, 0.0)
+    assert shuffled["cause"] == spread.NONE  # the fast round late in its round: no position pattern
 
 
 def record(medians, clocks, busy=0.95):

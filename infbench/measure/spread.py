@@ -10,6 +10,9 @@ things widen GPU-bound cells, each visible in the rounds' own records:
 - **two levels**: small CUDA-graph replays sit at one of two levels ~10 % apart (the gaps between a graph's
   kernels, not the kernels, change with the GPU's history across processes: report/reference/h100/README.md):
   the sorted round medians split into two clusters, each tight, far apart;
+- the **position in the round**: the first windows of a session's round (right after another session's turn on
+  the GPU) are at the fast level of those replays, later ones mostly at the slow one; where the latency rises
+  with the window's position (r >= ``POSITION_MIN_R``), that is the pattern, with one round fast or several;
 - the **host's speed within the run**, for cells whose latency follows the host (host sensitivity >= 0.5).
 Anything else is "no recorded pattern". The first that applies, in that order, names the cause; the thresholds
 are the module's constants, tested on synthetic rounds.
@@ -24,7 +27,9 @@ import numpy as np
 CLOCK_MIN_RANGE = 1.02  # max / min SM clock over the rounds below which the clock did not move
 CLOCK_MIN_R2 = 0.5  # share of the log round medians' variance that the log clock explains
 LEVEL_MIN_GAP = 0.03  # log gap between the two clusters of round medians (3 %)
-LEVEL_GAP_OVER_SPREAD = 4.0  # ... and that many times the clusters' own spread
+LEVEL_GAP_OVER_SPREAD = 3.0  # ... and that many times the clusters' own spread (simulated: 3 % of one-level rounds with a
+# 2 % spread are called two levels; 90 % of two-level rounds are, one window caught between the levels included)
+POSITION_MIN_R = 0.7  # correlation of log round median with the window's position in its round (n = 7: p ~ 0.04)
 HOST_FOLLOWS = 0.5  # host sensitivity from which a cell's latency follows the host's speed
 
 
@@ -62,19 +67,32 @@ def levels(medians_ms) -> dict | None:
             "high_n": int(high.size), "gap": gap}
 
 
-HOST_DRIFT, CLOCK, LEVELS, HOST_SPEED, NONE = ("host drift between runs", "SM clock", "two levels",
-                                              "host speed within the run", "no recorded pattern")
+HOST_DRIFT, CLOCK, LEVELS, POSITION, HOST_SPEED, NONE = (
+    "host drift between runs", "SM clock", "two levels", "position in the round", "host speed within the run",
+    "no recorded pattern")
 
 
-def cause(medians_ms, clocks_mhz, rounds_half: float | None, host_half: float | None,
+def position_r(medians_ms, positions) -> float:
+    """Correlation of log round median with the window's position in its round (0 when it cannot be said)."""
+    x = np.asarray([p if p is not None else np.nan for p in positions], dtype=float)
+    y = np.log(np.asarray(medians_ms, dtype=float))
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if x.size < 3 or x.std() == 0 or y.std() == 0:
+        return 0.0
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def cause(medians_ms, clocks_mhz, positions, rounds_half: float | None, host_half: float | None,
           host_sensitivity: float | None) -> dict:
     """The named cause of a cell's spread and its evidence: {cause (one of the names above), evidence (a
-    line of text), clock_range, clock_r2, levels}.
+    line of text), clock_range, clock_r2, levels, position_r}.
 
     ``rounds_half`` / ``host_half``: the interval's half-widths (log scale) from the rounds and from the host's
     drift between runs (stats.summarize_rounds: ``rounds_half_width``, ``between_run_half_width``)."""
     clock_range, clock_r2 = clock_fit(medians_ms, clocks_mhz)
     two = levels(medians_ms)
+    by_position = position_r(medians_ms, positions)
     clocks = [c for c in clocks_mhz if c]
     if host_half and host_half > (rounds_half or 0.0):
         name, evidence = HOST_DRIFT, f"host sensitivity {host_sensitivity:.2f}" if host_sensitivity is not None else ""
@@ -83,8 +101,11 @@ def cause(medians_ms, clocks_mhz, rounds_half: float | None, host_half: float | 
     elif two:
         name = LEVELS
         evidence = f"{two['low_ms']:.3g} / {two['high_ms']:.3g} ms ({two['low_n']} + {two['high_n']} rounds)"
+    elif by_position >= POSITION_MIN_R:
+        name, evidence = POSITION, f"later windows slower, r {by_position:.2f}"
     elif host_sensitivity is not None and host_sensitivity >= HOST_FOLLOWS:
         name, evidence = HOST_SPEED, f"host sensitivity {host_sensitivity:.2f}"
     else:
         name, evidence = NONE, ""
-    return {"cause": name, "evidence": evidence, "clock_range": clock_range, "clock_r2": clock_r2, "levels": two}
+    return {"cause": name, "evidence": evidence, "clock_range": clock_range, "clock_r2": clock_r2, "levels": two,
+            "position_r": by_position}
