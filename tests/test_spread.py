@@ -51,6 +51,8 @@ def test_order_host_drift_first_then_host_speed_then_nothing():
     medians = noisy(2.0, 7, 0.01, rng)
     assert spread.cause(medians, [1980] * 7, [0] * 7, rounds_half=0.02, host_half=0.2, host_sensitivity=0.6)["cause"] \
         == spread.HOST_DRIFT
+    assert spread.cause(medians, [1980] * 7, [0] * 7, rounds_half=None, host_half=0.2, host_sensitivity=0.6)["cause"] \
+        == spread.HOST_SPEED  # an older record: the rounds' term is unknown, so the two are not weighed
     assert spread.cause(medians, [1980] * 7, [0] * 7, rounds_half=0.2, host_half=0.02, host_sensitivity=0.9)["cause"] \
         == spread.HOST_SPEED
     assert spread.cause(medians, [1980] * 7, [0] * 7, rounds_half=0.2, host_half=0.0, host_sensitivity=0.1)["cause"] \

@@ -89,12 +89,14 @@ def cause(medians_ms, clocks_mhz, positions, rounds_half: float | None, host_hal
     line of text), clock_range, clock_r2, levels, position_r}.
 
     ``rounds_half`` / ``host_half``: the interval's half-widths (log scale) from the rounds and from the host's
-    drift between runs (stats.summarize_rounds: ``rounds_half_width``, ``between_run_half_width``)."""
+    drift between runs (stats.summarize_rounds: ``rounds_half_width``, ``between_run_half_width``); a record
+    summarised before ``rounds_half_width`` existed (None) is not called host drift: the two cannot be weighed
+    (``scripts.resummarize`` adds it)."""
     clock_range, clock_r2 = clock_fit(medians_ms, clocks_mhz)
     two = levels(medians_ms)
     by_position = position_r(medians_ms, positions)
     clocks = [c for c in clocks_mhz if c]
-    if host_half and host_half > (rounds_half or 0.0):
+    if host_half and rounds_half is not None and host_half > rounds_half:
         name, evidence = HOST_DRIFT, f"host sensitivity {host_sensitivity:.2f}" if host_sensitivity is not None else ""
     elif clock_range >= CLOCK_MIN_RANGE and clock_r2 >= CLOCK_MIN_R2:
         name, evidence = CLOCK, f"{min(clocks):.0f}-{max(clocks):.0f} MHz, R2 {clock_r2:.2f}"
