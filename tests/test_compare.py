@@ -113,3 +113,21 @@ def test_resummarize_applies_a_calibrated_drift_by_each_cells_host_response(tmp_
     graph_after = records.read(tmp_path / "cells" / "ort-cuda-graph.json")["timing"]
     assert graph_after["policy"]["systematic_rel"] == 0.01 and graph_after["policy"]["host_drift"] == 0.2
     assert graph_after["ci95_ms"][1] > after["ort-cuda-graph"]["ci95_ms"][1]
+
+
+def test_coverage_matrix_counts_every_ordered_pair_by_one_runs_classes(tmp_path):
+    a, b = two_runs(tmp_path)
+    out = tmp_path / "coverage.csv"
+    subprocess.run([sys.executable, "-m", "scripts.coverage_matrix", "--run", f"first={a}", "--run", f"rerun={b}",
+                    "--classes-from", "first", "--out", str(out)], cwd=REPO, check=True)
+    import pandas as pd
+
+    table = pd.read_csv(out).set_index(["intervals_of", "medians_of"])
+    assert list(table.index) == [("first", "rerun"), ("rerun", "first")]
+    direct = compare.reproducibility(compare.changes(compare.load(a), compare.load(b))).set_index("class")
+    assert table.loc[("first", "rerun"), "all_inside"] == f"{direct.loc['all', 'b_inside_a']}/3"
+    # the CPU fixtures have no busy share: every cell counts as host work, in both directions
+    assert table.loc[("rerun", "first"), "host-bound_inside"].endswith("/3")
+    bad = subprocess.run([sys.executable, "-m", "scripts.coverage_matrix", "--run", f"first={a}", "--run", f"rerun={b}",
+                          "--classes-from", "third", "--out", str(out)], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 2 and "--classes-from 'third'" in bad.stderr and len(bad.stderr.strip().splitlines()) <= 3
