@@ -104,10 +104,11 @@ def crowd_member(ready, stop, index):
     replay = graphed("fp16", (1, 8, 32)[index % 3], (16, 128, 512)[index // 3 % 3])
     for _ in range(20):
         replay()
-    hold = torch.empty(4 << 30, dtype=torch.uint8, device="cuda")
+    held = torch.empty(4 << 30, dtype=torch.uint8, device="cuda")
     torch.cuda.synchronize()
     ready.set()
     stop.wait()
+    del held  # held until the crowd is told to go
 
 
 def crowd(replay):
