@@ -8,6 +8,9 @@
 - ``gpu_busy``: the share of a GPU cell's latency that is device work (the host-bound diagnosis), from a
   profiled pass after the rounds;
 - ``host_response``: how that latency moves with the host's speed, from the same profiled calls replayed (what
-  the host's between-run drift widens an interval by).
-A new statistic goes in ``stats``; a new per-round observation in ``host`` (or a module beside it).
+  the host's between-run drift widens an interval by);
+- ``spread``: why an interval is as wide as it is -- the named cause from the rounds' own records (the host's
+  drift, the SM clock, two levels, the position in the round, the host's speed).
+A new statistic goes in ``stats``; a new per-round observation in ``host`` (or a module beside it); a new cause
+of spread in ``spread``.
 """
