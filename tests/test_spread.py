@@ -49,8 +49,8 @@ def test_two_levels_are_found_and_unimodal_noise_rarely_looks_like_two():
 def test_order_host_drift_first_then_host_speed_then_nothing():
     rng = np.random.default_rng(4)
     medians = noisy(2.0, 7, 0.01, rng)
-    assert spread.cause(medians, [1980] * 7, [0] * 7, rounds_half=0.02, host_half=0.2, host_sensitivity=0.6)["cause"] \
-        == spread.HOST_DRIFT
+    drift = spread.cause(medians, [1980] * 7, [0] * 7, rounds_half=0.02, host_half=0.2, host_sensitivity=0.6)
+    assert drift["cause"] == spread.HOST_DRIFT and drift["evidence"] == "host term +22.1% vs rounds ±2.0%, sensitivity 0.60"
     assert spread.cause(medians, [1980] * 7, [0] * 7, rounds_half=None, host_half=0.2, host_sensitivity=0.6)["cause"] \
         == spread.HOST_SPEED  # an older record: the rounds' term is unknown, so the two are not weighed
     assert spread.cause(medians, [1980] * 7, [0] * 7, rounds_half=0.2, host_half=0.02, host_sensitivity=0.9)["cause"] \

@@ -97,7 +97,9 @@ def cause(medians_ms, clocks_mhz, positions, rounds_half: float | None, host_hal
     by_position = position_r(medians_ms, positions)
     clocks = [c for c in clocks_mhz if c]
     if host_half and rounds_half is not None and host_half > rounds_half:
-        name, evidence = HOST_DRIFT, f"host sensitivity {host_sensitivity:.2f}" if host_sensitivity is not None else ""
+        name = HOST_DRIFT
+        evidence = f"host term +{math.expm1(host_half):.1%} vs rounds ±{math.expm1(rounds_half):.1%}" + (
+            f", sensitivity {host_sensitivity:.2f}" if host_sensitivity is not None else "")
     elif clock_range >= CLOCK_MIN_RANGE and clock_r2 >= CLOCK_MIN_R2:
         name, evidence = CLOCK, f"{min(clocks):.0f}-{max(clocks):.0f} MHz, R2 {clock_r2:.2f}"
     elif two:
