@@ -164,7 +164,8 @@ def wide_gpu_bound_section(cells: pd.DataFrame) -> dict:
     half = 100 * pd.concat([gpu_bound["ci_hi_ms"] / gpu_bound["median_ms"] - 1,
                             1 - gpu_bound["ci_lo_ms"] / gpu_bound["median_ms"]], axis=1).max(axis=1)
     wide = gpu_bound.assign(half_width_pct=half)[half > GPU_BOUND_TARGET_PCT].sort_values("half_width_pct")
-    causes = wide["spread_cause"].fillna("not recorded").value_counts() if "spread_cause" in wide else pd.Series(dtype=int)
+    # tables written before the causes were: every wide cell counts as "not recorded", and is still listed
+    causes = wide.get("spread_cause", pd.Series(index=wide.index, dtype=object)).fillna("not recorded").value_counts()
     return {"gpu_bound_n": len(gpu_bound), "within_n": int((half <= GPU_BOUND_TARGET_PCT).sum()),
             "median_pct": None if half.empty else f"{half.median():.1f}", "target_pct": f"{GPU_BOUND_TARGET_PCT:g}",
             "causes": [{"cause": name, "n": int(n)} for name, n in causes.items()],

@@ -94,3 +94,10 @@ def test_cells_table_names_the_cause_and_the_report_lists_wide_gpu_bound_cells()
     assert (section["gpu_bound_n"], section["within_n"]) == (2, 1)
     assert section["causes"] == [{"cause": spread.CLOCK, "n": 1}]
     assert "1695-1845 MHz" in section["table"]
+
+
+def test_older_tables_without_causes_still_list_their_wide_gpu_bound_cells():
+    clocks = [1695, 1710, 1740, 1770, 1800, 1830, 1845]
+    rows = tables.cells([record([9.2 * 1845 / c for c in clocks], clocks)]).drop(columns=["spread_cause"])
+    section = report.wide_gpu_bound_section(rows)
+    assert section["causes"] == [{"cause": "not recorded", "n": 1}] and "<td" in section["table"]
