@@ -2,7 +2,6 @@
 cells.csv and the report's section on GPU-bound cells wider than +-3 %."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from infbench import report, tables
@@ -57,6 +56,14 @@ def test_order_host_drift_first_then_host_speed_then_nothing():
         == spread.HOST_SPEED
     assert spread.cause(medians, [1980] * 7, [0] * 7, rounds_half=0.2, host_half=0.0, host_sensitivity=0.1)["cause"] \
         == spread.NONE
+
+
+def test_two_clusters_of_a_host_bound_cell_are_the_hosts_regimes():
+    rng = np.random.default_rng(5)
+    medians = noisy(6.0, 3, 0.005, rng) + noisy(10.5, 4, 0.005, rng)  # eager fp32 b1 s128's two host regimes
+    why = spread.cause(medians, [1980] * 7, [0] * 7, 0.5, 0.3, 0.95)
+    assert why["cause"] == spread.HOST_SPEED and "two regimes" in why["evidence"]
+    assert why["levels"]["low_ms"] == pytest.approx(6.0, rel=0.01) and why["levels"]["high_ms"] == pytest.approx(10.5, rel=0.01)
 
 
 def test_first_windows_of_a_round_faster_is_named_position():

@@ -1,19 +1,20 @@
 """Why a cell's interval is as wide as it is: the named cause, from what each of its rounds recorded.
 
 Why: the interval is built to hold a rerun (infbench.measure.stats), and it does; a reader who sees a GPU-bound
-cell at ±8 % still needs to know *what* moves, because what to do about it differs. On the H100 host four
-things widen GPU-bound cells, each visible in the rounds' own records:
+cell at ±8 % still needs to know *what* moves, because what to do about it differs. On the H100 host these
+widen cells, each visible in the rounds' own records:
 - the host's drift between runs (``between_run_half_width``: the cell's host response at ``timing.host_drift``):
-  eager cells whose host is only just ahead of the GPU;
+  host-bound cells, and eager cells whose host is only just ahead of the GPU;
 - the **SM clock**: at the power cap the GPU throttles (fp16 b32 s512: 1695-1845 MHz across one cell's rounds)
   and the latency follows the clock, so log round median falls with log clock (sampled after each window);
+- the **host's speed within the run**, for cells whose latency follows the host (host sensitivity >= 0.5): their
+  rounds move with the host's speed regimes (two clusters there are the host's, not the GPU's);
 - **two levels**: small CUDA-graph replays sit at one of two levels ~10 % apart (the gaps between a graph's
   kernels, not the kernels, change with the GPU's history across processes: report/reference/h100/README.md):
   the sorted round medians split into two clusters, each tight, far apart;
 - the **position in the round**: the first windows of a session's round (right after another session's turn on
   the GPU) are at the fast level of those replays, later ones mostly at the slow one; where the latency rises
-  with the window's position (r >= ``POSITION_MIN_R``), that is the pattern, with one round fast or several;
-- the **host's speed within the run**, for cells whose latency follows the host (host sensitivity >= 0.5).
+  with the window's position (r >= ``POSITION_MIN_R``), that is the pattern, with one round fast or several.
 Anything else is "no recorded pattern". The first that applies, in that order, names the cause; the thresholds
 are the module's constants, tested on synthetic rounds.
 """
@@ -67,8 +68,8 @@ def levels(medians_ms) -> dict | None:
             "high_n": int(high.size), "gap": gap}
 
 
-HOST_DRIFT, CLOCK, LEVELS, POSITION, HOST_SPEED, NONE = (
-    "host drift between runs", "SM clock", "two levels", "position in the round", "host speed within the run",
+HOST_DRIFT, CLOCK, HOST_SPEED, LEVELS, POSITION, NONE = (
+    "host drift between runs", "SM clock", "host speed within the run", "two levels", "position in the round",
     "no recorded pattern")
 
 
@@ -102,13 +103,15 @@ def cause(medians_ms, clocks_mhz, positions, rounds_half: float | None, host_hal
             f", sensitivity {host_sensitivity:.2f}" if host_sensitivity is not None else "")
     elif clock_range >= CLOCK_MIN_RANGE and clock_r2 >= CLOCK_MIN_R2:
         name, evidence = CLOCK, f"{min(clocks):.0f}-{max(clocks):.0f} MHz, R2 {clock_r2:.2f}"
+    elif host_sensitivity is not None and host_sensitivity >= HOST_FOLLOWS:
+        # a host-bound cell's two clusters are the host's speed regimes, not the GPU's levels
+        name, evidence = HOST_SPEED, f"host sensitivity {host_sensitivity:.2f}" + (
+            f", two regimes {two['low_ms']:.3g} / {two['high_ms']:.3g} ms" if two else "")
     elif two:
         name = LEVELS
         evidence = f"{two['low_ms']:.3g} / {two['high_ms']:.3g} ms ({two['low_n']} + {two['high_n']} rounds)"
     elif by_position >= POSITION_MIN_R:
         name, evidence = POSITION, f"later windows slower, r {by_position:.2f}"
-    elif host_sensitivity is not None and host_sensitivity >= HOST_FOLLOWS:
-        name, evidence = HOST_SPEED, f"host sensitivity {host_sensitivity:.2f}"
     else:
         name, evidence = NONE, ""
     return {"cause": name, "evidence": evidence, "clock_range": clock_range, "clock_r2": clock_r2, "levels": two,
