@@ -19,36 +19,25 @@ import numpy as np
 import pandas as pd
 
 from infbench import compare
-from infbench.measure import gpu_busy
 from infbench.tables import KEY
 
-CLASSES = (("gpu-bound", gpu_busy.GPU_BOUND_FROM, float("inf")), ("mixed", gpu_busy.HOST_BOUND_BELOW, gpu_busy.GPU_BOUND_FROM),
-           ("host-bound", float("-inf"), gpu_busy.HOST_BOUND_BELOW))
-
-
-def classes(cells: pd.DataFrame) -> pd.Series:
-    share = pd.to_numeric(cells["gpu_busy_share"], errors="coerce")
-    label = pd.Series("host-bound", index=cells.index)
-    for name, lo, hi in CLASSES:
-        label[(share >= lo) & (share < hi)] = name
-    return label
+CLASSES = ("gpu-bound", "mixed", "host-bound")  # cells.csv's ``bound`` (infbench.measure.gpu_busy.classify)
 
 
 def pair(label_a: str, a: dict, label_b: str, b: dict, by: pd.Series) -> dict:
-    ok = lambda run: run["cells"][run["cells"]["status"] == "ok"].set_index(KEY)  # noqa: E731
-    both = ok(a)[["median_ms", "ci_lo_ms", "ci_hi_ms"]].merge(ok(b)[["median_ms"]], left_index=True, right_index=True,
-                                                              suffixes=("", "_b"))
-    both["cls"] = by.reindex(both.index)
-    both["inside"] = (both["median_ms_b"] >= both["ci_lo_ms"]) & (both["median_ms_b"] <= both["ci_hi_ms"])
-    both["half"] = np.log(both["ci_hi_ms"] / both["median_ms"])  # the slow side, log scale: the READMEs' "±x %"
-    both["change"] = (both["median_ms_b"] / both["median_ms"] - 1).abs()
+    """One row: B's medians against A's intervals (compare.changes' ``b_inside_a_interval``), by class ``by``."""
+    table = compare.changes(a, b)
+    both = table[(table["status_a"] == "ok") & (table["status_b"] == "ok")].set_index(KEY)
+    both = both.assign(cls=by.reindex(both.index), inside=both["b_inside_a_interval"].astype(bool),
+                       half=np.log(both["ci_hi_ms_a"] / both["median_ms_a"]),
+                       change=(both["median_ms_b"] / both["median_ms_a"] - 1).abs())
     row = {"intervals_of": label_a, "medians_of": label_b,
            "all_inside": f"{int(both['inside'].sum())}/{len(both)}"}
-    for name, _, _ in CLASSES:
+    for name in CLASSES:
         part = both[both["cls"] == name]
         row[f"{name}_inside"] = f"{int(part['inside'].sum())}/{len(part)}"
     row["share_inside"] = round(float(both["inside"].mean()), 3) if len(both) else None
-    for name, _, _ in CLASSES:
+    for name in CLASSES:
         part = both[both["cls"] == name]
         row[f"{name}_median_half_width"] = round(float(part["half"].median()), 4) if len(part) else None
         row[f"{name}_median_change"] = round(float(part["change"].median()), 4) if len(part) else None
@@ -73,8 +62,8 @@ def main() -> None:
         runs[label] = compare.load(Path(path))
     if args.classes_from not in runs:
         parser.error(f"--classes-from {args.classes_from!r}: not one of the runs ({', '.join(runs)})")
-    reference = runs[args.classes_from]["cells"].set_index(KEY)
-    by = classes(reference.reset_index()).set_axis(reference.index)
+    # no busy share (a CPU run): every cell is host work
+    by = runs[args.classes_from]["cells"].set_index(KEY)["bound"].astype(object).fillna("host-bound")
     rows = [pair(a, runs[a], b, runs[b], by) for a, b in permutations(runs, 2)]
     pd.DataFrame(rows).to_csv(args.out, index=False)
     print(f"{len(rows)} ordered pairs of {len(runs)} runs -> {args.out}")
