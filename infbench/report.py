@@ -159,8 +159,8 @@ def wide_gpu_bound_section(cells: pd.DataFrame) -> dict:
     """The GPU-bound cells whose interval reaches beyond +-3 % of the median, each with the named cause of its
     width (infbench.measure.spread, through cells.csv), and the count per cause: a GPU-bound latency is meant
     to be the GPU's own, so where its interval is wide the reader is told what moved."""
-    share = pd.to_numeric(cells.get("gpu_busy_share", pd.Series(index=cells.index, dtype=float)), errors="coerce")
-    gpu_bound = cells[(cells["status"] == "ok") & (share >= gpu_busy.GPU_BOUND_FROM)]
+    bound = cells.get("bound", pd.Series(index=cells.index, dtype=object))  # as gpu_busy_section reads it
+    gpu_bound = cells[(cells["status"] == "ok") & (bound == "gpu-bound")]
     half = 100 * pd.concat([gpu_bound["ci_hi_ms"] / gpu_bound["median_ms"] - 1,
                             1 - gpu_bound["ci_lo_ms"] / gpu_bound["median_ms"]], axis=1).max(axis=1)
     wide = gpu_bound.assign(half_width_pct=half)[half > GPU_BOUND_TARGET_PCT].sort_values("half_width_pct")

@@ -34,20 +34,29 @@ POSITION_MIN_R = 0.7  # correlation of log round median with the window's positi
 HOST_FOLLOWS = 0.5  # host sensitivity from which a cell's latency follows the host's speed
 
 
+def _paired(values, medians_ms) -> tuple[np.ndarray, np.ndarray]:
+    """The rounds that recorded ``values`` (None: not recorded): (values, log medians)."""
+    x = np.asarray([v if v is not None else np.nan for v in values], dtype=float)
+    y = np.log(np.asarray(medians_ms, dtype=float))
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def _correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson's r; 0 where it cannot be said (fewer than 3 rounds, or either side constant)."""
+    if x.size < 3 or x.std() == 0 or y.std() == 0:
+        return 0.0
+    return float(np.corrcoef(x, y)[0, 1])
+
+
 def clock_fit(medians_ms, clocks_mhz) -> tuple[float, float]:
     """(max / min clock, R^2 of log median on log clock with latency falling as the clock rises; 0 otherwise)."""
-    clocks = np.asarray([c if c is not None else np.nan for c in clocks_mhz], dtype=float)
-    logs = np.log(np.asarray(medians_ms, dtype=float))
-    keep = np.isfinite(clocks) & (clocks > 0) & np.isfinite(logs)
-    clocks, logs = clocks[keep], logs[keep]
+    clocks, logs = _paired(clocks_mhz, medians_ms)
+    clocks, logs = clocks[clocks > 0], logs[clocks > 0]
     if clocks.size < 3:
         return 1.0, 0.0
-    ratio = float(clocks.max() / clocks.min())
-    x = np.log(clocks)
-    if x.std() == 0 or logs.std() == 0:
-        return ratio, 0.0
-    r = float(np.corrcoef(x, logs)[0, 1])
-    return ratio, r * r if r < 0 else 0.0
+    r = _correlation(np.log(clocks), logs)
+    return float(clocks.max() / clocks.min()), r * r if r < 0 else 0.0
 
 
 def levels(medians_ms) -> dict | None:
@@ -75,13 +84,7 @@ HOST_DRIFT, CLOCK, HOST_SPEED, LEVELS, POSITION, NONE = (
 
 def position_r(medians_ms, positions) -> float:
     """Correlation of log round median with the window's position in its round (0 when it cannot be said)."""
-    x = np.asarray([p if p is not None else np.nan for p in positions], dtype=float)
-    y = np.log(np.asarray(medians_ms, dtype=float))
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    if x.size < 3 or x.std() == 0 or y.std() == 0:
-        return 0.0
-    return float(np.corrcoef(x, y)[0, 1])
+    return _correlation(*_paired(positions, medians_ms))
 
 
 def cause(medians_ms, clocks_mhz, positions, rounds_half: float | None, host_half: float | None,
