@@ -1,5 +1,9 @@
 """BERT-base (random weights, transformers' BertModel) on the GPU: an eager call and a CUDA graph of it, as the
-diagnostics here time them (shared so that every script times the same model and graph). TF32 off, seed 0."""
+diagnostics here time them, and the window and GEMM load they time it with (shared so that every script times
+the same model, graph and window). TF32 off, seed 0."""
+import statistics
+import time
+
 import torch
 import transformers
 
@@ -50,3 +54,29 @@ def graphed(precision: str, batch: int, seq_len: int):
 def build(batch: int = 1, seq_len: int = 128):
     """(fp16 graph replay, fp16 eager call) at one shape."""
     return graphed("fp16", batch, seq_len), eager("fp16", batch, seq_len)
+
+
+def window_medians(run, n: int) -> list[float]:
+    """n windows as the pipeline times them (0.2 s of synchronised warm-up, then 20 calls between CUDA events,
+    one synchronisation each): each window's median, ms."""
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        while time.perf_counter() - t < 0.2:
+            a.record(); run(); b.record(); b.synchronize()
+        xs = []
+        for _ in range(20):
+            a.record(); run(); b.record(); b.synchronize(); xs.append(a.elapsed_time(b))
+        out.append(round(statistics.median(xs), 4))
+    return out
+
+
+def gemms(seconds: float) -> None:
+    """fp16 4096^2 GEMMs, each synchronised, for ``seconds``: heavy GPU work (in this process or, as a
+    multiprocessing target, in another)."""
+    x = torch.randn(4096, 4096, device="cuda", dtype=torch.float16)
+    t = time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        x @ x
+        torch.cuda.synchronize()

@@ -1,22 +1,10 @@
 """What flips a CUDA-graph replay between its two levels? One process P times BERT-base fp16 b1 s128 graph windows
 (0.2 s warm-up + 20 replays) after each of: nothing (fresh), another process's GEMMs while it stays alive, its
 exit, P's own eager launches, another process that only creates a context and exits."""
-import multiprocessing as mp, statistics, time
+import multiprocessing as mp, time
 import torch
 
-from bert_graph import build
-
-def windows(run, n=4):
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    out = []
-    for _ in range(n):
-        t = time.perf_counter(); xs = []
-        while time.perf_counter() - t < 0.2:
-            a.record(); run(); b.record(); b.synchronize()
-        for _ in range(20):
-            a.record(); run(); b.record(); b.synchronize(); xs.append(a.elapsed_time(b))
-        out.append(round(statistics.median(xs), 4))
-    return out
+from bert_graph import build, window_medians
 
 def gemms(seconds, hold, ready):
     import torch
@@ -34,23 +22,23 @@ def context_only(_):
 if __name__ == "__main__":
     mp.set_start_method("spawn")
     replay, eager = build()
-    print("fresh", windows(replay), flush=True)
+    print("fresh", window_medians(replay, 4), flush=True)
     hold, ready = mp.Event(), mp.Event()
     p = mp.Process(target=gemms, args=(3, hold, ready)); p.start(); ready.wait()
-    print("other alive after its gemms", windows(replay), flush=True)
+    print("other alive after its gemms", window_medians(replay, 4), flush=True)
     hold.set(); p.join()
-    print("other exited", windows(replay), flush=True)
+    print("other exited", window_medians(replay, 4), flush=True)
     t = time.perf_counter()
     while time.perf_counter() - t < 0.3: eager(); torch.cuda.synchronize()
-    print("after own eager", windows(replay), flush=True)
+    print("after own eager", window_medians(replay, 4), flush=True)
     time.sleep(3)
-    print("after 3 s idle", windows(replay), flush=True)
+    print("after 3 s idle", window_medians(replay, 4), flush=True)
     q = mp.Process(target=context_only, args=(0,)); q.start(); q.join()
-    print("after a context-only process", windows(replay), flush=True)
+    print("after a context-only process", window_medians(replay, 4), flush=True)
     hold, ready = mp.Event(), mp.Event()
     p = mp.Process(target=gemms, args=(3, hold, ready)); p.start(); ready.wait(); hold.set(); p.join()
-    print("after other gemms + exit", windows(replay), flush=True)
+    print("after other gemms + exit", window_medians(replay, 4), flush=True)
     for i in range(3):
         t = time.perf_counter()
         while time.perf_counter() - t < 0.3: eager(); torch.cuda.synchronize()
-        print("after own eager", i, windows(replay, 2), flush=True)
+        print("after own eager", i, window_medians(replay, 2), flush=True)

@@ -7,31 +7,9 @@ kernels or the gaps between them grow. nvidia-smi logs clocks, P-state and reaso
 import ctypes, json, multiprocessing as mp, os, statistics, subprocess, sys, time
 import torch
 
-from bert_graph import build, eager, graphed
+from bert_graph import build, eager, gemms, graphed, window_medians
 OUT = os.environ.get("OUT", "/tmp")
 LOG = []
-
-
-def windows(run, n=3):
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        while time.perf_counter() - t < 0.2:
-            a.record(); run(); b.record(); b.synchronize()
-        xs = []
-        for _ in range(20):
-            a.record(); run(); b.record(); b.synchronize(); xs.append(a.elapsed_time(b))
-        out.append(round(statistics.median(xs), 4))
-    return out
-
-
-def gemms(seconds):
-    import torch
-    x = torch.randn(4096, 4096, device="cuda", dtype=torch.float16)
-    t = time.perf_counter()
-    while time.perf_counter() - t < seconds:
-        x @ x; torch.cuda.synchronize()
 
 
 def other(seconds):
@@ -39,7 +17,7 @@ def other(seconds):
 
 
 def rec(event, replay):
-    ws = windows(replay)
+    ws = window_medians(replay, 3)
     LOG.append({"event": event, "t": time.time(), "windows": ws})
     print(f"{event:40s} {ws}", flush=True)
     return statistics.median(ws)
@@ -88,13 +66,6 @@ def heavy_eager():
     t = time.perf_counter()
     while time.perf_counter() - t < 1:
         run(); torch.cuda.synchronize()
-
-
-def own_gemms(seconds):
-    x = torch.randn(4096, 4096, device="cuda", dtype=torch.float16)
-    t = time.perf_counter()
-    while time.perf_counter() - t < seconds:
-        x @ x; torch.cuda.synchronize()
 
 
 def crowd_member(ready, stop, index):
@@ -196,7 +167,7 @@ if __name__ == "__main__":
     t0 = time.time()
     try:
         rec("fresh", replay); rec("fresh again", replay)
-        own_gemms(3); rec("after own 3 s GEMMs", replay)
+        gemms(3); rec("after own 3 s GEMMs", replay)
         time.sleep(3); rec("after 3 s idle", replay)
         profile_level(replay, "before other process")
         rec("after profiler", replay)
@@ -207,7 +178,7 @@ if __name__ == "__main__":
         steps = [("alloc 2 GiB + free + empty_cache", alloc_free), ("new stream's GEMMs", new_stream),
                  ("NVML queries", nvml_queries), ("new graph capture b1 s16", lambda: graphed("fp16", 1, 16)),
                  ("eager fp16 b32 s512 1 s", heavy_eager), ("idle 10 s", lambda: time.sleep(10)),
-                 ("own 3 s GEMMs", lambda: own_gemms(3))]
+                 ("own 3 s GEMMs", lambda: gemms(3))]
         for name, step in (steps if "all" in sys.argv[1:] else []):
             other(3); rec("  re-flip: other 3 s GEMMs", replay)
             step(); torch.cuda.synchronize(); rec("after " + name, replay)
