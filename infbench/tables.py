@@ -191,26 +191,22 @@ def samples(recs: list[dict]) -> pd.DataFrame:
 
 
 def rounds(recs: list[dict]) -> pd.DataFrame:
-    """One row per round of every measured cell: when it ran, its median, the host's state then, and how its
-    round opened (the settle's runner and its first and last latency: how far the GPU's state moved)."""
+    """One row per round of every measured cell: when it ran, its median, and the host's state then."""
     rows = []
     for r in recs:
         if r["status"] != "ok":
             continue
         for rnd in r["timing"]["rounds"]:
-            host, gpu, opened = rnd.get("host") or {}, rnd.get("device") or {}, rnd.get("settle") or {}
+            host, gpu = rnd.get("host") or {}, rnd.get("device") or {}
             rows.append({**r["key"], "session": r["timing"].get("session"), "round": rnd["index"],
                          "started_at": rnd["started_at"], "offset_s": rnd["offset_s"], "position": rnd["position"],
                          "median_ms": rnd["median_ms"], "n": rnd["n"], "stop_reason": rnd["window"]["stop_reason"],
                          "host_probe_ms": host.get("probe_ms"), "cpu_mhz": host.get("cpu_mhz"),
                          "steal_pct": host.get("steal_pct"), "load1": host.get("load1"),
-                         "sm_clock_mhz": gpu.get("sm_clock_mhz"), "power_w": gpu.get("power_w"),
-                         "settle_runner": opened.get("runner"), "settle_first_ms": opened.get("first_ms"),
-                         "settle_last_ms": opened.get("last_ms")})
+                         "sm_clock_mhz": gpu.get("sm_clock_mhz"), "power_w": gpu.get("power_w")})
     return pd.DataFrame(rows, columns=[*KEY, "session", "round", "started_at", "offset_s", "position", "median_ms",
                                        "n", "stop_reason", "host_probe_ms", "cpu_mhz", "steal_pct", "load1",
-                                       "sm_clock_mhz", "power_w", "settle_runner", "settle_first_ms",
-                                       "settle_last_ms"])
+                                       "sm_clock_mhz", "power_w"])
 
 
 def compare_cells(a: dict, b: dict, confidence: float = stats.CONFIDENCE) -> dict:

@@ -12,10 +12,6 @@ repetitions), so the baseline and each candidate are measured seconds apart, and
 cancels a drift that moves both. Shuffling keeps a fixed position (first after a pause, last) from biasing
 one backend.
 
-Why settled: a round opens with ``policy.settle_s`` of its first cell's calls, untimed
-(infbench.measure.timing.settle), because the round before it was another shape's, and on the GPU its
-load outlives it for a second or two.
-
 Why spaced: rounds start at least ``policy.round_spacing_s`` apart, so a cell's rounds span (rounds - 1) x
 spacing of wall time and sample several host regimes. On a GPU host the other shapes' rounds fill that time
 (sessions take turns on the host's timing lock): the GPU idles only when no session has a round due.
@@ -30,7 +26,7 @@ from typing import Callable, ContextManager
 
 from infbench import records
 from infbench.measure import host
-from infbench.measure.timing import Clock, TimingPolicy, measure, settle
+from infbench.measure.timing import Clock, TimingPolicy, measure
 
 
 def run_rounds(runners: dict[str, Callable[[], object]], policy: TimingPolicy, clock: Clock, seed: int,
@@ -44,8 +40,7 @@ def run_rounds(runners: dict[str, Callable[[], object]], policy: TimingPolicy, c
     A round dict: index, started_at (UTC; started_unix: the same in seconds, comparable across sessions),
     offset_s (from the first round's start), position (in that round's order), the window's samples and
     summary (infbench.measure.timing.measure) and host (the probe taken at the round's start, with the steal
-    share over the round) and, with ``policy.settle_s``, settle (the round's opening calls: which runner, how
-    many, first and last latency). ``on_step(name, index)`` is called
+    share over the round). ``on_step(name, index)`` is called
     before each window (the session's progress, so a crash or a hang is pinned on the right cell). Each round
     runs inside ``hold()`` (the host's timing lock: infbench.devices.host_exclusive), so that shape sessions
     prepared side by side take turns round by round; the spacing is idled outside it (others' rounds run).
@@ -63,7 +58,6 @@ def run_rounds(runners: dict[str, Callable[[], object]], policy: TimingPolicy, c
             state = probe()
             order = names[:]
             rng.shuffle(order)
-            opened = _settle(runners, order, policy, clock, now) if policy.settle_s > 0 else None
             for position, name in enumerate(order):
                 if on_step:
                     on_step(name, index)
@@ -76,7 +70,6 @@ def run_rounds(runners: dict[str, Callable[[], object]], policy: TimingPolicy, c
                     continue
                 results[name].append({"index": index, "started_at": started_at, "started_unix": unix,
                                       "offset_s": offset, "position": position, **window, "host": state,
-                                      **({"settle": opened} if opened else {}),
                                       **({"device": device_state()} if device_state else {})})
             state["steal_pct"] = host.steal_pct(state, probe())
             state.pop("cpu_s", None)
@@ -85,15 +78,3 @@ def run_rounds(runners: dict[str, Callable[[], object]], policy: TimingPolicy, c
             if idle > 0:
                 sleep(idle)
     return results, errors
-
-
-def _settle(runners: dict[str, Callable[[], object]], order: list[str], policy: TimingPolicy, clock: Clock,
-            now: Callable[[], float]) -> dict | None:
-    """Settle with the round's first runner that runs (one that raises is left to its own window, which
-    records the error); None when none does."""
-    for name in order:
-        try:
-            return {"runner": name, **settle(runners[name], policy.settle_s, clock, now)}
-        except Exception:  # noqa: BLE001 - its window reports it
-            continue
-    return None

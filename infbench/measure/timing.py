@@ -2,8 +2,6 @@
 
 A cell is measured in several rounds spread over time (infbench.measure.rounds); this module times one.
 Policy (what ``measure`` does in a round, in order):
-0. (Once per round, infbench.measure.rounds) Settle: the round's first cell is called for ``settle_s`` before
-   any window, so the GPU leaves the state the previous shape's round left it in (``settle``, below).
 1. Warm-up: call ``run`` (synchronised like a timed call, its time discarded) until ``warmup_s`` has passed
    and at least ``warmup_min_iters`` calls were made, so that lazy initialisation, allocator growth and
    caches are paid before timing.
@@ -39,7 +37,6 @@ class TimingPolicy:
     # rounds: the replicates of a cell, interleaved with the other cells of its shape (infbench.measure.rounds)
     rounds: int = 1
     round_spacing_s: float = 0.0
-    settle_s: float = 0.0  # each round's opening calls, untimed (``settle``)
     systematic_rel: float = 0.0
     host_drift: float = 0.0  # between-run s.d. of log host speed (infbench.measure.stats: "Across runs")
 
@@ -107,47 +104,22 @@ def _converged(samples: list[float], target: float) -> bool:
     return median > 0 and (hi - lo) / median <= target
 
 
-def _calls_for(run: Callable[[], object], clock: Clock, seconds: float, min_calls: int,
-               now: Callable[[], float]) -> list[float]:
-    """Call ``run`` until ``seconds`` have passed and ``min_calls`` were made; the calls' times (ms).
-
-    Through the clock, i.e. synchronised like a timed iteration: an engine whose call only enqueues device
-    work (a CUDA-graph replay is one launch) would otherwise queue thousands of calls within the wall time,
-    and the next window would wait for all of them (measured on the H100: eager fp32 + CUDA graphs, b32
-    s512, a 0.4 s window took 74 s)."""
-    times: list[float] = []
-    start = now()
-    while True:
-        times.append(clock.time_ms(run))
-        if now() - start >= seconds and len(times) >= min_calls:
-            return times
-
-
-def settle(run: Callable[[], object], seconds: float, clock: Clock,
-           now: Callable[[], float] = time.perf_counter) -> dict:
-    """A round's opening calls (untimed for the cell): the first ``run`` of the round called for ``seconds``.
-
-    Why: shape sessions take turns on one GPU, and a round starts right after another shape's round. On the
-    H100, small CUDA-graph replays ran 4-12 % faster in the first ~2 s after a heavier shape's round than
-    at any later point of the round, and than in a lone process (the two levels of the reference's
-    rounds: 0.66 vs 0.74 ms for eager fp16 + graphs b1 s128; the kernels' own time is the same, the gaps
-    between them are not). Windows taken then are a state the previous shape left behind, not the cell's:
-    they split a cell's rounds into two levels and its interval wide. Returns the calls' count and span and
-    the median of their first and last tenth (``last_ms`` / ``first_ms``: how far the state moved)."""
-    start = now()
-    times = _calls_for(run, clock, seconds, 1, now)
-    tenth = max(1, len(times) // 10)
-    return {"seconds": now() - start, "calls": len(times), "first_ms": statistics.median(times[:tenth]),
-            "last_ms": statistics.median(times[-tenth:])}
-
-
 def measure(run: Callable[[], object], policy: TimingPolicy, clock: Clock | None = None,
             now: Callable[[], float] = time.perf_counter) -> dict:
     """One round: warm up, time ``run`` per iteration until the stopping rule holds; the round's samples,
     their summary and how the window went (``window``). ``now`` is the budget clock (simulated in tests)."""
     clock = clock or HostClock()
+    warmup_iters = 0
     warmup_start = now()
-    warmup_iters = len(_calls_for(run, clock, policy.warmup_s, policy.warmup_min_iters, now))
+    while True:
+        # through the clock, i.e. synchronised like a timed iteration: an engine whose call only enqueues
+        # device work (a CUDA-graph replay is one launch) would otherwise queue thousands of calls within
+        # the warm-up's wall time, and the window would wait for all of them (measured on the H100: eager
+        # fp32 + CUDA graphs, b32 s512, a 0.4 s window took 74 s)
+        clock.time_ms(run)
+        warmup_iters += 1
+        if now() - warmup_start >= policy.warmup_s and warmup_iters >= policy.warmup_min_iters:
+            break
     warmup_seconds = now() - warmup_start
 
     samples: list[float] = []
