@@ -17,7 +17,7 @@ import yaml
 from pandas.io.formats.style import Styler
 
 from infbench import environment
-from infbench.measure import gpu_busy
+from infbench.measure import gpu_busy, order
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "report" / "templates"
 CELL_COLUMNS = ["model", "backend", "precision", "batch", "seq_len", "status", "median_ms", "ci_lo_ms",
@@ -155,10 +155,30 @@ WIDE_COLUMNS = [*KEY_COLUMNS, "median_ms", "ci_lo_ms", "ci_hi_ms", "half_width_p
 GPU_BOUND_TARGET_PCT = 3.0  # issue 14's sharpness target for GPU-bound cells
 
 
-def wide_gpu_bound_section(cells: pd.DataFrame) -> dict:
+ORDER_SHOWN = 3  # significant predictors of the level listed in the report
+
+
+def level_order(cells: pd.DataFrame, rounds: pd.DataFrame) -> dict:
+    """What the session timed before the slow level of the GPU-bound cells whose rounds form two levels
+    (infbench.measure.order, pooled over this run's windows): the significant predictors, strongest first."""
+    bound = cells.get("bound", pd.Series(index=cells.index, dtype=object))
+    gpu_bound = cells[(cells["status"] == "ok") & (bound == "gpu-bound")][KEY_COLUMNS]
+    # tables written before rounds recorded their session and position have nothing to say here
+    recorded = {*KEY_COLUMNS, "session", "round", "position", "median_ms"} <= set(rounds.columns)
+    seen = order.windows(rounds if recorded else pd.DataFrame(), only=gpu_bound)
+    shown = order.predictors(seen).query("significant").head(ORDER_SHOWN)
+    return {"windows": len(seen), "cells": int(seen.groupby(["cell", "batch", "seq_len"]).ngroups) if len(seen) else 0,
+            "low_share": None if seen.empty else f"{100 * seen['low'].mean():.0f}",
+            "leaders": [{"cell": row.earlier_in_round, "after": f"{100 * row.low_share_after:.0f}",
+                         "after_n": row.windows_after, "not_after": f"{100 * row.low_share_not_after:.0f}",
+                         "not_after_n": row.windows_not_after, "p": f"{row.p_value:.1g}"} for row in shown.itertuples()]}
+
+
+def wide_gpu_bound_section(cells: pd.DataFrame, rounds: pd.DataFrame | None = None) -> dict:
     """The GPU-bound cells whose interval reaches beyond +-3 % of the median, each with the named cause of its
     width (infbench.measure.spread, through cells.csv), and the count per cause: a GPU-bound latency is meant
-    to be the GPU's own, so where its interval is wide the reader is told what moved."""
+    to be the GPU's own, so where its interval is wide the reader is told what moved. With the rounds, also
+    what the session timed before the slow level of the two-level cells (``level_order``)."""
     bound = cells.get("bound", pd.Series(index=cells.index, dtype=object))  # as gpu_busy_section reads it
     gpu_bound = cells[(cells["status"] == "ok") & (bound == "gpu-bound")]
     half = 100 * pd.concat([gpu_bound["ci_hi_ms"] / gpu_bound["median_ms"] - 1,
@@ -169,7 +189,8 @@ def wide_gpu_bound_section(cells: pd.DataFrame) -> dict:
     return {"gpu_bound_n": len(gpu_bound), "within_n": int((half <= GPU_BOUND_TARGET_PCT).sum()),
             "median_pct": None if half.empty else f"{half.median():.1f}", "target_pct": f"{GPU_BOUND_TARGET_PCT:g}",
             "causes": [{"cause": name, "n": int(n)} for name, n in causes.items()],
-            "table": styled(_present(wide, WIDE_COLUMNS))}
+            "table": styled(_present(wide, WIDE_COLUMNS)),
+            "order": level_order(cells, rounds if rounds is not None else pd.DataFrame())}
 
 
 def gpu_busy_section(cells: pd.DataFrame) -> dict:
@@ -208,7 +229,7 @@ def render(tables: dict[str, pd.DataFrame], figures: dict[str, Path], config: di
         remote_code=sorted(name for name, model in config.get("models", {}).items() if model.get("trust_remote_code")),
         verdict=verdict(tables["best"]),
         rounds=rounds_section(cells, tables["rounds"]),
-        wide=wide_gpu_bound_section(cells),
+        wide=wide_gpu_bound_section(cells, tables["rounds"]),
         gpu_busy=gpu_busy_section(cells),
         speedup=styled(tables["speedup"], highlight="accuracy_passed"),
         accuracy=accuracy_matrix(cells),

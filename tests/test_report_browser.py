@@ -12,7 +12,7 @@ import sys
 import pandas as pd
 import pytest
 from conftest import REPO
-from test_report_sections import _gpu_frames, _render
+from test_report_sections import _gpu_frames, _order_frames, _render
 
 from infbench.figures import FIGURES
 
@@ -120,3 +120,18 @@ def test_gpu_sections_render_in_the_browser(browser, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     browser.find_element("css selector", "h2#gpu-busy").location_once_scrolled_into_view  # noqa: B018
     browser.save_screenshot(str(ARTIFACTS / "report-gpu-busy.png"))
+
+
+def test_level_order_renders_in_the_browser(browser, tmp_path):
+    """Synthetic GPU tables whose two-level cell follows the round's order: the part under the wide GPU-bound
+    cells is shown, with the one cell that goes with the level."""
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    for name, frame in _order_frames().items():
+        frame.to_csv(tables / f"{name}.csv", index=False)
+    _render(tables, tmp_path)
+    browser.get((tmp_path / "index.html").as_uri())
+    heading = browser.find_element("css selector", "h4#level-order")
+    items = browser.find_elements("css selector", "h4#level-order ~ ul.level-order li")
+    assert heading.is_displayed() and len(items) == 1 and items[0].text.startswith("after ort-fused/fp16: 0 %")
+    _assert_rendered(browser, browser.find_elements("css selector", "img"))

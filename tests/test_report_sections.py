@@ -5,6 +5,7 @@ the host-bound cells, markup in names stays text, and every figure is written.""
 
 from __future__ import annotations
 
+import random
 import re
 import shutil
 from collections import namedtuple
@@ -183,3 +184,49 @@ def test_verdict_heatmap_label_names_both_backends_of_a_tie():
         "trt fp16\n≈ ort-fused fp16\n5.00x")
     assert "≈" not in figures.verdict_label(Row("trt", "fp16", False, "ort-fused fp16", 5.0, 4.5, 5.5))
     assert "≈" not in figures.verdict_label(Row("trt", "fp16", float("nan"), None, float("nan"), None, None))
+
+
+def _order_frames() -> dict[str, pd.DataFrame]:
+    """The synthetic GPU run with 20 shuffled rounds per shape in which the GPU-bound cell (trt) is 10 % slower
+    whenever ort-fused came earlier in its round: a two-level cell whose level follows the order."""
+    frames = _gpu_frames()
+    rng = random.Random(3)
+    rounds = []
+    for batch, seq_len in SHAPES:
+        for index in range(20):
+            order = list(GPU_CELLS)
+            rng.shuffle(order)
+            for position, (backend, precision) in enumerate(order):
+                slow = backend == "trt" and order.index(("ort-fused", "fp16")) < position
+                rounds.append({"model": HOSTILE, "backend": backend, "engine": ENGINES[backend], "precision": precision,
+                               "batch": batch, "seq_len": seq_len, "session": f"s{batch}-{seq_len}", "round": index,
+                               "started_at": "2026-01-01T00:00:00+00:00", "offset_s": 20.0 * index,
+                               "position": position, "median_ms": GPU_CELLS[(backend, precision)][0] * (1.1 if slow else 1.0)
+                               * (1 + 0.001 * rng.random()), "n": 100, "stop_reason": "converged"})
+    return {**frames, "rounds": pd.DataFrame(rounds)}
+
+
+def test_gpu_run_names_the_cell_before_the_slow_level(tmp_path):
+    """A GPU-bound cell on two levels, slow whenever ort-fused came earlier in its round: the report says so
+    under the wide GPU-bound cells, with both shares, and names no other cell."""
+    target = tmp_path / "tables"
+    target.mkdir()
+    for name, frame in _order_frames().items():
+        frame.to_csv(target / f"{name}.csv", index=False)
+    html, _ = _render(target, tmp_path / "out")
+    section = _section(html, "gpu-busy")
+    named = section[section.index('id="level-order"'):]
+    assert re.search(r"3 GPU-bound cells have rounds on two levels; \d+ % of their\s+60 windows", named)
+    items = re.findall(r"<li>after ([^:]+): (\d+) % on the faster level", named)
+    assert [cell for cell, _ in items] == ["ort-fused/fp16"] and int(items[0][1]) == 0
+    assert re.search(r"without it before them: 100 %", named)
+    # the plain synthetic run: its rounds (3 per cell) form no two levels, so there is nothing to say
+    assert 'id="level-order"' not in _section(_render(gpu_tables_dir(tmp_path), tmp_path / "plain")[0], "gpu-busy")
+
+
+def gpu_tables_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "plain-tables"
+    target.mkdir()
+    for name, frame in _gpu_frames().items():
+        frame.to_csv(target / f"{name}.csv", index=False)
+    return target

@@ -10,7 +10,8 @@
 - ``host_response``: how that latency moves with the host's speed, from the same profiled calls replayed (what
   the host's between-run drift widens an interval by);
 - ``spread``: why an interval is as wide as it is -- the named cause from the rounds' own records (the host's
-  drift, the SM clock, two levels, the position in the round, the host's speed).
+  drift, the SM clock, two levels, the position in the round, the host's speed);
+- ``order``: across a run's two-level cells, which cell timed earlier in a round goes with the slow level.
 A new statistic goes in ``stats``; a new per-round observation in ``host`` (or a module beside it); a new cause
-of spread in ``spread``.
+of spread in ``spread``; a new question asked of a run's rounds as a whole beside ``order``.
 """
