@@ -160,7 +160,7 @@ ORDER_SHOWN = 3  # significant predictors of the level listed in the report
 
 def level_order(cells: pd.DataFrame, rounds: pd.DataFrame) -> dict:
     """What the session timed before the slow level of the GPU-bound cells whose rounds form two levels
-    (infbench.measure.order, pooled over this run's windows): the significant predictors, strongest first."""
+    (infbench.measure.order, pooled over this run's windows): the cells it names, in the order named."""
     bound = cells.get("bound", pd.Series(index=cells.index, dtype=object))
     gpu_bound = cells[(cells["status"] == "ok") & (bound == "gpu-bound")][KEY_COLUMNS]
     # tables written before rounds recorded their session and position have nothing to say here

@@ -122,10 +122,14 @@ def predictors(seen: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def by_position(seen: pd.DataFrame, backend: str) -> pd.DataFrame:
-    """The low-level share by position, with and without a cell of ``backend`` (any precision) earlier in the
-    round: a backend that sets the level keeps its difference at every position, one that merely comes early
-    does not."""
+def after_backend(seen: pd.DataFrame, backend: str) -> pd.Series:
+    """'after' where a cell of ``backend`` (any precision) was timed before the window in its round, else
+    'not after'."""
     after = seen["before"].apply(lambda before: any(c.split("/")[0] == backend for c in before))
-    after = after.map({True: "after", False: "not after"})
-    return seen.groupby(["position", after])["low"].agg(["mean", "size"]).unstack()
+    return after.map({True: "after", False: "not after"})
+
+
+def by_position(seen: pd.DataFrame, backend: str) -> pd.DataFrame:
+    """The low-level share by position, with and without a cell of ``backend`` earlier in the round: a backend
+    that sets the level keeps its difference at every position, one that merely comes early does not."""
+    return seen.groupby(["position", after_backend(seen, backend)])["low"].agg(["mean", "size"]).unstack()

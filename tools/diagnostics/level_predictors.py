@@ -4,8 +4,9 @@ A cell whose round medians form two levels (infbench.measure.spread.levels: the 
 each window on its low or its high level. This sets the share of low-level windows against what the session
 did earlier in the same round, pooled over several runs (infbench.measure.order, which the report applies to
 one run): for every other cell C, the share among windows that C's window preceded in their round vs among
-those it did not (position >= 1: at position 0 nothing preceded), with Fisher's exact test; and the share by
-position for the leading backend.
+those it did not (position >= 1: at position 0 nothing preceded), named one at a time by a test within
+positions (``order.predictors``); then, for the leading backend (any precision), the shares overall, by cell
+and by position.
 
     python3 level_predictors.py --backends graph reference=../../report/reference/h100/rounds.csv \
         run8=../../report/reference/h100/reproducibility/run8/rounds.csv [--out predictors.csv]
@@ -49,15 +50,15 @@ def main(argv=None) -> None:
           " ".join(f"{p}:{share:.2f}" for p, share in seen.groupby("position").low.mean().items()))
     print(table.round(3).to_string(index=False))
     backend = table.earlier_in_round[0].split("/")[0]
-    positions = order.by_position(seen, backend)
     later = seen[seen.position >= 1]
-    after = later.before.apply(lambda before: any(c.split("/")[0] == backend for c in before))
-    print(f"\nafter a {backend} window (any precision): low-level share {later.low[after].mean():.2f} of "
-          f"{int(after.sum())} windows; without one before them: {later.low[~after].mean():.2f} of {int((~after).sum())}")
+    after = order.after_backend(later, backend)
+    shares = later.groupby(after).low.agg(["mean", "size"])
+    print(f"\nafter a {backend} window (any precision) or not: low-level share (windows)")
+    print(shares.round(2).to_string())
     print("by cell:")
-    print(later.groupby(["cell", after.map({True: "after", False: "not after"})]).low.mean().unstack().round(2).to_string())
+    print(later.groupby(["cell", after]).low.mean().unstack().round(2).to_string())
     print("by position:")
-    print(positions.round(2).to_string())
+    print(order.by_position(seen, backend).round(2).to_string())
     if args.out:
         table.to_csv(args.out, index=False)
 
