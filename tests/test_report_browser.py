@@ -12,7 +12,7 @@ import sys
 import pandas as pd
 import pytest
 from conftest import REPO
-from test_report_sections import _gpu_frames, _order_frames, _render
+from test_report_sections import _gpu_frames, _order_frames, _render, _write_tables
 
 from infbench.figures import FIGURES
 
@@ -100,11 +100,7 @@ def test_markup_in_the_data_is_shown_as_text(tiny_run, browser, tmp_path):
 def test_gpu_sections_render_in_the_browser(browser, tmp_path):
     """Synthetic GPU tables: the GPU busy share heatmap renders, one note stands above the host-bound cells, and
     the tie's verdict names both backends."""
-    tables = tmp_path / "tables"
-    tables.mkdir()
-    for name, frame in _gpu_frames().items():
-        frame.to_csv(tables / f"{name}.csv", index=False)
-    _render(tables, tmp_path)
+    _render(_write_tables(_gpu_frames(), tmp_path / "tables"), tmp_path)
     browser.get((tmp_path / "index.html").as_uri())
     images = browser.find_elements("css selector", "img")
     assert len(images) == len(FIGURES)
@@ -125,11 +121,7 @@ def test_gpu_sections_render_in_the_browser(browser, tmp_path):
 def test_level_order_renders_in_the_browser(browser, tmp_path):
     """Synthetic GPU tables whose two-level cell follows the round's order: the part under the wide GPU-bound
     cells is shown, with the one cell that goes with the level."""
-    tables = tmp_path / "tables"
-    tables.mkdir()
-    for name, frame in _order_frames().items():
-        frame.to_csv(tables / f"{name}.csv", index=False)
-    _render(tables, tmp_path)
+    _render(_write_tables(_order_frames(), tmp_path / "tables"), tmp_path)
     browser.get((tmp_path / "index.html").as_uri())
     heading = browser.find_element("css selector", "h4#level-order")
     items = browser.find_elements("css selector", "h4#level-order ~ ul.level-order li")

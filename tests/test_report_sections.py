@@ -96,14 +96,18 @@ def _gpu_frames() -> dict[str, pd.DataFrame]:
             "roofline": tables.roofline(cells, None, {}), "cost": tables.costs(cells, BASELINE)}
 
 
-@pytest.fixture(scope="module")
-def gpu_tables(tmp_path_factory) -> Path:
-    """The synthetic GPU run written as CSV, so the report reads it back as it reads a real run."""
-    target = tmp_path_factory.mktemp("gpu") / "tables"
-    target.mkdir()
-    for name, frame in _gpu_frames().items():
+def _write_tables(frames: dict[str, pd.DataFrame], target: Path) -> Path:
+    """The frames written as a run's tables directory, so the report reads them back as it reads a real run."""
+    target.mkdir(parents=True)
+    for name, frame in frames.items():
         frame.to_csv(target / f"{name}.csv", index=False)
     return target
+
+
+@pytest.fixture(scope="module")
+def gpu_tables(tmp_path_factory) -> Path:
+    """The synthetic GPU run written as CSV."""
+    return _write_tables(_gpu_frames(), tmp_path_factory.mktemp("gpu") / "tables")
 
 
 def _render(table_dir: Path, out: Path) -> tuple[str, dict[str, Path]]:
@@ -206,14 +210,10 @@ def _order_frames() -> dict[str, pd.DataFrame]:
     return {**frames, "rounds": pd.DataFrame(rounds)}
 
 
-def test_gpu_run_names_the_cell_before_the_slow_level(tmp_path):
+def test_gpu_run_names_the_cell_before_the_slow_level(tmp_path, gpu_tables):
     """A GPU-bound cell on two levels, slow whenever ort-fused came earlier in its round: the report says so
     under the wide GPU-bound cells, with both shares, and names no other cell."""
-    target = tmp_path / "tables"
-    target.mkdir()
-    for name, frame in _order_frames().items():
-        frame.to_csv(target / f"{name}.csv", index=False)
-    html, _ = _render(target, tmp_path / "out")
+    html, _ = _render(_write_tables(_order_frames(), tmp_path / "tables"), tmp_path / "out")
     section = _section(html, "gpu-busy")
     named = section[section.index('id="level-order"'):]
     assert re.search(r"3 GPU-bound cells have rounds on two levels; \d+ % of their\s+60 windows", named)
@@ -221,12 +221,4 @@ def test_gpu_run_names_the_cell_before_the_slow_level(tmp_path):
     assert [cell for cell, _ in items] == ["ort-fused/fp16"] and int(items[0][1]) == 0
     assert re.search(r"without it before them: 100 %", named)
     # the plain synthetic run: its rounds (3 per cell) form no two levels, so there is nothing to say
-    assert 'id="level-order"' not in _section(_render(gpu_tables_dir(tmp_path), tmp_path / "plain")[0], "gpu-busy")
-
-
-def gpu_tables_dir(tmp_path: Path) -> Path:
-    target = tmp_path / "plain-tables"
-    target.mkdir()
-    for name, frame in _gpu_frames().items():
-        frame.to_csv(target / f"{name}.csv", index=False)
-    return target
+    assert 'id="level-order"' not in _section(_render(gpu_tables, tmp_path / "plain")[0], "gpu-busy")
