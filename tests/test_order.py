@@ -100,3 +100,36 @@ def test_the_command_reads_runs_and_names_a_bad_argument(tmp_path):
     assert written.earlier_in_round[0] == "ort-cuda/fp16" and written.significant[0]
     bad = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "r0.csv")], capture_output=True, text=True)
     assert bad.returncode != 0 and "runs:" in bad.stderr and "LABEL=path" in bad.stderr
+
+
+def test_the_gpu_check_of_a_candidate_sees_a_switch_one_window_late():
+    """tools/diagnostics/level_bisect.py MODE=order, with a simulated GPU: another process's GEMMs make the
+    replay fast, a switching cell's window makes it slow from the window after the next; the summary shows the
+    probe unchanged one window after the switch and 10 % slower from the second, and no change after idling."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("level_bisect", SCRIPT.with_name("level_bisect.py"))
+    bisect = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bisect)
+    gpu = {"slow": False, "pending": 0}
+
+    def tick():
+        if gpu["pending"]:
+            gpu["pending"] -= 1
+            gpu["slow"] = gpu["pending"] == 0 or gpu["slow"]
+
+    def window(run):
+        latency = run()
+        tick()
+        return latency
+
+    def switch():
+        gpu["pending"] = 2
+        return 3.0
+
+    runners = {bisect.PROBE: lambda: 0.74 if gpu["slow"] else 0.66, "ort-cuda/fp16": switch, "eager/fp32": lambda: 5.0}
+    rows = bisect.order_trials(runners, window, lambda seconds: gpu.update(slow=False, pending=0), reps=2,
+                               candidates=["ort-cuda/fp16", "eager/fp32", "(nothing)"], after=3, idle=lambda s: None)
+    assert len(rows) == 6 and rows[2]["own"] is None
+    summary = bisect.order_summary(rows)
+    assert summary["ort-cuda/fp16"] == [1.0, pytest.approx(0.74 / 0.66, abs=1e-3), pytest.approx(0.74 / 0.66, abs=1e-3)]
+    assert summary["eager/fp32"] == summary["(nothing)"] == [1.0, 1.0, 1.0]

@@ -7,7 +7,14 @@ process does with torch alone, ORT on a small graph, allocations, streams, captu
 scripts.bench_shape's arguments (the shape request Snakemake passes), prepares every cell as the session does
 (infbench.cell.run_shape), and replaces the rounds by: for each cell E, three times: another process's GEMMs
 (0.3 s: the fast level), a probe window of ``eager-cuda-graph/fp16``, E's own window (infbench's measure, the
-pipeline's policy), then two probe windows. Writes bisect.json to $OUT and prints a table."""
+pipeline's policy), then two probe windows. Writes bisect.json to $OUT and prints a table.
+
+MODE=order tests what the published rounds show (infbench.measure.order: after the session's ort-cuda window the
+replays are slow, one window later): for each candidate (SWITCHES, comma-separated; "copy" is a loop of small
+device-to-host and host-to-device copies, as ORT's shape tensors make; "(nothing)" is 0.4 s idle), REPS times:
+3 s of another process's GEMMs (as another session's round), a probe window, the candidate's window, then AFTER
+probe windows (default 4). Writes order.json and prints, per candidate, the probe after k windows over the
+probe before."""
 import argparse, json, multiprocessing as mp, os, statistics, sys, time
 from pathlib import Path
 
@@ -65,6 +72,59 @@ def experiment(runners, policy, clock, seed, **_):
     raise SystemExit(0)
 
 
+def order_trials(runners, window, burst, reps: int, candidates, after: int, idle=time.sleep):
+    """The MODE=order sequence (module docstring), with ``window(run)`` a window's median and ``burst(s)``
+    another process's GEMMs: rows {rep, candidate, before, own, after: [probe medians]}."""
+    rows = []
+    for rep in range(reps):
+        for name in candidates:
+            burst(3.0)
+            before = window(runners[PROBE])
+            if name == "(nothing)":
+                idle(0.4)
+                own = None
+            else:
+                own = window(runners[name])
+            rows.append({"rep": rep, "candidate": name, "before": before, "own": own,
+                         "after": [window(runners[PROBE]) for _ in range(after)]})
+    return rows
+
+
+def order_summary(rows) -> dict:
+    """Per candidate: the median over reps of (probe k windows after) / (probe before), k = 1, 2, ..."""
+    out = {}
+    for name in dict.fromkeys(r["candidate"] for r in rows):
+        mine = [r for r in rows if r["candidate"] == name]
+        out[name] = [round(statistics.median(r["after"][k] / r["before"] for r in mine), 3)
+                     for k in range(len(mine[0]["after"]))]
+    return out
+
+
+def order_experiment(runners, policy, clock, seed, **_):
+    import torch
+    from infbench.measure.timing import measure
+    parent, child = mp.get_context("spawn").Pipe()
+    server = mp.get_context("spawn").Process(target=gemm_server, args=(child,), daemon=True)
+    server.start()
+
+    def burst(seconds):
+        parent.send(seconds)
+        parent.recv()
+
+    small = torch.arange(8, device="cuda")
+    runners = {**runners, "copy": lambda: torch.as_tensor(small.cpu().numpy() + 1).cuda()}
+    candidates = [c for c in os.environ.get(
+        "SWITCHES", "ort-cuda/fp16,ort-cuda/fp32,ort-cuda-graph/fp16,copy,(nothing)").split(",") if c]
+    rows = order_trials(runners, lambda run: round(measure(run, policy, clock)["median_ms"], 4), burst,
+                        int(os.environ.get("REPS", 3)), candidates, int(os.environ.get("AFTER", 4)))
+    parent.send(None)
+    server.join(5)
+    Path(OUT, "order.json").write_text(json.dumps(rows, indent=1))
+    for name, ratios in order_summary(rows).items():
+        print(f"  {name:24s} probe after 1..{len(ratios)} windows / before: {ratios}", flush=True)
+    raise SystemExit(0)
+
+
 if __name__ == "__main__":
     sys.path.insert(0, os.getcwd())
     from infbench import cell
@@ -78,5 +138,6 @@ if __name__ == "__main__":
                "threads": args.threads, "log": args.log}
     # AOTInductor's package load segfaults outside the pipeline's session process (seen on the H100): left out
     specs = [cell.spec_from_request(request, c) for c in request["cells"] if c["key"]["engine"] != "aot_inductor"]
-    cell.run_rounds = experiment  # the session prepares as in the pipeline; the rounds are this experiment
+    # the session prepares as in the pipeline; the rounds are this experiment
+    cell.run_rounds = order_experiment if os.environ.get("MODE") == "order" else experiment
     cell.run_shape(specs)
