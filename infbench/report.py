@@ -158,11 +158,10 @@ GPU_BOUND_TARGET_PCT = 3.0  # issue 14's sharpness target for GPU-bound cells
 ORDER_SHOWN = 3  # significant predictors of the level listed in the report
 
 
-def level_order(cells: pd.DataFrame, rounds: pd.DataFrame) -> dict:
-    """What the session timed before the slow level of the GPU-bound cells whose rounds form two levels
-    (infbench.measure.order, pooled over this run's windows): the cells it names, in the order named."""
-    bound = cells.get("bound", pd.Series(index=cells.index, dtype=object))
-    gpu_bound = cells[(cells["status"] == "ok") & (bound == "gpu-bound")][KEY_COLUMNS]
+def level_order(gpu_bound: pd.DataFrame, rounds: pd.DataFrame) -> dict:
+    """What the session timed before the slow level of the GPU-bound cells (``gpu_bound``: their cells.csv rows)
+    whose rounds form two levels (infbench.measure.order, pooled over this run's windows): the cells it names,
+    in the order named."""
     # tables written before rounds recorded their session and position have nothing to say here
     recorded = {*KEY_COLUMNS, "session", "round", "position", "median_ms"} <= set(rounds.columns)
     seen = order.windows(rounds if recorded else pd.DataFrame(), only=gpu_bound)
@@ -190,7 +189,7 @@ def wide_gpu_bound_section(cells: pd.DataFrame, rounds: pd.DataFrame | None = No
             "median_pct": None if half.empty else f"{half.median():.1f}", "target_pct": f"{GPU_BOUND_TARGET_PCT:g}",
             "causes": [{"cause": name, "n": int(n)} for name, n in causes.items()],
             "table": styled(_present(wide, WIDE_COLUMNS)),
-            "order": level_order(cells, rounds if rounds is not None else pd.DataFrame())}
+            "order": level_order(gpu_bound, rounds if rounds is not None else pd.DataFrame())}
 
 
 def gpu_busy_section(cells: pd.DataFrame) -> dict:
