@@ -15,7 +15,7 @@ device-to-host and host-to-device copies, as ORT's shape tensors make; "(nothing
 3 s of another process's GEMMs (as another session's round), a probe window, the candidate's window, then AFTER
 probe windows (default 4). Writes order.json and prints, per candidate, the probe after k windows over the
 probe before."""
-import argparse, json, multiprocessing as mp, os, statistics, sys, time
+import argparse, contextlib, json, multiprocessing as mp, os, statistics, sys, time
 from pathlib import Path
 
 OUT = os.environ.get("OUT", "/tmp")
@@ -33,42 +33,53 @@ def gemm_server(conn):
         conn.send("done")
 
 
-def experiment(runners, policy, clock, seed, **_):
-    from infbench.measure.timing import measure
+@contextlib.contextmanager
+def gemm_bursts():
+    """A ``gemm_server`` process for the experiment's length; yields ``burst(seconds)``, which returns when that
+    process has run its GEMMs for that long."""
     parent, child = mp.get_context("spawn").Pipe()
     server = mp.get_context("spawn").Process(target=gemm_server, args=(child,), daemon=True)
     server.start()
 
-    def burst(seconds=0.3):
+    def burst(seconds):
         parent.send(seconds)
         parent.recv()
 
-    def probe():
-        return round(measure(runners[PROBE], policy, clock)["median_ms"], 4)
+    try:
+        yield burst
+    finally:
+        parent.send(None)
+        server.join(5)
 
-    log = {"start": [probe() for _ in range(3)], "cells": []}
-    print("start (no other process yet)", log["start"], flush=True)
-    burst(3)
-    for rep in range(int(os.environ.get("REPS", 3))):
-        for name in ["(nothing: 0.4 s idle)", *[n for n in runners if n != PROBE], PROBE]:
-            burst()
-            before = probe()
-            if name.startswith("("):
-                time.sleep(0.4)
-                own = None
-            else:
-                own = round(measure(runners[name], policy, clock)["median_ms"], 4)
-            after = [probe(), probe()]
-            log["cells"].append({"rep": rep, "cell": name, "before": before, "own_ms": own, "after": after})
-            print(f"{rep} {name:32s} probe before {before:.4f}  own {own}  after {after}", flush=True)
-    parent.send(None)
-    server.join(5)
+
+def window_median(policy, clock):
+    """``window(run)``: the median of one window of ``run`` with the pipeline's policy and clock (ms, 4 places)."""
+    from infbench.measure.timing import measure
+    return lambda run: round(measure(run, policy, clock)["median_ms"], 4)
+
+
+def experiment(runners, policy, clock, seed, **_):
+    window = window_median(policy, clock)
+    with gemm_bursts() as burst:
+        log = {"start": [window(runners[PROBE]) for _ in range(3)], "cells": []}
+        print("start (no other process yet)", log["start"], flush=True)
+        burst(3)
+        for rep in range(int(os.environ.get("REPS", 3))):
+            for name in ["(nothing: 0.4 s idle)", *[n for n in runners if n != PROBE], PROBE]:
+                burst(0.3)
+                before = window(runners[PROBE])
+                if name.startswith("("):
+                    time.sleep(0.4)
+                    own = None
+                else:
+                    own = window(runners[name])
+                after = [window(runners[PROBE]), window(runners[PROBE])]
+                log["cells"].append({"rep": rep, "cell": name, "before": before, "own_ms": own, "after": after})
+                print(f"{rep} {name:32s} probe before {before:.4f}  own {own}  after {after}", flush=True)
     Path(OUT, "bisect.json").write_text(json.dumps(log, indent=1))
     print("summary: probe after / before (median over reps)")
-    for name in dict.fromkeys(c["cell"] for c in log["cells"]):
-        rows = [c for c in log["cells"] if c["cell"] == name]
-        print(f"  {name:32s} {statistics.median(c['after'][0] / c['before'] for c in rows):.3f}"
-              f"  {statistics.median(c['after'][1] / c['before'] for c in rows):.3f}", flush=True)
+    for name, ratios in order_summary(log["cells"], key="cell").items():
+        print(f"  {name:32s} {ratios[0]:.3f}  {ratios[1]:.3f}", flush=True)
     raise SystemExit(0)
 
 
@@ -90,11 +101,11 @@ def order_trials(runners, window, burst, reps: int, candidates, after: int, idle
     return rows
 
 
-def order_summary(rows) -> dict:
-    """Per candidate: the median over reps of (probe k windows after) / (probe before), k = 1, 2, ..."""
+def order_summary(rows, key: str = "candidate") -> dict:
+    """Per candidate (``key``): the median over reps of (probe k windows after) / (probe before), k = 1, 2, ..."""
     out = {}
-    for name in dict.fromkeys(r["candidate"] for r in rows):
-        mine = [r for r in rows if r["candidate"] == name]
+    for name in dict.fromkeys(r[key] for r in rows):
+        mine = [r for r in rows if r[key] == name]
         out[name] = [round(statistics.median(r["after"][k] / r["before"] for r in mine), 3)
                      for k in range(len(mine[0]["after"]))]
     return out
@@ -102,23 +113,13 @@ def order_summary(rows) -> dict:
 
 def order_experiment(runners, policy, clock, seed, **_):
     import torch
-    from infbench.measure.timing import measure
-    parent, child = mp.get_context("spawn").Pipe()
-    server = mp.get_context("spawn").Process(target=gemm_server, args=(child,), daemon=True)
-    server.start()
-
-    def burst(seconds):
-        parent.send(seconds)
-        parent.recv()
-
     small = torch.arange(8, device="cuda")
     runners = {**runners, "copy": lambda: torch.as_tensor(small.cpu().numpy() + 1).cuda()}
     candidates = [c for c in os.environ.get(
         "SWITCHES", "ort-cuda/fp16,ort-cuda/fp32,ort-cuda-graph/fp16,copy,(nothing)").split(",") if c]
-    rows = order_trials(runners, lambda run: round(measure(run, policy, clock)["median_ms"], 4), burst,
-                        int(os.environ.get("REPS", 3)), candidates, int(os.environ.get("AFTER", 4)))
-    parent.send(None)
-    server.join(5)
+    with gemm_bursts() as burst:
+        rows = order_trials(runners, window_median(policy, clock), burst, int(os.environ.get("REPS", 3)),
+                            candidates, int(os.environ.get("AFTER", 4)))
     Path(OUT, "order.json").write_text(json.dumps(rows, indent=1))
     for name, ratios in order_summary(rows).items():
         print(f"  {name:24s} probe after 1..{len(ratios)} windows / before: {ratios}", flush=True)
