@@ -128,8 +128,10 @@ def test_the_gpu_check_of_a_candidate_sees_a_switch_one_window_late():
 
     runners = {bisect.PROBE: lambda: 0.74 if gpu["slow"] else 0.66, "ort-cuda/fp16": switch, "eager/fp32": lambda: 5.0}
     rows = bisect.order_trials(runners, window, lambda seconds: gpu.update(slow=False, pending=0), reps=2,
-                               candidates=["ort-cuda/fp16", "eager/fp32", "(nothing)"], after=3, idle=lambda s: None)
-    assert len(rows) == 6 and rows[2]["own"] is None
+                               candidates=["ort-cuda/fp16", "eager/fp32", "(nothing)", "(idle 5 s)"], after=3,
+                               idle=lambda s: None)
+    assert len(rows) == 8 and rows[2]["own"] is None and rows[3]["own"] is None
     summary = bisect.order_summary(rows)
     assert summary["ort-cuda/fp16"] == [1.0, pytest.approx(0.74 / 0.66, abs=1e-3), pytest.approx(0.74 / 0.66, abs=1e-3)]
-    assert summary["eager/fp32"] == summary["(nothing)"] == [1.0, 1.0, 1.0]
+    assert summary["eager/fp32"] == summary["(nothing)"] == summary["(idle 5 s)"] == [1.0, 1.0, 1.0]
+    assert bisect.idle_seconds("(idle 5 s)") == 5.0 and bisect.idle_seconds("(nothing)") == 0.4

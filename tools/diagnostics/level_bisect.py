@@ -10,11 +10,12 @@ scripts.bench_shape's arguments (the shape request Snakemake passes), prepares e
 pipeline's policy), then two probe windows. Writes bisect.json to $OUT and prints a table.
 
 MODE=order tests what the published rounds show (infbench.measure.order: after the session's ort-cuda window the
-replays are slow, one window later): for each candidate (SWITCHES, comma-separated; "copy" is a loop of small
-device-to-host and host-to-device copies, as ORT's shape tensors make; "(nothing)" is 0.4 s idle), REPS times:
-3 s of another process's GEMMs (as another session's round), a probe window, the candidate's window, then AFTER
-probe windows (default 4). Writes order.json and prints, per candidate, the probe after k windows over the
-probe before."""
+replays are slow, one window later): first three probe windows before any other process ran (the lone process's
+level), then for each candidate (SWITCHES, comma-separated; "copy" is a loop of small device-to-host and
+host-to-device copies, as ORT's shape tensors make; "eager/fp16" a control that the published rounds do not name;
+"(idle N s)" is N seconds idle, "(nothing)" 0.4 s), REPS times: 3 s of another process's GEMMs (as another
+session's round), a probe window, the candidate's window, then AFTER probe windows (default 4). Writes order.json
+and prints, per candidate, the probe after k windows over the probe before."""
 import argparse, contextlib, json, multiprocessing as mp, os, statistics, sys, time
 from pathlib import Path
 
@@ -91,14 +92,20 @@ def order_trials(runners, window, burst, reps: int, candidates, after: int, idle
         for name in candidates:
             burst(3.0)
             before = window(runners[PROBE])
-            if name == "(nothing)":
-                idle(0.4)
+            if name.startswith("("):
+                idle(idle_seconds(name))
                 own = None
             else:
                 own = window(runners[name])
             rows.append({"rep": rep, "candidate": name, "before": before, "own": own,
                          "after": [window(runners[PROBE]) for _ in range(after)]})
     return rows
+
+
+def idle_seconds(name: str) -> float:
+    """"(idle 5 s)" -> 5.0; "(nothing)" -> 0.4 (a window's length, idle)."""
+    words = name.strip("()").split()
+    return float(words[1]) if words[0] == "idle" else 0.4
 
 
 def order_summary(rows, key: str = "candidate") -> dict:
@@ -116,11 +123,17 @@ def order_experiment(runners, policy, clock, seed, **_):
     small = torch.arange(8, device="cuda")
     runners = {**runners, "copy": lambda: torch.as_tensor(small.cpu().numpy() + 1).cuda()}
     candidates = [c for c in os.environ.get(
-        "SWITCHES", "ort-cuda/fp16,ort-cuda/fp32,ort-cuda-graph/fp16,copy,(nothing)").split(",") if c]
+        "SWITCHES", "ort-cuda/fp16,ort-cuda/fp32,ort-cuda-graph/fp16,eager/fp16,copy,(nothing),(idle 5 s)").split(",")
+        if c]
+    window = window_median(policy, clock)
+    lone = [window(runners[PROBE]) for _ in range(3)]
+    print("lone process (no other process's GPU work yet):", lone, flush=True)
     with gemm_bursts() as burst:
-        rows = order_trials(runners, window_median(policy, clock), burst, int(os.environ.get("REPS", 3)),
-                            candidates, int(os.environ.get("AFTER", 4)))
-    Path(OUT, "order.json").write_text(json.dumps(rows, indent=1))
+        rows = order_trials(runners, window, burst, int(os.environ.get("REPS", 3)), candidates,
+                            int(os.environ.get("AFTER", 4)))
+    Path(OUT, "order.json").write_text(json.dumps({"lone": lone, "trials": rows}, indent=1))
+    for row in rows:
+        print(f"{row['rep']} {row['candidate']:22s} before {row['before']:.4f} own {row['own']} after {row['after']}")
     for name, ratios in order_summary(rows).items():
         print(f"  {name:24s} probe after 1..{len(ratios)} windows / before: {ratios}", flush=True)
     raise SystemExit(0)
