@@ -120,33 +120,6 @@ def test_each_round_runs_inside_the_hold_and_the_spacing_idles_outside_it():
     assert all(b - a >= POLICY.round_spacing_s for a, b in zip(starts, starts[1:]))
 
 
-def test_turns_session_holds_the_lock_once_for_all_rounds_and_the_spacing():
-    """turns: session -- one hold around every round of the session, its spacing idled inside it (no other
-    session's round, no other process's GPU work between its windows), rounds still spaced."""
-    from dataclasses import replace
-
-    sim = SimulatedHost(4)
-    state = {"held": False, "holds": 0, "idle_while_held": 0.0}
-
-    class Hold:
-        def __enter__(self):
-            state.update(held=True, holds=state["holds"] + 1)
-
-        def __exit__(self, *exc):
-            state["held"] = False
-
-    def sleep(seconds):
-        state["idle_while_held"] += seconds if state["held"] else 0.0
-        sim.advance(seconds)
-
-    policy = replace(POLICY, turns="session")
-    rounds, errors = run_rounds({f"cell{i}": sim.runner() for i in range(3)}, policy, PassThroughClock(), seed=1,
-                                probe=dict, now=sim.now, sleep=sleep, hold=Hold)
-    assert errors == {} and state["holds"] == 1 and state["idle_while_held"] > 0 and not state["held"]
-    starts = [min(rounds[n][i]["offset_s"] for n in rounds) for i in range(policy.rounds)]
-    assert len(starts) == policy.rounds and all(b - a >= policy.round_spacing_s for a, b in zip(starts, starts[1:]))
-
-
 def test_a_runner_that_raises_leaves_the_rotation_and_the_others_go_on():
     sim = SimulatedHost(1)
     calls = {"n": 0}

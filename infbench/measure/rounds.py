@@ -15,11 +15,6 @@ one backend.
 Why spaced: rounds start at least ``policy.round_spacing_s`` apart, so a cell's rounds span (rounds - 1) x
 spacing of wall time and sample several host regimes. On a GPU host the other shapes' rounds fill that time
 (sessions take turns on the host's timing lock): the GPU idles only when no session has a round due.
-
-Whose turn (``policy.turns``): ``round`` -- sessions take turns round by round, as above; ``session`` -- a
-session holds the lock for all its rounds, spacing included, so that no other process works on the GPU
-between its windows, as for a user's process alone on it (on the H100 a small CUDA-graph replay runs at one
-of two levels ~10 % apart depending on other processes' recent GPU work; a lone process stays on one).
 """
 
 from __future__ import annotations
@@ -48,8 +43,7 @@ def run_rounds(runners: dict[str, Callable[[], object]], policy: TimingPolicy, c
     share over the round). ``on_step(name, index)`` is called
     before each window (the session's progress, so a crash or a hang is pinned on the right cell). Each round
     runs inside ``hold()`` (the host's timing lock: infbench.devices.host_exclusive), so that shape sessions
-    prepared side by side take turns round by round; the spacing is idled outside it (others' rounds run) --
-    or, with ``policy.turns == "session"``, all rounds and the spacing inside one hold.
+    prepared side by side take turns round by round; the spacing is idled outside it (others' rounds run).
     ``device_state()`` (GPU: SM clock, power, temperature) is sampled right after each window, outside it,
     so that a GPU-bound cell's spread across rounds can be set against the clock (the power limit throttles it).
     """
@@ -58,31 +52,29 @@ def run_rounds(runners: dict[str, Callable[[], object]], policy: TimingPolicy, c
     results: dict[str, list[dict]] = {name: [] for name in names}
     errors: dict[str, str] = {}
     session_start = now()
-    whole, each = (hold, contextlib.nullcontext) if policy.turns == "session" else (contextlib.nullcontext, hold)
-    with whole():
-        for index in range(max(1, policy.rounds)):
-            with each():
-                round_start = now()
-                state = probe()
-                order = names[:]
-                rng.shuffle(order)
-                for position, name in enumerate(order):
-                    if on_step:
-                        on_step(name, index)
-                    started_at, offset, unix = records.now(), now() - session_start, time.time()
-                    try:
-                        window = measure(runners[name], policy, clock, now=now)
-                    except Exception as error:  # noqa: BLE001 - one engine's failure must not cost the others
-                        errors[name] = f"round {index}: {type(error).__name__}: {records.one_line(str(error))}"
-                        names.remove(name)
-                        continue
-                    results[name].append({"index": index, "started_at": started_at, "started_unix": unix,
-                                          "offset_s": offset, "position": position, **window, "host": state,
-                                          **({"device": device_state()} if device_state else {})})
-                state["steal_pct"] = host.steal_pct(state, probe())
-                state.pop("cpu_s", None)
-            if index < policy.rounds - 1:
-                idle = policy.round_spacing_s - (now() - round_start)
-                if idle > 0:
-                    sleep(idle)
+    for index in range(max(1, policy.rounds)):
+        with hold():
+            round_start = now()
+            state = probe()
+            order = names[:]
+            rng.shuffle(order)
+            for position, name in enumerate(order):
+                if on_step:
+                    on_step(name, index)
+                started_at, offset, unix = records.now(), now() - session_start, time.time()
+                try:
+                    window = measure(runners[name], policy, clock, now=now)
+                except Exception as error:  # noqa: BLE001 - one engine's failure must not cost the others their rounds
+                    errors[name] = f"round {index}: {type(error).__name__}: {records.one_line(str(error))}"
+                    names.remove(name)
+                    continue
+                results[name].append({"index": index, "started_at": started_at, "started_unix": unix,
+                                      "offset_s": offset, "position": position, **window, "host": state,
+                                      **({"device": device_state()} if device_state else {})})
+            state["steal_pct"] = host.steal_pct(state, probe())
+            state.pop("cpu_s", None)
+        if index < policy.rounds - 1:
+            idle = policy.round_spacing_s - (now() - round_start)
+            if idle > 0:
+                sleep(idle)
     return results, errors

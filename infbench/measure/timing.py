@@ -37,7 +37,6 @@ class TimingPolicy:
     # rounds: the replicates of a cell, interleaved with the other cells of its shape (infbench.measure.rounds)
     rounds: int = 1
     round_spacing_s: float = 0.0
-    turns: str = "round"  # what one hold of the host's timing lock covers: a round, or a session's rounds
     systematic_rel: float = 0.0
     host_drift: float = 0.0  # between-run s.d. of log host speed (infbench.measure.stats: "Across runs")
 
