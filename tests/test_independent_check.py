@@ -69,6 +69,11 @@ def test_bad_arguments_name_the_key(tiny_run, tmp_path):
     bad = subprocess.run([sys.executable, str(SCRIPT), "measure", "--published", tables, "--results", "x",
                           "--out", str(tmp_path), "--backends", "eager,nope"], capture_output=True, text=True)
     assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith("--backends: nope")
+    for flag, given in (("--published", str(tmp_path)), ("--results", str(tmp_path))):
+        args = {"--published": tables, "--results": str(tiny_run / "results"), flag: given}
+        bad = subprocess.run([sys.executable, str(SCRIPT), "measure", *[x for kv in args.items() for x in kv],
+                              "--out", str(tmp_path / "o")], capture_output=True, text=True)
+        assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith(f"{flag}: no "), bad.stderr
     (tmp_path / "m.csv").write_text("backend,median_ms\neager,1.0\n")
     bad = subprocess.run([sys.executable, str(SCRIPT), "compare", "--published", tables, "--measured",
                           str(tmp_path / "m.csv"), "--out", str(tmp_path)], capture_output=True, text=True)

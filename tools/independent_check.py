@@ -42,6 +42,8 @@ def published_cells(tables: Path, backends: list[str] | None = None):
     """The published ``ok`` cells (cells.csv) with their options, optionally only some backends."""
     import pandas as pd
 
+    if not (Path(tables) / "cells.csv").is_file():
+        raise SystemExit(f"--published: no cells.csv in {tables}")
     cells = pd.read_csv(Path(tables) / "cells.csv")
     cells = cells[cells["status"] == "ok"]
     if backends:
@@ -222,6 +224,8 @@ def measure(args) -> None:
     import pandas as pd
 
     cells = published_cells(args.published, args.backends.split(",") if args.backends else None)
+    if not (Path(args.results) / "models").is_dir():
+        raise SystemExit(f"--results: no models/ in {args.results} (the pipeline's results directory)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
