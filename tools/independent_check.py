@@ -19,7 +19,10 @@ IO binding with inputs and output on the device).
 ``measure`` re-measures every published ``ok`` cell whose engine it knows (PyTorch eager, with or without CUDA
 graphs; torch.compile; ONNX Runtime's CUDA or CPU provider) and records any other as ``unavailable: <reason>``.
 Each pass starts one process per (backend, precision) -- as a user's script would run alone on the GPU -- and
-the passes run one after another, so that a pass is another time than the one before.
+the passes run one after another, so that a pass is another time than the one before. On the H100, each
+process's first small CUDA-graph replay ran at the GPU's fast level (the process before it had just worked on
+the GPU) and the later ones at the slow level, in every pass: an outside harness meets both levels, which is
+why the published intervals of those cells hold both (report/reference/h100/reproducibility/README.md).
 """
 
 from __future__ import annotations
