@@ -7,7 +7,8 @@ process does with torch alone, ORT on a small graph, allocations, streams, captu
 scripts.bench_shape's arguments (the shape request Snakemake passes), prepares every cell as the session does
 (infbench.cell.run_shape), and replaces the rounds by: for each cell E, three times: another process's GEMMs
 (0.3 s: the fast level), a probe window of ``eager-cuda-graph/fp16``, E's own window (infbench's measure, the
-pipeline's policy), then two probe windows. Writes bisect.json to $OUT and prints a table.
+pipeline's policy; "(nothing)": 0.4 s idle), then two probe windows. Writes bisect.json to $OUT and prints a
+table.
 
 MODE=order tests what the published rounds show (infbench.measure.order: after the session's ort-cuda window the
 replays are slow, one window later): first three probe windows before any other process ran (the lone process's
@@ -62,35 +63,27 @@ def window_median(policy, clock):
 def experiment(runners, policy, clock, seed, **_):
     window = window_median(policy, clock)
     with gemm_bursts() as burst:
-        log = {"start": [window(runners[PROBE]) for _ in range(3)], "cells": []}
-        print("start (no other process yet)", log["start"], flush=True)
+        start = [window(runners[PROBE]) for _ in range(3)]
+        print("start (no other process yet)", start, flush=True)
         burst(3)
-        for rep in range(int(os.environ.get("REPS", 3))):
-            for name in ["(nothing: 0.4 s idle)", *[n for n in runners if n != PROBE], PROBE]:
-                burst(0.3)
-                before = window(runners[PROBE])
-                if name.startswith("("):
-                    time.sleep(0.4)
-                    own = None
-                else:
-                    own = window(runners[name])
-                after = [window(runners[PROBE]), window(runners[PROBE])]
-                log["cells"].append({"rep": rep, "cell": name, "before": before, "own_ms": own, "after": after})
-                print(f"{rep} {name:32s} probe before {before:.4f}  own {own}  after {after}", flush=True)
-    Path(OUT, "bisect.json").write_text(json.dumps(log, indent=1))
+        rows = order_trials(runners, window, burst, int(os.environ.get("REPS", 3)),
+                            ["(nothing)", *[n for n in runners if n != PROBE], PROBE], after=2, burst_s=0.3)
+    Path(OUT, "bisect.json").write_text(json.dumps({"start": start, "cells": rows}, indent=1))
     print("summary: probe after / before (median over reps)")
-    for name, ratios in order_summary(log["cells"], key="cell").items():
+    for name, ratios in order_summary(rows).items():
         print(f"  {name:32s} {ratios[0]:.3f}  {ratios[1]:.3f}", flush=True)
     raise SystemExit(0)
 
 
-def order_trials(runners, window, burst, reps: int, candidates, after: int, idle=time.sleep):
-    """The MODE=order sequence (module docstring), with ``window(run)`` a window's median and ``burst(s)``
-    another process's GEMMs: rows {rep, candidate, before, own, after: [probe medians]}."""
+def order_trials(runners, window, burst, reps: int, candidates, after: int, idle=time.sleep,
+                 burst_s: float = 3.0):
+    """The sequence of both experiments (module docstring), with ``window(run)`` a window's median and
+    ``burst(s)`` another process's GEMMs (``burst_s`` before each trial): rows {rep, candidate, before, own,
+    after: [probe medians]}, printed as they come."""
     rows = []
     for rep in range(reps):
         for name in candidates:
-            burst(3.0)
+            burst(burst_s)
             before = window(runners[PROBE])
             if name.startswith("("):
                 idle(idle_seconds(name))
@@ -99,6 +92,7 @@ def order_trials(runners, window, burst, reps: int, candidates, after: int, idle
                 own = window(runners[name])
             rows.append({"rep": rep, "candidate": name, "before": before, "own": own,
                          "after": [window(runners[PROBE]) for _ in range(after)]})
+            print(f"{rep} {name:32s} probe before {before:.4f}  own {own}  after {rows[-1]['after']}", flush=True)
     return rows
 
 
@@ -108,11 +102,11 @@ def idle_seconds(name: str) -> float:
     return float(words[1]) if words[0] == "idle" else 0.4
 
 
-def order_summary(rows, key: str = "candidate") -> dict:
-    """Per candidate (``key``): the median over reps of (probe k windows after) / (probe before), k = 1, 2, ..."""
+def order_summary(rows) -> dict:
+    """Per candidate: the median over reps of (probe k windows after) / (probe before), k = 1, 2, ..."""
     out = {}
-    for name in dict.fromkeys(r[key] for r in rows):
-        mine = [r for r in rows if r[key] == name]
+    for name in dict.fromkeys(r["candidate"] for r in rows):
+        mine = [r for r in rows if r["candidate"] == name]
         out[name] = [round(statistics.median(r["after"][k] / r["before"] for r in mine), 3)
                      for k in range(len(mine[0]["after"]))]
     return out
@@ -132,8 +126,6 @@ def order_experiment(runners, policy, clock, seed, **_):
         rows = order_trials(runners, window, burst, int(os.environ.get("REPS", 3)), candidates,
                             int(os.environ.get("AFTER", 4)))
     Path(OUT, "order.json").write_text(json.dumps({"lone": lone, "trials": rows}, indent=1))
-    for row in rows:
-        print(f"{row['rep']} {row['candidate']:22s} before {row['before']:.4f} own {row['own']} after {row['after']}")
     for name, ratios in order_summary(rows).items():
         print(f"  {name:24s} probe after 1..{len(ratios)} windows / before: {ratios}", flush=True)
     raise SystemExit(0)
