@@ -49,3 +49,30 @@ def test_summarize_known_values():
 def test_summarize_rejects_no_samples():
     with pytest.raises(ValueError):
         stats.summarize([])
+
+
+def test_gpu_side_drift_comes_from_cells_whose_rounds_agree():
+    """Host-free cells of two runs on one GPU kind: twelve whose rounds agree (v tiny) moved by a GPU-side
+    N(0, 0.8 %) between the runs; three replays on two levels 10 % apart moved by 6-9 %, which their own rounds
+    (v large) already hold. g comes from the twelve: the three would lead a mean over all of them to ~3 %."""
+    rng = np.random.default_rng(3)
+    tight = list(rng.normal(0.0, 0.008, 12))
+    loose = [0.09, -0.06, 0.08]
+    logs = tight + loose
+    within = [1e-6] * 12 + [0.03**2] * 3
+    estimate = stats.between_run_drift(logs, within, [0.0] * 15)
+    assert 0.004 < estimate["systematic_rel"] < 0.013
+    assert estimate["host_free_cells"] == 12
+    everything = np.sqrt(np.mean(np.square(logs) - np.array(within)))
+    assert everything > 0.02  # the mean excess over all fifteen, as before: led by the three
+    assert stats.between_run_drift(tight[:2] + loose, within[:2] + within[-3:], [0.0] * 5)["systematic_rel"] == 0
+
+
+def test_one_cells_own_move_is_not_every_cells_drift():
+    """A cell whose compile picked other kernels in one run (22 % apart, its rounds tight in both) beside
+    cells that moved by a GPU-side N(0, 0.5 %): it is left out of g, which stays the others'."""
+    rng = np.random.default_rng(4)
+    logs = list(rng.normal(0.0, 0.005, 10)) + [0.22]
+    estimate = stats.between_run_drift(logs, [1e-6] * 11, [0.0] * 11)
+    assert estimate["systematic_rel"] < 0.01
+    assert estimate["host_free_cells"] == 10
