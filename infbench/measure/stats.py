@@ -22,8 +22,8 @@ launch-bound cells while each window alone looks precise to 1 %):
   deviation of the log of the host's speed, estimated from a rerun (``between_run_drift``,
   ``scripts.compare_runs``) and set in the config. A CUDA-graph replay does not move; eager PyTorch whose
   host is barely ahead of its GPU moves at once when the host slows, though its GPU busy share is high.
-  GPU-side drift between machines or boots (the same cell 2-4 % apart on two H100 hosts at busy >= 0.95) is
-  ``systematic_rel``'s, estimated from the same rerun.
+  GPU-side drift between machines or boots (a window of the cells that barely wait on the host 0.75 % from
+  another H100's, beyond their rounds' spread) is ``systematic_rel``'s, estimated from the same rerun.
 - **Comparisons** (speedups, ties) pair rounds measured close in time: the baseline and the candidate are
   interleaved in each round of one shape session, so a host regime that slows both cancels in their ratio.
   The speedup is the geometric mean of the per-round ratios with a t interval of their mean.
