@@ -69,8 +69,9 @@ def floor_table(published: pd.DataFrame, windows: pd.DataFrame, medians: pd.Data
         if seen is None or not len(seen):
             continue
         lo, hi, centre = cell["ci_lo_ms"], cell["ci_hi_ms"], cell["median_ms"]
-        row = dict(zip(KEY, key), bound=cell.get("bound"), windows=len(seen),
-                   published_half=math.expm1(max(math.log(hi / centre), math.log(centre / lo))),
+        bound = cell.get("bound")
+        row = dict(zip(KEY, key), bound=bound if isinstance(bound, str) else "host-bound",  # CPU: all host work
+                   windows=len(seen), published_half=math.expm1(max(math.log(hi / centre), math.log(centre / lo))),
                    held=float(np.mean((seen >= lo) & (seen <= hi))))
         runs = by_run.get(key, np.array([]))
         row["runs"] = len(runs)

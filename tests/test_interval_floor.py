@@ -63,6 +63,8 @@ def test_table_and_summary_by_class():
     assert brief.loc["gpu-bound", "published_half_over"] == "0/1"
     assert brief.loc["gpu-bound", "windows_held"] == 0.75
     assert "mixed" not in brief.index
+    cpu = floor.floor_table(published.drop(columns="bound"), windows, medians)  # a CPU run: no busy share
+    assert set(cpu["bound"]) == {"host-bound"}
 
 
 @pytest.mark.parametrize("argv, key", [
