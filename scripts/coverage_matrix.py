@@ -19,9 +19,8 @@ import numpy as np
 import pandas as pd
 
 from infbench import compare
+from infbench.measure.gpu_busy import CLASSES
 from infbench.tables import KEY
-
-CLASSES = ("gpu-bound", "mixed", "host-bound")  # cells.csv's ``bound`` (infbench.measure.gpu_busy.classify)
 
 
 def pair(label_a: str, a: dict, label_b: str, b: dict, by: pd.Series) -> dict:

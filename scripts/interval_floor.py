@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from infbench.measure.gpu_busy import CLASSES
 from infbench.tables import KEY
 
 SHARES = (0.90, 0.95)
-CLASSES = ("gpu-bound", "mixed", "host-bound")  # cells.csv's ``bound``
 
 
 def _needed(n: int, share: float) -> int:
@@ -61,6 +61,8 @@ def floor_table(published: pd.DataFrame, windows: pd.DataFrame, medians: pd.Data
     wider side), the share of ``windows`` (KEY + median_ms) its interval holds, and the centred and shortest
     half-widths holding each share of the windows and of the run ``medians`` (KEY + median_ms)."""
     cells = published[published["status"] == "ok"].set_index(KEY)
+    # no busy share (a CPU run): every cell is host work, as scripts.coverage_matrix counts it
+    bounds = cells.get("bound", pd.Series(index=cells.index, dtype=object)).astype(object).fillna("host-bound")
     by_window = {key: part["median_ms"].to_numpy() for key, part in windows.groupby(KEY)}
     by_run = {key: part["median_ms"].to_numpy() for key, part in medians.groupby(KEY)}
     rows = []
@@ -69,9 +71,8 @@ def floor_table(published: pd.DataFrame, windows: pd.DataFrame, medians: pd.Data
         if seen is None or not len(seen):
             continue
         lo, hi, centre = cell["ci_lo_ms"], cell["ci_hi_ms"], cell["median_ms"]
-        bound = cell.get("bound")
-        row = dict(zip(KEY, key), bound=bound if isinstance(bound, str) else "host-bound",  # CPU: all host work
-                   windows=len(seen), published_half=math.expm1(max(math.log(hi / centre), math.log(centre / lo))),
+        row = dict(zip(KEY, key), bound=bounds[key], windows=len(seen),
+                   published_half=math.expm1(max(math.log(hi / centre), math.log(centre / lo))),
                    held=float(np.mean((seen >= lo) & (seen <= hi))))
         runs = by_run.get(key, np.array([]))
         row["runs"] = len(runs)

@@ -43,6 +43,9 @@ def union_ms(spans: list[tuple[float, float]]) -> float:
     return total
 
 
+CLASSES = ("gpu-bound", "mixed", "host-bound")  # what ``classify`` returns: cells.csv's ``bound``
+
+
 def classify(share: float | None) -> str | None:
     if share is None:
         return None
