@@ -1,5 +1,6 @@
 """The hindsight floor under published intervals (scripts.interval_floor): its two widths on known values, on
-simulated windows, the per-cell table and its summary, and the one-line errors."""
+simulated windows, the per-cell table and its summary, both targets at once per re-measurement (cut to the
+threshold, and the best bands of that width in hindsight), and the one-line errors."""
 
 from __future__ import annotations
 
@@ -67,15 +68,63 @@ def test_table_and_summary_by_class():
     assert set(cpu["bound"]) == {"host-bound"}
 
 
+def _two_level_case():
+    """Two GPU-bound replays whose re-measurements sit on two levels 10 % apart: re-measurement "a" on the low
+    level of both, "b" on the high one; and a host-bound cell both hold."""
+    published = _cells([
+        {"backend": name, "precision": "fp16", "batch": 1, "seq_len": 16, "bound": "gpu-bound",
+         "median_ms": 1.0, "ci_lo_ms": 0.9, "ci_hi_ms": 1.2} for name in ("graph", "replay")]
+        + [{"backend": "eager", "precision": "fp16", "batch": 1, "seq_len": 16, "bound": "host-bound",
+            "median_ms": 2.0, "ci_lo_ms": 1.0, "ci_hi_ms": 4.0}])
+    key = {"model": "m", "engine": "e", "precision": "fp16", "batch": 1, "seq_len": 16}
+
+    def remeasure(level):
+        return pd.DataFrame([{**key, "backend": name, "median_ms": level} for name in ("graph", "replay")]
+                            + [{**key, "backend": "eager", "median_ms": 2.5}])
+    return published, {"a": remeasure(1.0), "b": remeasure(1.1)}
+
+
+def test_both_targets_at_once_per_remeasurement():
+    published, sources = _two_level_case()
+    table = floor.cap_table(published, sources, threshold=0.03).set_index("source")
+    assert table.loc["a", "held"] == 3 and table.loc["b", "held"] == 3  # the published intervals hold both levels
+    # cut to ±3 % around the published median (1.0), the high level falls out; the host-bound cell stays
+    assert table.loc["a", "held_capped"] == 3 and table.loc["b", "held_capped"] == 1
+    # the best ±3 % bands, chosen in hindsight: one cell's band on each level, so neither re-measurement loses both
+    assert table.loc["a", "held_best"] == 2 and table.loc["b", "held_best"] == 2
+    assert table.loc["b", "gpu_bound_held_best"] == 1 and table.loc["b", "gpu_bound_cells"] == 2
+    # wide enough for both levels, the best bands hold everything
+    wide = floor.cap_table(published, sources, threshold=0.06).set_index("source")
+    assert list(wide["held_best"]) == [3, 3]
+
+
+def test_cap_table_written_per_harness_pass(tmp_path, capsys):
+    published, sources = _two_level_case()
+    published.to_csv(tmp_path / "cells.csv", index=False)
+    folder = tmp_path / "machine-k"
+    folder.mkdir()
+    passes = [part.assign(**{"pass": number, "status": "ok"}) for number, part in enumerate(sources.values())]
+    pd.concat(passes).to_csv(folder / "measured.csv", index=False)
+    floor.main(["--published", str(tmp_path), "--measured", str(folder / "measured.csv"),
+                "--out", str(tmp_path / "out" / "floor.csv")])
+    capped = pd.read_csv(tmp_path / "out" / "floor_cap.csv").set_index("source")
+    assert list(capped.index) == ["machine-k pass 0", "machine-k pass 1"]  # labelled by its folder
+    assert list(capped["held_capped"]) == [3, 1]
+    assert (tmp_path / "out" / "floor_summary.csv").is_file()
+    assert "held_best" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, key", [
     (["--published", "nowhere", "--measured", "x.csv", "--out", "o.csv"], "--published"),
     (["--published", "PUB", "--run", "no-label", "--out", "o.csv"], "--run"),
     (["--published", "PUB", "--measured", "missing.csv", "--out", "o.csv"], "--measured"),
     (["--published", "PUB", "--out", "o.csv"], "--run or --measured"),
+    (["--published", "PUB", "--measured", "x=PUB/cells.csv", "--measured", "x=PUB/cells.csv", "--out", "o.csv"],
+     "--measured"),
 ])
 def test_bad_arguments_name_the_key(tmp_path, capsys, argv, key):
     (tmp_path / "cells.csv").write_text("status\n")
-    argv = [str(tmp_path) if a == "PUB" else a for a in argv]
+    argv = [a.replace("PUB", str(tmp_path)) for a in argv]
     with pytest.raises(SystemExit) as stop:
         floor.main(argv)
     assert stop.value.code == 2
