@@ -51,12 +51,15 @@ def test_measure_and_compare_on_a_real_run(tiny_run, tmp_path):
     run = subprocess.run([sys.executable, str(SCRIPT), "measure", "--published", str(tiny_run / "results" / "tables"),
                           "--results", str(tiny_run / "results"), "--out", str(out), "--device", "cpu",
                           "--passes", "1", "--backends", "eager,ort-fused", "--warmup-s", "0.01",
-                          "--window-s", "0.05"], capture_output=True, text=True, timeout=600)
+                          "--window-s", "0.05", "--order", "descending"], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     measured = pd.read_csv(out / "measured.csv")
     assert len(measured) == len(wanted) and (measured["status"] == "ok").all(), measured[["backend", "reason"]]
     assert (measured["median_ms"] > 0).all() and (measured["n"] >= 20).all()
     assert set(map(tuple, measured[KEY].values)) == set(map(tuple, wanted[KEY].values))
+    for _, process in measured.groupby(["backend", "precision"]):  # --order descending: the largest shape first
+        shapes = list(zip(process.sort_values("position")["batch"], process.sort_values("position")["seq_len"]))
+        assert shapes == sorted(shapes, reverse=True) and list(process["position"]) == list(range(len(process)))
     done = subprocess.run([sys.executable, str(SCRIPT), "compare", "--published", str(tiny_run / "results" / "tables"),
                            "--measured", str(out / "measured.csv"), "--out", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -23,6 +23,9 @@ the passes run one after another, so that a pass is another time than the one be
 process's first small CUDA-graph replay ran at the GPU's fast level (the process before it had just worked on
 the GPU) and the later ones at the slow level, in every pass: an outside harness meets both levels, which is
 why the published intervals of those cells hold both (report/reference/h100/reproducibility/README.md).
+``--order`` sets the order of the cells within each process (by shape, ascending by default; ``descending``, or
+``shuffled`` anew per pass and process with ``--seed``), and each row records its ``position``: which cell of a
+process meets which level is the harness's choice, and this lets a check vary it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -199,8 +203,8 @@ def measure_group(request: dict) -> list[dict]:
     results, device = Path(request["results"]), request["device"]
     timer = _timer(device)
     rows, models = [], {}
-    for cell in request["cells"]:
-        row = {k: cell[k] for k in KEY} | {"pass": request["pass"], "started_at": time.time()}
+    for position, cell in enumerate(request["cells"]):
+        row = {k: cell[k] for k in KEY} | {"pass": request["pass"], "position": position, "started_at": time.time()}
         try:
             if cell["engine"] not in ENGINES:
                 raise LookupError(f"engine {cell['engine']} is not re-measured here")
@@ -231,14 +235,17 @@ def measure(args) -> None:
         raise SystemExit(f"--results: no models/ in {args.results} (the pipeline's results directory)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, rng = [], random.Random(args.seed)
     for index in range(args.passes):
         for (backend, precision), group in cells.groupby(["backend", "precision"], sort=False):
+            group = group.sort_values(["batch", "seq_len"], ascending=args.order != "descending")
+            if args.order == "shuffled":
+                group = group.iloc[rng.sample(range(len(group)), len(group))]
             request = {"results": str(args.results), "device": args.device, "pass": index,
                        "warmup_s": args.warmup_s, "window_s": args.window_s,
                        "cells": [{**{k: (int(v) if k in ("batch", "seq_len") else v) for k, v in r[KEY].items()},
                                   "options": json.loads(r["options"]) if isinstance(r["options"], str) else {}}
-                                 for _, r in group.sort_values(["batch", "seq_len"]).iterrows()]}
+                                 for _, r in group.iterrows()]}
             done = subprocess.run([sys.executable, __file__, "_group"], input=json.dumps(request), text=True,
                                   capture_output=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
             lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
@@ -305,6 +312,9 @@ def main(argv=None) -> None:
     m.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     m.add_argument("--warmup-s", type=float, default=0.5)
     m.add_argument("--window-s", type=float, default=1.0)
+    m.add_argument("--order", default="ascending", choices=("ascending", "descending", "shuffled"),
+                   help="the cells' order within each process, by (batch, seq_len)")
+    m.add_argument("--seed", type=int, default=0, help="for --order shuffled")
     c = sub.add_parser("compare", help="how many measured medians lie inside the published intervals")
     c.add_argument("--published", required=True, type=Path)
     c.add_argument("--measured", required=True, type=Path)
