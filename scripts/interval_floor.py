@@ -117,7 +117,9 @@ def best_bands(candidates: dict, sizes: dict[str, int], base: dict[str, int]) ->
     """Pick one band per cell so that the worst re-measurement's share held is as high as it can be, then as
     many held in all as that allows: a mixed-integer program (scipy's HiGHS). ``candidates`` maps a cell to its
     possible bands, each the set of re-measurements it would hold; ``sizes`` gives each re-measurement's cells
-    and ``base`` what it holds already outside the bands. Returns cell -> the chosen band's set."""
+    and ``base`` what it holds already outside the bands. Returns cell -> the chosen band's set. The worst share
+    and the total are the optimum's; where several band sets reach both, which one (so each source's own count,
+    within a cell or so) is the solver's choice."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     sources = list(sizes)
@@ -134,8 +136,12 @@ def best_bands(candidates: dict, sizes: dict[str, int], base: dict[str, int]) ->
     pick = LinearConstraint(one_each, lb=1, ub=1)
     solve = dict(integrality=np.append(np.ones(len(column)), 0), bounds=Bounds(0, 1))
     worst = milp(np.append(np.zeros(len(column)), -1.0), constraints=[shares, pick], **solve)
+    if worst.x is None:
+        raise RuntimeError(f"best_bands: the solver found no bands ({worst.message})")
     keep = LinearConstraint(np.append(np.zeros(len(column)), 1.0)[None, :], lb=worst.x[-1] - 1e-9)
     most = milp(np.append(-holds.sum(axis=0), 0.0), constraints=[shares, pick, keep], **solve)
+    if most.x is None:
+        raise RuntimeError(f"best_bands: the solver found no bands ({most.message})")
     return {cell: holders for (cell, holders), on in zip(column, most.x[:-1] > 0.5) if on}
 
 
@@ -154,7 +160,7 @@ def cap_table(published: pd.DataFrame, sources: dict[str, pd.DataFrame], thresho
     capped_hi = hi.where(~gpu, np.minimum(hi, centre * (1 + threshold)))
     seen = {}
     for label, table in sources.items():
-        values = table.set_index(KEY)["median_ms"]
+        values = table.groupby(KEY)["median_ms"].median()  # one median per cell, should a table repeat one
         seen[label] = values[values.index.isin(cells.index)]
 
     def held_in(values, low, high):
@@ -187,6 +193,7 @@ def cap_table(published: pd.DataFrame, sources: dict[str, pd.DataFrame], thresho
 
 
 def _labelled(given: str) -> tuple[str, Path]:
+    """LABEL=PATH, or PATH labelled by its folder (a path with "=" in it needs the LABEL= form)."""
     label, sep, path = given.partition("=")
     return (label, Path(path)) if sep else (Path(given).parent.name, Path(given))
 
@@ -233,6 +240,8 @@ def main(argv=None) -> None:
         runs[label] = Path(path)
     for given in args.measured:
         label, path = _labelled(given)
+        if not label:
+            parser.error(f"--measured {given}: an empty label; give LABEL=PATH")
         if not path.is_file():
             parser.error(f"--measured {given}: no such file")
         if label in measured or label in runs:

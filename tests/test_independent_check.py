@@ -60,6 +60,7 @@ def test_measure_and_compare_on_a_real_run(tiny_run, tmp_path):
     for _, process in measured.groupby(["backend", "precision"]):  # --order descending: the largest shape first
         shapes = list(zip(process.sort_values("position")["batch"], process.sort_values("position")["seq_len"]))
         assert shapes == sorted(shapes, reverse=True) and list(process["position"]) == list(range(len(process)))
+    assert set(measured["order"]) == {"descending"}
     done = subprocess.run([sys.executable, str(SCRIPT), "compare", "--published", str(tiny_run / "results" / "tables"),
                            "--measured", str(out / "measured.csv"), "--out", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -121,6 +121,7 @@ def test_cap_table_written_per_harness_pass(tmp_path, capsys):
     (["--published", "PUB", "--out", "o.csv"], "--run or --measured"),
     (["--published", "PUB", "--measured", "x=PUB/cells.csv", "--measured", "x=PUB/cells.csv", "--out", "o.csv"],
      "--measured"),
+    (["--published", "PUB", "--measured", "=PUB/cells.csv", "--out", "o.csv"], "--measured"),
 ])
 def test_bad_arguments_name_the_key(tmp_path, capsys, argv, key):
     (tmp_path / "cells.csv").write_text("status\n")

@@ -24,8 +24,8 @@ process's first small CUDA-graph replay ran at the GPU's fast level (the process
 the GPU) and the later ones at the slow level, in every pass: an outside harness meets both levels, which is
 why the published intervals of those cells hold both (report/reference/h100/reproducibility/README.md).
 ``--order`` sets the order of the cells within each process (by shape, ascending by default; ``descending``, or
-``shuffled`` anew per pass and process with ``--seed``), and each row records its ``position``: which cell of a
-process meets which level is the harness's choice, and this lets a check vary it.
+``shuffled`` anew per pass and process with ``--seed``), and each row records its ``order`` and ``position``:
+which cell of a process meets which level is the harness's choice, and this lets a check vary it.
 """
 
 from __future__ import annotations
@@ -204,7 +204,8 @@ def measure_group(request: dict) -> list[dict]:
     timer = _timer(device)
     rows, models = [], {}
     for position, cell in enumerate(request["cells"]):
-        row = {k: cell[k] for k in KEY} | {"pass": request["pass"], "position": position, "started_at": time.time()}
+        row = {k: cell[k] for k in KEY} | {"pass": request["pass"], "order": request["order"], "position": position,
+                                           "started_at": time.time()}
         try:
             if cell["engine"] not in ENGINES:
                 raise LookupError(f"engine {cell['engine']} is not re-measured here")
@@ -241,7 +242,7 @@ def measure(args) -> None:
             group = group.sort_values(["batch", "seq_len"], ascending=args.order != "descending")
             if args.order == "shuffled":
                 group = group.iloc[rng.sample(range(len(group)), len(group))]
-            request = {"results": str(args.results), "device": args.device, "pass": index,
+            request = {"results": str(args.results), "device": args.device, "pass": index, "order": args.order,
                        "warmup_s": args.warmup_s, "window_s": args.window_s,
                        "cells": [{**{k: (int(v) if k in ("batch", "seq_len") else v) for k, v in r[KEY].items()},
                                   "options": json.loads(r["options"]) if isinstance(r["options"], str) else {}}
@@ -252,8 +253,9 @@ def measure(args) -> None:
             if done.returncode != 0 and len(lines) < len(request["cells"]):
                 reason = f"process exited {done.returncode}: {(done.stderr.strip().splitlines() or [''])[-1][:300]}"
                 measured = {(c["batch"], c["seq_len"]) for c in lines}
-                lines += [{**{k: c[k] for k in KEY}, "pass": index, "status": "failed", "reason": reason}
-                          for c in request["cells"] if (c["batch"], c["seq_len"]) not in measured]
+                lines += [{**{k: c[k] for k in KEY}, "pass": index, "order": args.order, "position": position,
+                           "status": "failed", "reason": reason}
+                          for position, c in enumerate(request["cells"]) if (c["batch"], c["seq_len"]) not in measured]
             rows += lines
             print(f"pass {index} {backend}/{precision}: {sum(r['status'] == 'ok' for r in lines)} of "
                   f"{len(lines)} ok", flush=True)
