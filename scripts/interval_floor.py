@@ -64,13 +64,19 @@ def shortest_half(values, share: float) -> float:
     return math.expm1(float(np.min(logs[k - 1:] - logs[: logs.size - k + 1])) / 2)
 
 
+def _ok_cells(published: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """The ok cells of ``published`` (cells.csv) by KEY, and each one's GPU busy class. A run without a busy
+    share (a CPU run) has every cell host work, as scripts.coverage_matrix counts it."""
+    cells = published[published["status"] == "ok"].set_index(KEY)
+    bounds = cells.get("bound", pd.Series(index=cells.index, dtype=object)).astype(object).fillna("host-bound")
+    return cells, bounds
+
+
 def floor_table(published: pd.DataFrame, windows: pd.DataFrame, medians: pd.DataFrame) -> pd.DataFrame:
     """One row per ok cell of ``published`` (cells.csv) with re-measurements: its published half-width (the
     wider side), the share of ``windows`` (KEY + median_ms) its interval holds, and the centred and shortest
     half-widths holding each share of the windows and of the run ``medians`` (KEY + median_ms)."""
-    cells = published[published["status"] == "ok"].set_index(KEY)
-    # no busy share (a CPU run): every cell is host work, as scripts.coverage_matrix counts it
-    bounds = cells.get("bound", pd.Series(index=cells.index, dtype=object)).astype(object).fillna("host-bound")
+    cells, bounds = _ok_cells(published)
     by_window = {key: part["median_ms"].to_numpy() for key, part in windows.groupby(KEY)}
     by_run = {key: part["median_ms"].to_numpy() for key, part in medians.groupby(KEY)}
     rows = []
@@ -152,8 +158,7 @@ def cap_table(published: pd.DataFrame, sources: dict[str, pd.DataFrame], thresho
     how many with every GPU-bound interval a band of that width placed, after seeing every source, where the
     worst source holds the most (``held_best``: no GPU-bound intervals that narrow can do better for all of
     them). The same three over its GPU-bound cells alone."""
-    cells = published[published["status"] == "ok"].set_index(KEY)
-    bounds = cells.get("bound", pd.Series(index=cells.index, dtype=object)).astype(object).fillna("host-bound")
+    cells, bounds = _ok_cells(published)
     gpu = bounds == "gpu-bound"
     lo, hi, centre = cells["ci_lo_ms"], cells["ci_hi_ms"], cells["median_ms"]
     capped_lo = lo.where(~gpu, np.maximum(lo, centre / (1 + threshold)))
