@@ -1,6 +1,6 @@
 """The docs a newcomer reads: the README stays short (at most 1,200 words as `wc -w` counts them, no prose
 paragraph over 120 words), and every relative link or image in the README, docs/*.md, the H100 reference's
-README and containers/README.md points at a file or folder that exists."""
+READMEs and notes, and containers/README.md points at a file or folder that exists."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ EXTERNAL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|//|#)", re.I)
 
 
 def linked_pages() -> list[Path]:
-    pages = [README, REPO / "report/reference/h100/README.md", REPO / "containers/README.md"]
+    pages = [README, REPO / "report/reference/h100/README.md", REPO / "containers/README.md",
+             REPO / "report/reference/h100/NOTES.md", REPO / "report/reference/h100/reproducibility/README.md",
+             REPO / "report/reference/h100/earlier/README.md"]
     pages += sorted((REPO / "docs").glob("*.md"))
     return [page for page in pages if page.exists()]
 
