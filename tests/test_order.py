@@ -1,13 +1,9 @@
-"""infbench.measure.order and its command (tools/diagnostics/level_predictors.py) on simulated rounds: the cell that
-switches a replay's level is found among cells whose order is shuffled like the pipeline's, and a level that
-only drifts with the position names no cell."""
+"""infbench.measure.order on simulated rounds: the cell that switches a replay's level is found among cells whose
+order is shuffled like the pipeline's, and a level that only drifts with the position names no cell."""
 
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,8 +12,6 @@ import pytest
 from scipy import stats as scipy_stats
 
 from infbench.measure import order
-
-SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "diagnostics" / "level_predictors.py"
 
 CELLS = [("eager", "fp32"), ("eager", "fp16"), ("ort-cuda", "fp16"), ("inductor", "fp16"),
          ("eager-cuda-graph", "fp16"), ("ort-cuda-graph", "fp16")]
@@ -87,51 +81,3 @@ def test_cells_without_two_levels_give_no_windows():
     steady["median_ms"] = steady.groupby("backend").median_ms.transform("median")
     assert order.windows(steady).empty
     assert order.predictors(order.windows(pd.DataFrame())).empty
-
-
-def test_the_command_reads_runs_and_names_a_bad_argument(tmp_path):
-    for seed in range(10):
-        simulated_rounds(seed).to_csv(tmp_path / f"r{seed}.csv", index=False)
-    runs = [f"run{seed}={tmp_path / f'r{seed}.csv'}" for seed in range(10)]
-    done = subprocess.run([sys.executable, str(SCRIPT), "--backends", "graph", *runs, "--out", str(tmp_path / "p.csv")],
-                          capture_output=True, text=True, check=True)
-    assert "ort-cuda/fp16" in done.stdout
-    written = pd.read_csv(tmp_path / "p.csv")
-    assert written.earlier_in_round[0] == "ort-cuda/fp16" and written.significant[0]
-    bad = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "r0.csv")], capture_output=True, text=True)
-    assert bad.returncode != 0 and "runs:" in bad.stderr and "LABEL=path" in bad.stderr
-
-
-def test_the_gpu_check_of_a_candidate_sees_a_switch_one_window_late():
-    """tools/diagnostics/level_bisect.py MODE=order, with a simulated GPU: another process's GEMMs make the
-    replay fast, a switching cell's window makes it slow from the window after the next; the summary shows the
-    probe unchanged one window after the switch and 10 % slower from the second, and no change after idling."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("level_bisect", SCRIPT.with_name("level_bisect.py"))
-    bisect = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bisect)
-    gpu = {"slow": False, "pending": 0}
-
-    def tick():
-        if gpu["pending"]:
-            gpu["pending"] -= 1
-            gpu["slow"] = gpu["pending"] == 0 or gpu["slow"]
-
-    def window(run):
-        latency = run()
-        tick()
-        return latency
-
-    def switch():
-        gpu["pending"] = 2
-        return 3.0
-
-    runners = {bisect.PROBE: lambda: 0.74 if gpu["slow"] else 0.66, "ort-cuda/fp16": switch, "eager/fp32": lambda: 5.0}
-    rows = bisect.order_trials(runners, window, lambda seconds: gpu.update(slow=False, pending=0), reps=2,
-                               candidates=["ort-cuda/fp16", "eager/fp32", "(nothing)", "(idle 5 s)"], after=3,
-                               idle=lambda s: None)
-    assert len(rows) == 8 and rows[2]["own"] is None and rows[3]["own"] is None
-    summary = bisect.order_summary(rows)
-    assert summary["ort-cuda/fp16"] == [1.0, pytest.approx(0.74 / 0.66, abs=1e-3), pytest.approx(0.74 / 0.66, abs=1e-3)]
-    assert summary["eager/fp32"] == summary["(nothing)"] == summary["(idle 5 s)"] == [1.0, 1.0, 1.0]
-    assert bisect.idle_seconds("(idle 5 s)") == 5.0 and bisect.idle_seconds("(nothing)") == 0.4

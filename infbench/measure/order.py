@@ -14,7 +14,8 @@ cells came before is the shuffle's draw. A candidate is named where that test, c
 candidates (Bonferroni), rejects independence, one at a time (``predictors``). scipy has no stratified 2 x 2
 test; statsmodels' would be a dependency for ten lines.
 
-This shows association, not cause (tools/diagnostics/ tests candidates on the GPU).
+This shows association, not cause: a candidate is tested on the GPU by putting its window, alone, between
+probe windows of the replay (report/reference/h100/NOTES.md: the bisect found no single cell that switches it).
 """
 
 from __future__ import annotations

@@ -10,12 +10,13 @@ widen cells, each visible in the rounds' own records:
 - the **host's speed within the run**, for cells whose latency follows the host (host sensitivity >= 0.5): their
   rounds move with the host's speed regimes (two clusters there are the host's, not the GPU's);
 - **two levels**: small CUDA-graph replays sit at one of two levels ~10 % apart (the gaps between a graph's
-  kernels, not the kernels, change with the GPU's history across processes: report/reference/h100/README.md):
+  kernels, not the kernels, change with the GPU's history across processes: report/reference/h100/NOTES.md):
   the sorted round medians split into two clusters, each tight, far apart;
 - the **position in the round**: the first windows of a session's round (right after another session's turn on
   the GPU) are at the fast level of those replays, and those after the session's ONNX Runtime CUDA window
-  without graphs mostly at the slow one (tools/diagnostics/level_predictors.py); where the latency rises with
-  the window's position (r >= ``POSITION_MIN_R``), that is the pattern, with one round fast or several.
+  without graphs mostly at the slow one (infbench.measure.order; report/reference/h100/NOTES.md); where the
+  latency rises with the window's position (r >= ``POSITION_MIN_R``), that is the pattern, with one round fast
+  or several.
 Anything else is "no recorded pattern". The first that applies, in that order, names the cause; the thresholds
 are the module's constants, tested on synthetic rounds.
 """
