@@ -12,6 +12,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -44,7 +45,10 @@ def _key_path(error: jsonschema.ValidationError) -> str:
 
 
 def _one_line(error: jsonschema.ValidationError) -> str:
-    message = " ".join(error.message.split())
+    message = error.message
+    if isinstance(error.instance, str) and len(error.instance) > 60:  # a long value: its head, and its length
+        message = message.replace(repr(error.instance), f"{error.instance[:40]!r}... ({len(error.instance)} characters)")
+    message = " ".join(message.split())
     if len(message) > 300:
         message = message[:297] + "..."
     return f"invalid config: {_key_path(error)}: {message}"
@@ -91,8 +95,11 @@ def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
     """Validate ``config`` in place (filling defaults) and return it; raise ConfigError on the first problem.
 
     Errors are checked before defaults are filled, so the reported key is one the user wrote (or omitted);
-    the best-matching jsonschema error becomes one line.
+    the best-matching jsonschema error becomes one line. Values no schema keyword refuses come first: NaN and
+    infinities (they pass every bound: ``nan < 0`` and ``nan > 1`` are both false) and control characters in
+    any string (names, labels, paths and logs take them).
     """
+    _check_values(config, "")
     schema = yaml.safe_load(Path(schema_path).read_text())
     error = jsonschema.exceptions.best_match(VALIDATOR(schema).iter_errors(config))
     if error is not None:
@@ -102,27 +109,117 @@ def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
     return config
 
 
-def _duplicate_keys(node, path: str, name: str) -> None:
-    """Walk a composed YAML tree: a key written twice in one mapping is an error naming it."""
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _check_values(value, path: str) -> None:
+    """NaN, infinities and control characters anywhere in the config are errors naming the key."""
+    seen: set[int] = set()
+
+    def walk(value, path: str) -> None:
+        if isinstance(value, (dict, list)):
+            if id(value) in seen:  # a YAML alias: the same object, checked once
+                return
+            seen.add(id(value))
+        where = path or "<top level>"
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"invalid config: {where}: {value} is not a finite number")
+        if isinstance(value, str) and CONTROL.search(value):
+            raise ConfigError(f"invalid config: {where}: {value[:60]!r} contains a control character "
+                              f"({CONTROL.search(value).group()!r})")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and CONTROL.search(key):
+                    raise ConfigError(f"invalid config: {where}: key {key[:60]!r} contains a control character")
+                walk(item, f"{path}.{key}" if path else str(key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{path}[{index}]")
+
+    walk(value, path)
+
+
+# A config is a few hundred values; YAML aliases nested in each other (each level a list of the previous
+# one) expand exponentially. Walks of the expanded tree (duplicate keys, validation, canonical params) would
+# never end, so the expanded size is counted on the composed graph (each node once) and bounded.
+MAX_EXPANDED_VALUES = 100_000
+
+
+def _expanded_sizes(root) -> dict[int, int]:
+    """Each composed node's expanded size (values it stands for, aliases included), each node visited once."""
+    sizes: dict[int, int] = {}
+    stack = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                    else list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+        if children_done or not children:
+            sizes[id(node)] = min(1 + sum(sizes[id(c)] for c in children), 10 * MAX_EXPANDED_VALUES)
+        else:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes
+
+
+def _check_expansion(root, name: str) -> None:
+    sizes = _expanded_sizes(root)
+    if sizes[id(root)] <= MAX_EXPANDED_VALUES:
+        return
+    node, path = root, ""
+    while True:  # down to the deepest key whose value alone is too large: where the aliases pile up
+        children = (((k.value if isinstance(k, yaml.ScalarNode) else "?", v) for k, v in node.value)
+                    if isinstance(node, yaml.MappingNode) else
+                    ((index, v) for index, v in enumerate(node.value)) if isinstance(node, yaml.SequenceNode) else ())
+        big = next(((key, child) for key, child in children if sizes[id(child)] > MAX_EXPANDED_VALUES), None)
+        if big is None:
+            break
+        key, node = big
+        path = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else str(key)
+    raise ConfigError(f"invalid config: {path or '<top level>'}: YAML aliases expand to more than "
+                      f"{MAX_EXPANDED_VALUES:,} values in {name} (nested aliases: an alias bomb?)")
+
+
+def _duplicate_keys(node, path: str, name: str, seen: set[int] | None = None) -> None:
+    """Walk a composed YAML tree: a key written twice in one mapping is an error naming it. A node reached
+    again through an alias is the same node: checked once."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
-        seen: dict = {}
+        keys: dict = {}
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
             where = f"{path}.{key}" if path else str(key)
-            if key in seen:
-                raise ConfigError(f"invalid config: {where}: duplicate key (lines {seen[key] + 1} and "
+            if key in keys:
+                raise ConfigError(f"invalid config: {where}: duplicate key (lines {keys[key] + 1} and "
                                   f"{key_node.start_mark.line + 1} of {name}; YAML would keep only the last)")
-            seen[key] = key_node.start_mark.line
-            _duplicate_keys(value_node, where, name)
+            keys[key] = key_node.start_mark.line
+            _duplicate_keys(value_node, where, name, seen)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _duplicate_keys(item, f"{path}[{index}]", name)
+            _duplicate_keys(item, f"{path}[{index}]", name, seen)
 
 
 def load_strict(path: str | Path):
-    """A config file read as Snakemake reads it, but a duplicate key is an error naming it."""
+    """A config file read as Snakemake reads it, but a duplicate key, or aliases that expand beyond any real
+    config, is an error naming it."""
     text = Path(path).read_text()
-    _duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), "", str(path))
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"invalid config: <top level>: {path} is not YAML ({' '.join(str(error).split())[:200]})") from None
+    except RecursionError:
+        raise ConfigError(f"invalid config: <top level>: {path} is nested too deeply") from None
+    if root is None:
+        return None
+    _check_expansion(root, str(path))
+    try:
+        _duplicate_keys(root, "", str(path))
+    except RecursionError:
+        raise ConfigError(f"invalid config: <top level>: {path} is nested too deeply") from None
     return yaml.safe_load(text)
 
 
@@ -162,6 +259,8 @@ def retype_command_line(config: dict, given: dict) -> None:
 
 
 def _check_cross_references(config: dict) -> None:
+    _check_names(config)
+    _check_paths(config)
     timing = config["timing"]
     if timing["min_iters"] > timing["max_iters"]:
         raise ConfigError(f"invalid config: timing.min_iters: {timing['min_iters']} is above timing.max_iters "
@@ -182,6 +281,41 @@ def _check_cross_references(config: dict) -> None:
             f"invalid config: baseline.precision: {baseline['precision']!r} is not a precision of backend "
             f"{baseline['backend']!r} ({backend_precisions(config, baseline['backend'])})"
         )
+
+
+# Snakemake refuses a wildcard value that ends in one piece repeated 20 times or more (PeriodicWildcardError,
+# its guard against infinite recursion of rules), whatever its length: "m" + 20 zeros. Names are wildcards.
+PERIODIC = re.compile(r"(.+?)\1{19,}\Z", re.DOTALL)
+
+
+def _check_names(config: dict) -> None:
+    for section in ("models", "backends"):
+        for name in config[section]:
+            repeated = PERIODIC.search(name)
+            if repeated:
+                raise ConfigError(f"invalid config: {section}.{name}: the name ends in {repeated.group(1)!r} repeated "
+                                  f"{len(repeated.group()) // len(repeated.group(1))} times (Snakemake refuses a "
+                                  "wildcard value repeated 20 times or more)")
+
+
+def _check_paths(config: dict) -> None:
+    """Paths the run reads, named by their key where they are wrong (Snakemake would name only the file)."""
+    against = config["compare"]["against"]
+    if against is not None:
+        tables = Path(against).expanduser()
+        if not (tables / "cells.csv").is_file():
+            why = "does not exist" if not tables.exists() else "has no cells.csv"
+            raise ConfigError(f"invalid config: compare.against: {against!r} {why} (the other run's results/tables "
+                              "directory)")
+
+
+def check_containers(config: dict) -> None:
+    """Image paths are values like any other: where containers are used (and only there), each must be a
+    path or a URI without whitespace (Snakemake's own message names no key)."""
+    for key, image in config["containers"].items():
+        if image is not None and (not image.strip() or any(c.isspace() for c in image)):
+            raise ConfigError(f"invalid config: containers.{key}: {image!r} contains whitespace (an image file or a "
+                              "docker:// / oras:// URI)")
 
 
 def is_local_path(name: str) -> bool:
@@ -213,6 +347,10 @@ def position_limit(values: dict, model_type: str | None) -> dict:
     return {"limit": size, "key": key, "why": f"{key} {size}"}
 
 
+# What the hub accepts as a repository id: a name or owner/name of letters, digits, '-', '_' and '.'.
+HUB_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}")
+
+
 def model_limits(name: str, model: dict) -> dict:
     """What the model accepts, read without building it: {limit, key, why} (limit None if unknown).
 
@@ -223,6 +361,9 @@ def model_limits(name: str, model: dict) -> dict:
     pretrained = model.get("pretrained")
     if pretrained:
         if not is_local_path(pretrained):
+            if not HUB_ID.fullmatch(pretrained):
+                raise ConfigError(f"invalid config: models.{name}.pretrained: local path {pretrained!r} not found "
+                                  f"({Path(pretrained).expanduser().absolute()}), and it is not a hub id either")
             return {"limit": None, "key": None, "why": "hub model (not looked up)"}
         config_json = Path(pretrained).expanduser() / "config.json"
         try:
@@ -230,6 +371,9 @@ def model_limits(name: str, model: dict) -> dict:
         except (OSError, ValueError) as error:
             raise ConfigError(f"invalid config: models.{name}.pretrained: {pretrained!r} is not a readable model "
                               f"directory ({type(error).__name__}: {config_json})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"invalid config: models.{name}.pretrained: {pretrained!r} is not a readable model "
+                              f"directory ({config_json} is a JSON {type(values).__name__}, not an object)")
         return position_limit(values, values.get("model_type"))
     overrides = model.get("overrides") or {}
     for key in POSITION_KEYS:
@@ -249,15 +393,21 @@ LIMITS_CACHE = Path(".snakemake/infbench/model_limits.json")
 
 
 def _cached(model_type: str, overrides: dict, compute) -> dict:
+    return _cached_as({"model_type": model_type, "overrides": overrides}, ("transformers",), compute)
+
+
+def _cached_as(what: dict, packages: tuple[str, ...], compute):
+    """``compute()``, kept under a key of ``what``, the versions of ``packages`` and this file's code."""
     from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        library = version("transformers")
-    except PackageNotFoundError:
-        library = None
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
     code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]  # how limits are derived may change
-    key = json.dumps({"model_type": model_type, "overrides": overrides, "transformers": library, "code": code},
-                     sort_keys=True)
+    key = json.dumps({**what, **versions, "code": code}, sort_keys=True)
     try:
         cache = json.loads(LIMITS_CACHE.read_text())
     except (OSError, ValueError):
@@ -273,6 +423,56 @@ def _cached(model_type: str, overrides: dict, compute) -> dict:
     except OSError:
         pass  # a read-only working directory: validated again next time, nothing lost
     return limits
+
+
+# Engines that read an exported ONNX graph: the opset matters only where one of them is configured.
+ONNX_ENGINES = ("onnxruntime", "tensorrt")
+
+
+def check_opset(config: dict) -> None:
+    """``onnx.opset`` against what the installed exporter (torch.onnx) and runtime (ONNX Runtime) support:
+    an opset they do not know otherwise fails every ONNX cell with a message that does not name it."""
+    if not any(entry["engine"] in ONNX_ENGINES for entry in config["backends"].values()):
+        return
+    opset = config["onnx"]["opset"]
+    support = _cached_as({"what": "onnx opsets"}, ("torch", "onnx", "onnxruntime"), _opset_support)
+    if support.get("max") is not None and opset > support["max"]:
+        raise ConfigError(f"invalid config: onnx.opset: {opset} is not supported here: {support['why']}")
+
+
+def _opset_support() -> dict:
+    """The highest opset both torch.onnx (read from its source: importing torch costs seconds) and ONNX
+    Runtime (a one-node graph loaded at that opset) support: {max, why}; max None where either is missing."""
+    import importlib.util
+    from importlib.metadata import version
+
+    try:
+        torch_spec = importlib.util.find_spec("torch")
+        constants = Path(torch_spec.origin).parent / "onnx" / "_constants.py"
+        exporter = int(re.search(r"^ONNX_MAX_OPSET\s*=\s*(\d+)", constants.read_text(), re.M).group(1))
+        import onnx
+        import onnx.helper as helper
+        import onnxruntime
+    except Exception:  # noqa: BLE001 - no exporter or runtime here: the ONNX cells say so themselves
+        return {"max": None, "why": "torch.onnx or onnxruntime not importable"}
+
+    def loads(opset: int) -> bool:
+        node = helper.make_node("Identity", ["x"], ["y"])
+        value = lambda name: helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [1])  # noqa: E731
+        graph = helper.make_graph([node], "probe", [value("x")], [value("y")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+        try:
+            onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+            return True
+        except Exception:  # noqa: BLE001
+            return False
+
+    runtime = next((opset for opset in range(exporter, 0, -1) if loads(opset)), 0)
+    best = min(exporter, runtime)
+    return {"max": best, "why": f"torch {version('torch')} exports opsets up to {exporter}, onnxruntime "
+                                f"{version('onnxruntime')} loads "
+                                + (f"up to {runtime}" if runtime < exporter else f"at least {exporter}")
+                                + f" (use at most {best})"}
 
 
 def _built_limits(name: str, model_type: str, overrides: dict) -> dict:

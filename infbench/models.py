@@ -110,11 +110,36 @@ def _load_pretrained(name_or_path: str, trust_remote_code: bool):
         return AutoModel.from_pretrained(local, trust_remote_code=trust_remote_code)
     if name_or_path.startswith((".", "/", "~")):
         raise FileNotFoundError(f"pretrained path {name_or_path!r} does not exist")
+    offline = hub_offline()
+    if offline:
+        # a mistyped relative path reads as a hub id: say so at once instead of a minute of retries
+        raise FileNotFoundError(f"pretrained {name_or_path!r}: no local directory {str(local.absolute())!r}, and "
+                                f"the hub is offline ({offline}): not looked up")
     try:
         return AutoModel.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except OSError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise OSError(f"cannot load hub model {name_or_path!r} (no local directory; hub unreachable?): {first}")
+
+
+def hub_offline(timeout_s: float = 3.0) -> str | None:
+    """Why the model hub cannot be reached (HF_HUB_OFFLINE set, or no connection to it within a few
+    seconds), or None: one quick probe instead of the hub client's retries."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return None  # reached through a proxy: a direct connection proves nothing, the client will tell
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as error:
+        return f"no connection to {host}:{port} within {timeout_s:g} s: {type(error).__name__}"
+    return None
 
 
 def input_names(module, config) -> list[str]:

@@ -11,9 +11,13 @@ from infbench import aoti, devices, engines, trt_build, worker
 from infbench.environment import detect_device
 from snakemake.settings.types import DeploymentMethod
 
+USE_CONTAINERS = DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
 try:
     matrix.validate(config)
     matrix.check_models(config)
+    matrix.check_opset(config)
+    if USE_CONTAINERS:
+        matrix.check_containers(config)
 except matrix.ConfigError as error:
     raise WorkflowError(str(error)) from None
 # Jobs import the library and scripts/ from this checkout (no install needed) and share one inductor cache per
@@ -36,18 +40,21 @@ DEVICE = detect_device() if config["device"] == "auto" else config["device"]
 
 
 def container_image(key):
-    """A configured image; a local file is made absolute and must exist when containers are used."""
+    """A configured image; a local file is made absolute and must exist when containers are used. Without
+    containers, none: Snakemake checks every rule's image value even where it never uses one (a path with a
+    space stopped runs that use no container)."""
+    if not USE_CONTAINERS:
+        return None
     image = config["containers"][key]
     if "://" in image:
         return image
     path = os.path.abspath(image)
-    if USE_CONTAINERS and not os.path.isfile(path):
+    if not os.path.isfile(path):
         raise WorkflowError(f"invalid config: containers.{key}: image file {image!r} does not exist "
                             f"(build it: apptainer build {image} containers/{key}.def)")
     return path
 
 
-USE_CONTAINERS = DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
 COMPUTE_IMAGE = container_image("gpu" if DEVICE == "cuda" else "cpu")
 REPORT_IMAGE = container_image("report") if config["containers"]["report"] else COMPUTE_IMAGE
 if USE_CONTAINERS:

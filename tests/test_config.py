@@ -23,7 +23,7 @@ def test_shipped_configs_validate():
 def test_defaults_are_filled_everywhere():
     config = matrix.validate({"models": {"m": {"model_type": "bert"}}})
     assert config["device"] == "auto"
-    assert config["backends"] == {"eager": {"engine": "torch", "options": {"tf32": False, "autocast": False, "cuda_graph": False},
+    assert config["backends"] == {"eager": {"engine": "torch", "label": None, "options": {"tf32": False, "autocast": False, "cuda_graph": False},
                                             "precisions": None, "batch_sizes": None,
                                             "seq_lens": None}}
     assert config["timing"]["warmup_s"] == 0.5

@@ -1,0 +1,208 @@
+"""Issue 29: the ways a run still ended badly (items 2-11 and the opset / pretrained-path points), each
+reproduced at the smallest level that shows it: the validator, the scripts, the records."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+from infbench import config as matrix
+from infbench import records
+
+TINY = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
+
+
+def base() -> dict:
+    return json.loads(json.dumps(TINY))
+
+
+def refused(config: dict) -> str:
+    with pytest.raises(matrix.ConfigError) as error:
+        matrix.validate(config)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("invalid config: "), message
+    return message
+
+
+# --- item 2: a YAML alias bomb is refused at once, with one line ------------------------------------------
+
+def alias_bomb(levels: int) -> str:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_within_seconds(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(yaml.safe_dump(TINY) + alias_bomb(12))  # 12 lines of aliases: 9**12 values expanded
+    started = time.monotonic()
+    with pytest.raises(matrix.ConfigError) as error:
+        matrix.check_config_files([path])
+    assert time.monotonic() - started < 10
+    message = str(error.value)
+    assert message.startswith("invalid config: a5: YAML aliases expand to more than 100,000 values"), message
+    assert "\n" not in message
+
+
+def test_aliases_of_a_real_config_still_load(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("timing: &t {rounds: 2}\nbatch_sizes: &b [1, 2]\nseq_lens: *b\nstability: {max_cv: 0.2}\n")
+    assert matrix.load_strict(path)["seq_lens"] == [1, 2]
+    path.write_text("models:\n  m: &m {model_type: bert}\n  n: *m\nx: {a: 1, a: 2}\n")
+    with pytest.raises(matrix.ConfigError, match=r"^invalid config: x.a: duplicate key"):
+        matrix.load_strict(path)  # a node reached twice through an alias is still checked
+
+
+# --- item 3: NaN and infinities are not numbers a bound can check -----------------------------------------
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda c: c["timing"].update(budget_s=float("nan")), "timing.budget_s"),
+    (lambda c: c["timing"].update(warmup_s=float("inf")), "timing.warmup_s"),
+    (lambda c: c.setdefault("accuracy", {}).setdefault("tolerance", {}).update(fp32=float("nan")),
+     "accuracy.tolerance.fp32"),
+    (lambda c: c.setdefault("stability", {}).update(max_cv=float("nan")), "stability.max_cv"),
+    (lambda c: c.setdefault("compare", {}).update(min_change=float("-inf")), "compare.min_change"),
+    (lambda c: c["models"]["tiny-bert"].setdefault("overrides", {}).update(layer_norm_eps=float("nan")),
+     "models.tiny-bert.overrides.layer_norm_eps"),
+])
+def test_nan_and_infinities_are_one_line_errors_naming_the_key(mutate, key):
+    config = base()
+    mutate(config)
+    message = refused(config)
+    assert message.startswith(f"invalid config: {key}: ") and "is not a finite number" in message, message
+
+
+def test_nan_written_in_yaml_is_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(base()).replace("budget_s: ", "budget_s: .nan #") )
+    with pytest.raises(matrix.ConfigError, match=r"^invalid config: timing.budget_s: nan is not a finite number"):
+        matrix.load(path)
+
+
+# --- item 4: names that cannot be path segments or wildcards, shapes that cannot be paths ------------------
+
+def test_a_name_too_long_for_a_path_segment_is_refused():
+    config = base()
+    config["models"] = {"m" * 300: {"model_type": "bert"}}
+    message = refused(config)
+    assert message.startswith("invalid config: models: 'mmmm") and "(300 characters) is too long" in message
+
+
+def test_a_valid_long_name_still_validates():
+    config = base()
+    config["models"] = {"m" + "odel-x" * 16 + "-100chars"[: 100 - 97]: config["models"]["tiny-bert"]}
+    config["backends"]["onnxruntime-exported-graph-all-optimizations-v2"] = config["backends"].pop("ort")
+    matrix.validate(config)
+
+
+@pytest.mark.parametrize("name", ["ab" * 20, "model-" + "0" * 20])
+def test_a_periodic_name_is_refused_naming_it(name):
+    """Snakemake's PeriodicWildcardError named neither the key nor the rule of it."""
+    config = base()
+    config["backends"][name] = {"engine": "torch"}
+    message = refused(config)
+    assert message.startswith(f"invalid config: backends.{name}: the name ends in "), message
+
+
+def test_a_huge_batch_size_is_refused():
+    config = base()
+    config["batch_sizes"] = [10 ** 30]
+    assert refused(config).startswith("invalid config: batch_sizes[0]: ")
+
+
+# --- item 6: control characters in any string ---------------------------------------------------------------
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda c: c.update(compare={"label": "run\x00a"}), "compare.label"),
+    (lambda c: c.update(compare={"against": "tables\n"}), "compare.against"),
+    (lambda c: c.update(containers={"cpu": "img\x1b[31m.sif"}), "containers.cpu"),
+    (lambda c: c["models"]["tiny-bert"].update(pretrained="dir\x7f"), "models.tiny-bert.pretrained"),
+    (lambda c: c["models"]["tiny-bert"].setdefault("overrides", {}).update(tag="a\tb"),
+     "models.tiny-bert.overrides.tag"),
+])
+def test_control_characters_are_one_line_errors_naming_the_key(mutate, key):
+    config = base()
+    mutate(config)
+    message = refused(config)
+    assert message.startswith(f"invalid config: {key}: ") and "control character" in message, message
+
+
+# --- item 8: compare.against is a path the key names ---------------------------------------------------------
+
+def test_compare_against_a_missing_directory_names_the_key(tmp_path):
+    config = base()
+    config["compare"] = {"against": str(tmp_path / "nonexistent")}
+    assert refused(config).startswith("invalid config: compare.against: ") and "does not exist" in refused(config)
+    (tmp_path / "empty").mkdir()
+    config["compare"] = {"against": str(tmp_path / "empty")}
+    assert "has no cells.csv" in refused(config)
+    (tmp_path / "empty" / "cells.csv").write_text("model\n")
+    config["compare"] = {"against": str(tmp_path / "empty")}
+    matrix.validate(config)
+
+
+# --- item 9: a pretrained config.json that is not an object -------------------------------------------------
+
+def test_a_pretrained_config_json_list_is_one_line(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("[1, 2]")
+    with pytest.raises(matrix.ConfigError) as error:
+        matrix.model_limits("m", {"pretrained": str(tmp_path / "m")})
+    assert str(error.value).startswith("invalid config: models.m.pretrained: ")
+    assert "is a JSON list, not an object" in str(error.value)
+
+
+# --- also: a mistyped relative pretrained path, an opset nothing here supports --------------------------------
+
+def test_a_pretrained_path_that_cannot_be_a_hub_id_says_the_local_path_was_not_found(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(matrix.ConfigError) as error:
+        matrix.model_limits("m", {"pretrained": "my_models/bert/base"})
+    assert str(error.value).startswith("invalid config: models.m.pretrained: local path 'my_models/bert/base' "
+                                       "not found")
+
+
+def test_a_hub_id_that_is_not_a_local_directory_fails_its_build_at_once_offline(tmp_path, monkeypatch):
+    """Offline, a mistyped relative path (or an unknown hub id) is not retried against the hub for a minute:
+    the build fails at once, saying that no local directory of that name exists."""
+    from infbench import models
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.monotonic()
+    with pytest.raises(OSError) as error:
+        models._load_pretrained("mymodel", False)
+    assert time.monotonic() - started < 10
+    assert "local directory" in str(error.value) and str(tmp_path / "mymodel") in str(error.value)
+    assert "offline" in str(error.value)
+
+
+def test_an_opset_the_exporter_and_runtime_do_not_support_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the support check is cached in .snakemake/ of the working directory
+    config = matrix.validate({**base(), "onnx": {"opset": 99}})
+    with pytest.raises(matrix.ConfigError) as error:
+        matrix.check_opset(config)
+    message = str(error.value)
+    assert message.startswith("invalid config: onnx.opset: 99 is not supported here: torch ") and "\n" not in message
+    support = matrix._opset_support()
+    matrix.check_opset(matrix.validate({**base(), "onnx": {"opset": support["max"]}}))
+    # without an ONNX backend, the opset is never read: nothing to check
+    no_onnx = matrix.validate({**base(), "backends": {"eager": {"engine": "torch"}}, "onnx": {"opset": 99}})
+    matrix.check_opset(no_onnx)
+
+
+# --- item 11: container images are validated as values, only where containers are used ------------------------
+
+def test_a_whitespace_image_path_is_an_error_only_where_containers_are_used():
+    config = matrix.validate({**base(), "containers": {"cpu": "my image.sif"}})  # valid as a value
+    with pytest.raises(matrix.ConfigError, match=r"^invalid config: containers.cpu: 'my image.sif' contains "
+                                                 r"whitespace"):
+        matrix.check_containers(config)
+    matrix.check_containers(matrix.validate(base()))
