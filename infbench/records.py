@@ -105,6 +105,50 @@ def write(record: dict, path: str | Path) -> None:
         raise
 
 
+def write_all(pairs: list[tuple[dict, str | Path]]) -> None:
+    """Write several records all or nothing: every one to a temporary file first (a full disk, a bad value
+    leaves every record as it was), then each renamed over its record."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for record, path in pairs:
+            path = Path(path)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            staged.append((tmp, path))
+            os.fchmod(fd, FILE_MODE)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(_json_safe(record), handle, indent=1, allow_nan=False)
+                handle.flush()
+                os.fsync(handle.fileno())
+    except BaseException:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    for tmp, path in staged:
+        os.replace(tmp, path)
+
+
+def read_all(directory: str | Path) -> list[tuple[Path, dict]]:
+    """Every record under ``directory`` (recursively), in path order. A missing directory, one without
+    records, or a file that is not a record is a ValueError whose one line names it (command-line tools
+    print it and exit non-zero)."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ValueError(f"{root}: no such directory (a results/cells directory?)")
+    paths = sorted(root.rglob("*.json"))
+    if not paths:
+        raise ValueError(f"{root}: no records (*.json) in it")
+    out = []
+    for path in paths:
+        try:
+            record = read(path)
+        except OSError as error:
+            raise ValueError(f"{path}: unreadable ({type(error).__name__}: {one_line(str(error))})") from None
+        if not isinstance(record.get("key"), dict) or not isinstance(record.get("status"), str):
+            raise Unreadable(path, "not a record: no key or status")
+        out.append((path, record))
+    return out
+
+
 class Unreadable(ValueError):
     """A record or bundle that is not a complete JSON object (truncated, overwritten): ``path`` names it."""
 

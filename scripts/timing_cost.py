@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+
+from infbench import records as record_io
 
 
 def summary(records: list[dict], since: str | None = None) -> dict:
@@ -59,8 +60,17 @@ def main() -> None:
     parser.add_argument("--since", help="only sessions whose first round started at or after this UTC time "
                         "(ISO 8601, e.g. 2026-11-25T19:30:00), to leave out records of earlier runs")
     args = parser.parse_args()
-    records = [json.loads(path.read_text()) for path in sorted(Path(args.cells).rglob("*.json"))]
-    print(json.dumps(summary(records, args.since), indent=1))
+    try:
+        found = record_io.read_all(args.cells)
+    except ValueError as error:
+        raise SystemExit(f"timing_cost: {error}") from None
+    for path, record in found:  # a record whose rounds this cannot read: named
+        try:
+            summary([record])
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise SystemExit(f"timing_cost: {path}: its timing cannot be read ({type(error).__name__}: {error})") from None
+    result = summary([record for _, record in found], args.since)
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -206,3 +206,106 @@ def test_a_whitespace_image_path_is_an_error_only_where_containers_are_used():
                                                  r"whitespace"):
         matrix.check_containers(config)
     matrix.check_containers(matrix.validate(base()))
+
+
+# --- items 7 and 8: command-line tools over a results tree --------------------------------------------------
+
+def timed_record(backend: str, batch: int = 1) -> dict:
+    record = records.new_record({"model": "m", "backend": backend, "engine": "torch", "precision": "fp32",
+                                 "batch": batch, "seq_len": 8}, {}, None)
+    rounds = [{"samples_ms": [1.0, 1.1, 0.9, 1.05, 0.95], "median_ms": 1.0, "started_at": "2026-01-01T00:00:00+00:00",
+               "started_unix": 1.0 + i, "window": {"warmup_seconds": 0.1, "loop_seconds": 0.2}} for i in range(3)]
+    record["timing"] = {"session": "s", "rounds": rounds, "policy": {}}
+    return records.finish(record, "ok")
+
+
+def results_tree(root: Path, n: int = 6) -> list[Path]:
+    paths = []
+    for i in range(n):
+        path = root / "results/cells/m" / f"b{i}" / "fp32" / "b1_s8.json"
+        records.write(timed_record(f"b{i}"), path)
+        paths.append(path)
+    return paths
+
+
+def tool(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+
+
+def one_line_error(result: subprocess.CompletedProcess, *names: str) -> str:
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for name in names:
+        assert name in lines[0], lines[0]
+    return lines[0]
+
+
+def test_resummarize_is_all_or_nothing(tmp_path):
+    """One truncated record among good ones: the tool names it and rewrites none (it used to rewrite those
+    before it, then exit with a traceback)."""
+    paths = results_tree(tmp_path)
+    cut = paths[4]
+    text = cut.read_text()
+    cut.write_text(text[: len(text) // 2])
+    before = {p: p.read_bytes() for p in paths}
+    line = one_line_error(tool("scripts.resummarize", str(tmp_path / "results/cells"), "--host-drift", "0.2"), str(cut))
+    assert "nothing rewritten" in line
+    assert {p: p.read_bytes() for p in paths} == before
+    assert not list((tmp_path / "results/cells").rglob("*.tmp"))
+    cut.write_text(text)
+    done = tool("scripts.resummarize", str(tmp_path / "results/cells"), "--host-drift", "0.2")
+    assert done.returncode == 0 and done.stdout.startswith("6 records resummarized"), done.stderr
+    assert all(records.read(p)["timing"]["policy"]["host_drift"] == 0.2 for p in paths)
+
+
+def test_resummarize_writes_nothing_when_one_write_fails(tmp_path, monkeypatch):
+    paths = results_tree(tmp_path, 3)
+    before = {p: p.read_bytes() for p in paths}
+    real = records.json.dump
+    calls = []
+
+    def full_disk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(records.json, "dump", full_disk)
+    pairs = [(records.read(p), p) for p in paths]
+    with pytest.raises(OSError):
+        records.write_all(pairs)
+    assert {p: p.read_bytes() for p in paths} == before
+    assert not list((tmp_path / "results/cells").rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_resummarize_of_a_missing_or_empty_directory_is_an_error(tmp_path, make):
+    cells = tmp_path / "cells"
+    if make == "empty":
+        cells.mkdir()
+    one_line_error(tool("scripts.resummarize", str(cells)), str(cells))
+
+
+def test_compare_runs_on_a_missing_directory_is_one_line(tmp_path):
+    one_line_error(tool("scripts.compare_runs", str(tmp_path / "nope"), str(tmp_path / "nope2"), "--out",
+                        str(tmp_path / "x.html")), str(tmp_path / "nope"), "no such directory")
+    (tmp_path / "tables").mkdir()
+    one_line_error(tool("scripts.compare_runs", str(tmp_path / "tables"), str(tmp_path / "tables"), "--out",
+                        str(tmp_path / "x.html")), str(tmp_path / "tables"), "cells.csv")
+
+
+def test_rerun_unstable_and_timing_cost_name_a_truncated_record(tmp_path):
+    paths = results_tree(tmp_path, 3)
+    text = paths[1].read_text()
+    paths[1].write_text(text[: len(text) // 3])
+    one_line_error(tool("scripts.rerun_unstable", "--results", str(tmp_path / "results"), "--list"), str(paths[1]))
+    one_line_error(tool("scripts.timing_cost", str(tmp_path / "results/cells")), str(paths[1]))
+    one_line_error(tool("scripts.timing_cost", str(tmp_path / "nowhere")), str(tmp_path / "nowhere"))
+    paths[1].write_text(text)
+    cost = tool("scripts.timing_cost", str(tmp_path / "results/cells"))
+    assert cost.returncode == 0 and json.loads(cost.stdout)["cells"] == 3
+    listing = tool("scripts.rerun_unstable", "--results", str(tmp_path / "results"), "--list")
+    assert listing.returncode == 0 and "no unstable cells" in listing.stdout
