@@ -27,7 +27,7 @@ from pathlib import Path
 
 from infbench import accuracy, artifacts, devices, engines, environment, records
 from infbench.engines.base import CellContext, CellUnusable
-from infbench.measure import gpu_busy, host_response, stats
+from infbench.measure import gpu_busy, host_response, memory, stats
 from infbench.measure.rounds import run_rounds
 from infbench.measure.timing import CudaEventClock, HostClock, TimingPolicy, policy_record
 
@@ -151,6 +151,7 @@ def run_shape(specs: list[CellSpec], progress: Progress | None = None, seed: int
     software = environment.software()  # one session, one environment: git and package metadata read once
     recs = [_new(spec, software) for spec in specs]
     prepared: dict[str, tuple[CellSpec, dict, object, dict]] = {}
+    trackers: dict[str, memory.Tracker] = {}  # each cell's own memory, measured around its prepare and one call
     where = specs[0].device if specs else "cpu"
     waiting = lambda: progress.step("wait")  # noqa: E731 - others' rounds or preparation: no watchdog
     devices.set_wait_hooks(progress.pause, progress.resume)  # waits inside a step (autotune benchmarks)
@@ -158,9 +159,13 @@ def run_shape(specs: list[CellSpec], progress: Progress | None = None, seed: int
     with devices.host_shared(where, on_wait=waiting):
         for spec, record in zip(specs, recs):
             progress.step("prepare", spec.name)
+            tracker = memory.Tracker(spec.key["engine"], spec.device)
+            tracker.start()
             result = _prepare(spec, record)
+            tracker.prepared()
             if result is not None:
                 prepared[spec.name] = (spec, record, *result)
+                trackers[spec.name] = tracker
     try:
         if prepared:
             first = next(iter(prepared.values()))[0]
@@ -177,7 +182,8 @@ def run_shape(specs: list[CellSpec], progress: Progress | None = None, seed: int
                     progress.step("finish", name)
                     if device is not None:
                         record["device"] = environment.before_after(dict(device), after)
-                    _finish(spec, record, runner, references, results[name], errors.get(name), session)
+                    _finish(spec, record, runner, references, results[name], errors.get(name), session,
+                            trackers[name])
                 _close(prepared)
     finally:
         _close(prepared)
@@ -230,7 +236,7 @@ def _prepare(spec: CellSpec, record: dict):
 
 
 def _finish(spec: CellSpec, record: dict, runner, references, rounds: list[dict], error: str | None,
-            session: str) -> None:
+            session: str, tracker: memory.Tracker | None = None) -> None:
     """The record of a timed cell: verification, statistics over rounds, GPU busy share, accuracy."""
     try:
         if error:
@@ -247,6 +253,9 @@ def _finish(spec: CellSpec, record: dict, runner, references, rounds: list[dict]
         record["accuracy"] = accuracy.judge(runner.output(), references, spec.tolerance)
         record["memory"] = {"peak_bytes": peak_rss_bytes(), "what": "peak RSS of the shape session (host)",
                             "device_peak_bytes": runner.device_peak_bytes()}
+        if tracker is not None:  # after the session-wide peaks above: it resets the allocator's peak
+            tracker.call(runner.run)
+            record["memory"].update(tracker.record())
         measuring = sum(r["window"]["warmup_seconds"] + r["window"]["loop_seconds"] for r in rounds)
         record["cost"] = {"prepare_s": (record.get("prepare") or {}).get("seconds"), "measure_s": measuring}
         if problem:

@@ -160,6 +160,9 @@ def _row(record: dict) -> dict:
         "fusion": (prepare.get("fusion") or {}).get("note") if isinstance(prepare.get("fusion"), dict) else prepare.get("fusion"),
         "peak_bytes": (record.get("memory") or {}).get("peak_bytes"),
         "device_peak_bytes": (record.get("memory") or {}).get("device_peak_bytes"),
+        "backend_peak_bytes": (record.get("memory") or {}).get("backend_peak_bytes"),
+        "backend_held_bytes": (record.get("memory") or {}).get("backend_held_bytes"),
+        "memory_method": (record.get("memory") or {}).get("backend_method"),
         "sm_clock_before": before_after("sm_clock_mhz", 0),
         "sm_clock_after": before_after("sm_clock_mhz", 1),
         "temp_c_after": before_after("temp_c", 1),
@@ -167,6 +170,8 @@ def _row(record: dict) -> dict:
         "process_s": (record.get("cost") or {}).get("process_s"),
         "overhead_s": (record.get("cost") or {}).get("overhead_s"),
         "device": (record.get("device") or {}).get("name"),
+        "driver": (record.get("device") or {}).get("driver"),
+        "cuda": (record.get("device") or {}).get("cuda"),
         "threads": (record.get("device") or {}).get("threads"),
         "options": json.dumps(record.get("options") or {}, sort_keys=True),
         "log": record.get("log"),
@@ -266,15 +271,34 @@ def container_label(container: dict | None) -> str | None:
     return f"{container['image']} (sha256:{digest[:12]})" if digest else container["image"]
 
 
-def best_per_shape(recs: list[dict], speedup_frame: pd.DataFrame) -> pd.DataFrame:
-    """For each shape, the fastest measured (backend, precision) that passes the accuracy check, and whether
-    the runner-up can be told apart from it.
+BEST_COLUMNS = [*SHAPE, "backend", "precision", "median_ms", "speedup", "speedup_lo", "speedup_hi", "runner_up",
+                "runner_up_backend", "runner_up_precision", "runner_up_ms", "runner_up_ratio", "runner_up_ratio_lo",
+                "runner_up_ratio_hi", "tie", "tie_why", "native_backend", "native_precision", "native_ms",
+                "native_ratio", "native_ratio_lo", "native_ratio_hi", "verdict"]
+# PyTorch's own engines: what a user who does not leave PyTorch deploys (the answer says what leaving it buys)
+NATIVE_ENGINES = ("torch", "torch_compile", "aot_inductor")
 
-    The runner-up's latency over the winner's comes from rounds paired in time (same shape session); if its
-    95 % interval contains 1 the two are a tie and the verdict names both: one of two numbers within noise
-    of each other is not "the fastest"."""
-    columns = [*SHAPE, "backend", "precision", "median_ms", "speedup", "speedup_lo", "speedup_hi", "runner_up",
-               "runner_up_ms", "runner_up_ratio", "runner_up_ratio_lo", "runner_up_ratio_hi", "tie", "verdict"]
+
+def tie_why(ratio: dict, practical_margin: float) -> str | None:
+    """Why the runner-up counts as equal to the winner, or None when the winner leads.
+
+    Statistically: the 95 % interval of the paired latency ratio contains 1. Practically: the lead is below
+    ``practical_margin`` (aggregate.practical_margin in config/schema.yaml says why 5 %): a lead smaller than
+    what the same cell moves between machines of one kind can reverse on the user's machine."""
+    if stats.indistinguishable(ratio):
+        return "interval contains 1"
+    if ratio["ratio"] < 1.0 + practical_margin:
+        return f"lead below {100 * practical_margin:g} %"
+    return None
+
+
+def best_per_shape(recs: list[dict], speedup_frame: pd.DataFrame, practical_margin: float = 0.0) -> pd.DataFrame:
+    """For each shape, the fastest measured (backend, precision) that passes the accuracy check; whether the
+    runner-up can be told apart from it (``tie``, ``tie_why``); and the fastest PyTorch-native cell with its
+    latency over the winner's (``native_*``: what leaving PyTorch buys; the winner itself when it is native).
+
+    Ratios come from rounds paired in time (same shape session). A tie names both in the verdict: one of two
+    numbers within noise, or within the practical margin, of each other is not "the fastest"."""
     ok = [r for r in recs if r["status"] == "ok" and (r.get("accuracy") or {}).get("passed")]
     groups: dict[tuple, list[dict]] = {}
     for r in ok:
@@ -284,24 +308,30 @@ def best_per_shape(recs: list[dict], speedup_frame: pd.DataFrame) -> pd.DataFram
         members.sort(key=lambda r: r["timing"]["median_ms"])
         best = members[0]
         row = {**{k: best["key"][k] for k in SHAPE}, "backend": best["key"]["backend"],
-               "precision": best["key"]["precision"], "median_ms": best["timing"]["median_ms"],
-               "runner_up": None, "runner_up_ms": None, "runner_up_ratio": None, "runner_up_ratio_lo": None,
-               "runner_up_ratio_hi": None, "tie": False, "verdict": label(best["key"])}
+               "precision": best["key"]["precision"], "median_ms": best["timing"]["median_ms"], "tie": False,
+               "verdict": label(best["key"])}
         if len(members) > 1:
             second = members[1]
             ratio = compare_cells(second, best)
-            tie = stats.indistinguishable(ratio)
-            row.update(runner_up=label(second["key"]), runner_up_ms=second["timing"]["median_ms"],
+            why = tie_why(ratio, practical_margin)
+            row.update(runner_up=label(second["key"]), runner_up_backend=second["key"]["backend"],
+                       runner_up_precision=second["key"]["precision"], runner_up_ms=second["timing"]["median_ms"],
                        runner_up_ratio=ratio["ratio"], runner_up_ratio_lo=ratio["lo"], runner_up_ratio_hi=ratio["hi"],
-                       tie=tie, verdict=f"{label(best['key'])} ≈ {label(second['key'])} (cannot be told apart)"
-                       if tie else label(best["key"]))
+                       tie=why is not None, tie_why=why,
+                       verdict=f"{label(best['key'])} ≈ {label(second['key'])} ({why})" if why else label(best["key"]))
+        native = next((r for r in members if r["key"]["engine"] in NATIVE_ENGINES), None)
+        if native is not None:
+            ratio = compare_cells(native, best) if native is not best else {"ratio": 1.0, "lo": 1.0, "hi": 1.0}
+            row.update(native_backend=native["key"]["backend"], native_precision=native["key"]["precision"],
+                       native_ms=native["timing"]["median_ms"], native_ratio=ratio["ratio"],
+                       native_ratio_lo=ratio["lo"], native_ratio_hi=ratio["hi"])
         rows.append(row)
     if not rows:
-        return pd.DataFrame(columns=columns)
-    frame = pd.DataFrame(rows)
+        return pd.DataFrame(columns=BEST_COLUMNS)
+    frame = pd.DataFrame(rows).reindex(columns=[c for c in BEST_COLUMNS if c not in ("speedup", "speedup_lo", "speedup_hi")])
     merged = frame.merge(speedup_frame[[*SHAPE, "backend", "precision", "speedup", "speedup_lo", "speedup_hi"]],
                          on=[*SHAPE, "backend", "precision"], how="left")
-    return merged[columns].sort_values(SHAPE).reset_index(drop=True)
+    return merged[BEST_COLUMNS].sort_values(SHAPE).reset_index(drop=True)
 
 
 def label(key: dict) -> str:
@@ -312,25 +342,33 @@ def roofline(cells_frame: pd.DataFrame, peaks: dict | None, work: dict[str, dict
     """Per measured cell: FLOPs, minimum bytes, the device's time floor and the % of it reached.
 
     ``work``: per model, infbench.roofline.model_work (the counted FLOPs per shape and what part of the
-    model was benchmarked); a cell whose shape was not counted has no row."""
+    model was benchmarked); a cell whose shape was not counted has no row. Where a cell beat a measured peak
+    the peak is raised to that cell's rate (infbench.roofline.raised_peaks) and ``peak_raised`` names it, so
+    no cell reads as faster than its floor."""
     from infbench import roofline as rl
 
     columns = [*KEY, "benchmarked", "median_ms", "flops", "min_bytes", "floor_ms", "bound", "pct_of_floor",
-               "achieved_flops_per_s", "intensity_flops_per_byte"]
-    rows = []
+               "achieved_flops_per_s", "intensity_flops_per_byte", "peak_raised"]
+    counted_rows = []
     for row in cells_frame[cells_frame["status"] == "ok"].itertuples(index=False):
         model = work.get(row.model)
         counted = model and rl.cell_work(model, int(row.batch), int(row.seq_len), row.precision)
-        if not counted:
-            continue
-        options = json.loads(row.options) if isinstance(row.options, str) else {}
-        bound = rl.floor(counted, peaks or {}, row.precision, bool(options.get("tf32")))
+        if counted:
+            options = json.loads(row.options) if isinstance(row.options, str) else {}
+            counted_rows.append((row, model, counted, rl.peak_key(row.precision, bool(options.get("tf32")))))
+    achieved = [(key, c["flops"] / (r.median_ms / 1e3), c["min_bytes"] / (r.median_ms / 1e3))
+                for r, _, c, key in counted_rows]
+    effective, raised = rl.raised_peaks(peaks or {}, achieved) if peaks else ({}, [])
+    rows = []
+    for row, model, counted, key in counted_rows:
+        bound = rl.floor(counted, effective, row.precision, key == "tf32")
         rows.append({**{k: getattr(row, k) for k in KEY}, "benchmarked": model.get("benchmarked"),
                      "median_ms": row.median_ms, **counted,
                      "floor_ms": bound and bound["floor_ms"], "bound": bound and bound["bound"],
                      "pct_of_floor": bound and 100 * bound["floor_ms"] / row.median_ms,
                      "achieved_flops_per_s": counted["flops"] / (row.median_ms / 1e3),
-                     "intensity_flops_per_byte": counted["flops"] / counted["min_bytes"]})
+                     "intensity_flops_per_byte": counted["flops"] / counted["min_bytes"],
+                     "peak_raised": ", ".join(r for r in raised if r in (f"matmul {key}", "copy")) or None})
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -357,21 +395,22 @@ TABLES = ("cells", "samples", "rounds", "speedup", "best", "environment", "roofl
 
 
 def build(recs: list[dict], baseline: dict, peaks: dict | None = None,
-          geometries: dict[str, dict] | None = None) -> dict[str, pd.DataFrame]:
+          geometries: dict[str, dict] | None = None, practical_margin: float = 0.0) -> dict[str, pd.DataFrame]:
     """Every table (TABLES) from the records."""
     frames = {"cells": cells(recs), "samples": samples(recs), "rounds": rounds(recs),
               "speedup": speedups(recs, baseline), "environment": environments(recs)}
-    frames["best"] = best_per_shape(recs, frames["speedup"])
+    frames["best"] = best_per_shape(recs, frames["speedup"], practical_margin)
     frames["roofline"] = roofline(frames["cells"], peaks, geometries or {})
     frames["cost"] = costs(frames["cells"], baseline)
     return frames
 
 
 def write_all(record_paths, baseline: dict, out_dir: Path, peaks: dict | None = None,
-              geometries: dict[str, dict] | None = None, mix_environments: bool = False) -> dict[str, pd.DataFrame]:
+              geometries: dict[str, dict] | None = None, mix_environments: bool = False,
+              practical_margin: float = 0.0) -> dict[str, pd.DataFrame]:
     recs = load(record_paths)
     check_environments(recs, mix_environments)
-    frames = build(recs, baseline, peaks, geometries)
+    frames = build(recs, baseline, peaks, geometries, practical_margin)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in TABLES:

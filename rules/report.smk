@@ -16,6 +16,7 @@ rule aggregate:
     params:
         baseline=matrix.canonical(config["baseline"]),
         mix="--mix-environments" if config["aggregate"]["mix_environments"] else "",
+        margin=config["aggregate"]["practical_margin"],
         out_dir=subpath(output.cells, parent=True),
         # removed with a corrupt record, so that the next run re-measures it instead of keeping this report
         stale=["report/index.html"],
@@ -28,6 +29,7 @@ rule aggregate:
     shell:
         "python3 -m scripts.aggregate --baseline {params.baseline:q} --out-dir {params.out_dir:q}"
         " --peaks {input.peaks:q} --manifests {input.manifests:q} --work {input.work:q} {params.mix}"
+        " --practical-margin {params.margin}"
         " --stale {params.stale:q} --records {input.records:q}"
         " > {log:q} 2>&1"
 
@@ -38,25 +40,15 @@ rule figures:
         tables=rules.aggregate.output,
         peaks=rules.device_peaks.output.peaks,
     output:
-        verdict=report(
-            "results/figures/verdict_heatmap.png",
+        relative=report(
+            "results/figures/relative_heatmap.png",
             category="Figures",
-            labels={"figure": "fastest accurate backend per shape"},
+            labels={"figure": "latency over the fastest backend per shape"},
         ),
-        heatmap=report(
-            "results/figures/speedup_heatmap.png",
+        family=report(
+            "results/figures/family_latency.png",
             category="Figures",
-            labels={"figure": "speedup heatmap"},
-        ),
-        latency=report(
-            "results/figures/latency_vs_seq_len.png",
-            category="Figures",
-            labels={"figure": "latency vs seq_len"},
-        ),
-        throughput=report(
-            "results/figures/throughput_vs_batch.png",
-            category="Figures",
-            labels={"figure": "throughput vs batch"},
+            labels={"figure": "fastest of each engine family"},
         ),
         roofline=report(
             "results/figures/roofline.png",
@@ -75,8 +67,9 @@ rule figures:
         ),
     params:
         baseline=matrix.canonical(config["baseline"]),
+        labels=matrix.canonical({name: entry.get("label") for name, entry in config["backends"].items()}),
         tables_dir=subpath(input.cells, parent=True),
-        out_dir=subpath(output.heatmap, parent=True),
+        out_dir=subpath(output.relative, parent=True),
     conda:
         ENV
     container:
@@ -85,14 +78,14 @@ rule figures:
         "logs/figures.log",
     shell:
         "python3 -m scripts.plot_figures --tables-dir {params.tables_dir:q} --baseline {params.baseline:q}"
-        " --peaks {input.peaks:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        " --peaks {input.peaks:q} --labels {params.labels:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule report:
     input:
         cells=rules.aggregate.output.cells,
         tables=rules.aggregate.output,
-        heatmap=rules.figures.output.heatmap,
+        relative=rules.figures.output.relative,
         figures=rules.figures.output,
         peaks=rules.device_peaks.output.peaks,
     output:
@@ -100,7 +93,9 @@ rule report:
     params:
         config=matrix.canonical(config),
         tables_dir=subpath(input.cells, parent=True),
-        figures_dir=subpath(input.heatmap, parent=True),
+        figures_dir=subpath(input.relative, parent=True),
+        # a rerun compared with an earlier one (rule compare) is this run's reproducibility evidence
+        evidence="--evidence compare.html" if config["compare"]["against"] else "",
     conda:
         ENV
     container:
@@ -109,7 +104,7 @@ rule report:
         "logs/report.log",
     shell:
         "python3 -m scripts.render_report --tables-dir {params.tables_dir:q} --figures-dir {params.figures_dir:q}"
-        " --config {params.config:q} --out {output.html:q} > {log:q} 2>&1"
+        " --config {params.config:q} {params.evidence} --out {output.html:q} > {log:q} 2>&1"
 
 
 rule compare:

@@ -25,6 +25,8 @@ parser.add_argument("--work", nargs="*", default=None,
                     help="the reference jobs' FLOP counts (results/reference/<model>/*.json); default: found beside "
                          "each manifest's results tree")
 parser.add_argument("--mix-environments", action="store_true", help="keep unlike environments apart, not refused")
+parser.add_argument("--practical-margin", type=float, default=0.0,
+                    help="a lead below this fraction is a tie (config aggregate.practical_margin)")
 parser.add_argument("--stale", nargs="*", default=[], help="outputs downstream of the tables (the report): removed "
                     "when a corrupt record stops this job, so that the next run cannot skip them")
 parser.add_argument("--records", nargs="+", required=True)
@@ -111,7 +113,7 @@ geometries = {Path(m).parent.name: work for m in args.manifests if (work := mode
 try:
     load_records(args.records)  # names, recovers or removes unreadable records before the tables read them
     frames = tables.write_all(args.records, json.loads(args.baseline), args.out_dir, peaks, geometries,
-                              args.mix_environments)
+                              args.mix_environments, args.practical_margin)
 except tables.MixedEnvironments as error:
     raise SystemExit(f"aggregate: {error}") from None
 logging.info("tables: %s", {name: len(frame) for name, frame in frames.items()})

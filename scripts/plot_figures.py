@@ -12,8 +12,10 @@ parser.add_argument("--tables-dir", required=True)
 parser.add_argument("--baseline", required=True, help="baseline entry as JSON")
 parser.add_argument("--peaks", default=None, help="results/device/peaks.json")
 parser.add_argument("--out-dir", required=True)
+parser.add_argument("--labels", default="{}", help="backend → display name overrides as JSON (config backends.*.label)")
 args = parser.parse_args()
 logging.basicConfig(level=logging.INFO)
 peaks = json.loads(Path(args.peaks).read_text()) if args.peaks else None
-paths = figures.write_all(tables.read_all(args.tables_dir), json.loads(args.baseline), args.out_dir, peaks)
+paths = figures.write_all(tables.read_all(args.tables_dir), json.loads(args.baseline), args.out_dir, peaks,
+                          json.loads(args.labels))
 logging.info("figures: %s", [str(p) for p in paths.values()])

@@ -12,8 +12,10 @@ parser.add_argument("--tables-dir", required=True)
 parser.add_argument("--figures-dir", required=True)
 parser.add_argument("--config", required=True, help="the validated config as JSON")
 parser.add_argument("--out", required=True)
+parser.add_argument("--evidence", default=None, help="a link to this run's reproducibility evidence (named in the answer)")
 args = parser.parse_args()
 logging.basicConfig(level=logging.INFO)
 figure_paths = {name: Path(args.figures_dir) / filename for name, filename in figures.FIGURES.items()}
-html = report.render(tables.read_all(args.tables_dir), figure_paths, json.loads(args.config), args.out)
+html = report.render(tables.read_all(args.tables_dir), figure_paths, json.loads(args.config), args.out,
+                     args.evidence or None)
 logging.info("report: %s (%d bytes)", args.out, len(html.encode()))
