@@ -47,14 +47,46 @@ onstart:
 
 
 # The cell worker (infbench/worker.py) outlives no run: stop it however the run ends.
+# What to do next, on the screen and not only in a job's log: after a failed job, the last line of its log
+# (a corrupt bundle or record says there to run Snakemake again); after any run, the cells that failed for
+# reasons of the machine (disk full, out of memory, killed) and how to retry them (docs/troubleshooting.md).
+def _notices(run_logs=()):
+    import re
+
+    from infbench import records
+
+    failed_logs = []
+    for run_log in run_logs or ():
+        try:
+            text = open(run_log).read()
+        except OSError:
+            continue
+        failed_logs += re.findall(r"^\s+log: (.+?) \(check log file", text, re.M)
+    for job_log in dict.fromkeys(path for logs in failed_logs for path in logs.split(", ")):
+        try:
+            lines = [l.strip() for l in open(job_log, errors="replace").read().splitlines() if l.strip()]
+        except OSError:
+            continue
+        if lines:
+            print(f"{job_log}: {lines[-1][:500]}", file=sys.stderr)
+    notice = records.retry_notice()
+    if notice:
+        print(notice, file=sys.stderr)
+
+
 onsuccess:
     worker.shutdown_all()
+    _notices()
 
 
 onerror:
     worker.shutdown_all()
-    # A failed run leaves no report that looks current: Snakemake does not regenerate missing intermediate
-    # files (a record or bundle removed as corrupt) while the final target exists, so the next run would
-    # otherwise say "Nothing to be done".
-    if os.path.exists("report/index.html"):
-        os.remove("report/index.html")
+    _notices(log)
+    # A failed run leaves no report and no tables that look current: Snakemake does not regenerate missing
+    # intermediate files (a record or bundle removed as corrupt, a failed job's output) while the files
+    # downstream of them exist, so the next run would otherwise say "Nothing to be done" or render the report
+    # from stale tables. Without the aggregate's first table, the next run aggregates again, and with it
+    # regenerates every record (and shape bundle) that is missing.
+    for stale in ("report/index.html", "results/tables/cells.csv"):
+        if os.path.exists(stale):
+            os.remove(stale)

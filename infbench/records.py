@@ -41,6 +41,8 @@ def new_record(key: dict, options: dict, log: str | None) -> dict:
         "device": {},
         "env": {},
         "cost": {},
+        "retry": False,
+        "retry_why": None,
         "started_at": now(),
         "finished_at": None,
     }
@@ -58,15 +60,58 @@ def one_line(text: str, limit: int = 300) -> str:
     return ""
 
 
+# Failures of the machine, not answers of the cell: a full disk, memory exhausted, the process killed from
+# outside (SIGKILL: the kernel's OOM killer; SIGTERM, SIGHUP, SIGINT). A crash of the engine (SIGSEGV,
+# SIGABRT) or a cell past cell_timeout_s ("timed out", killed by the session itself) is the cell's answer.
+ENVIRONMENTAL = (
+    ("disk full", re.compile(r"No space left on device|\bENOSPC\b|\[Errno 28\]|Disk quota exceeded|\[Errno 122\]",
+                             re.I)),
+    ("out of memory", re.compile(r"\bMemoryError\b|OutOfMemoryError|out of memory|Cannot allocate memory|"
+                                 r"\[Errno 12\]|std::bad_alloc|Failed to allocate memory", re.I)),
+    ("killed", re.compile(r"exited with (-9|137|-15|143|-1|129|-2|130)\b|killed by signal (9|15|1|2)\b|SIGKILL")),
+)
+
+
+def environmental(reason: str | None) -> str | None:
+    """Why a failure was the machine's (disk full, out of memory, killed), or None: the cell's own answer."""
+    for kind, pattern in ENVIRONMENTAL:
+        if reason and pattern.search(reason):
+            return kind
+    return None
+
+
 def finish(record: dict, status: str, reason: str | None = None) -> dict:
+    """Close a record with its status and one-line reason. A failure of the machine (``environmental``) is
+    not the cell's answer: the record says ``retry: true`` and why, and ``python3 -m scripts.retry_failed``
+    measures it again (docs/troubleshooting.md)."""
     if status not in STATUSES:
         raise ValueError(f"unknown status {status!r}")
     if status != "ok" and not reason:
         raise ValueError(f"a {status} record needs a reason")
     record["status"] = status
     record["reason"] = one_line(reason) if reason else None
+    kind = environmental(record["reason"]) if status == "failed" else None
+    record["retry"], record["retry_why"] = kind is not None, kind
     record["finished_at"] = now()
     return record
+
+
+def retry_notice(cells_dir: str | Path = "results/cells") -> str | None:
+    """One line for the end of a run where cells failed for the machine's reasons, or None."""
+    kinds: dict[str, int] = {}
+    for path in Path(cells_dir).rglob("*.json"):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("retry"):
+            kinds[record.get("retry_why") or "?"] = kinds.get(record.get("retry_why") or "?", 0) + 1
+    if not kinds:
+        return None
+    what = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+    return (f"infbench: {sum(kinds.values())} cell(s) failed for reasons of the machine ({what}), not their answer: "
+            "fix the cause, then run `python3 -m scripts.retry_failed -- <your snakemake arguments>` "
+            "(docs/troubleshooting.md)")
 
 
 def _json_safe(value):

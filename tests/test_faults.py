@@ -57,7 +57,7 @@ def test_every_fault_becomes_a_record_and_the_report_completes(tmp_path):
     config = config_with(backends, batch_sizes=[1, 2], seq_lens=[8], cell_timeout_s=15,
                          onnx={"parity_rtol": 1e-15})
     write(tmp_path, config)
-    snakemake(tmp_path, "--configfile", "c.yaml")  # no --keep-going: it must still finish
+    run = snakemake(tmp_path, "--configfile", "c.yaml")  # no --keep-going: it must still finish
     assert (tmp_path / "report/index.html").exists()
     got = read_records(tmp_path)
     assert len(got) == len(backends) * 2
@@ -80,6 +80,28 @@ def test_every_fault_becomes_a_record_and_the_report_completes(tmp_path):
         assert "\n" not in (record["reason"] or "") and record["log"]
     cells = pd.read_csv(tmp_path / "results/tables/cells.csv")
     assert len(cells) == len(got)
+    # issue 29: out of memory is the machine's failure, not the cell's answer (a crash, a hang, a NaN are)
+    assert got[("oom", 2, 8)]["retry"] is True and got[("oom", 2, 8)]["retry_why"] == "out of memory"
+    assert not any(got[(b, 1, 8)]["retry"] for b in ("raise", "crash", "hang", "nan", "ort"))
+    assert "infbench: 1 cell(s) failed for reasons of the machine (1 out of memory)" in run.stderr
+    assert "scripts.retry_failed" in run.stderr
+    # a plain rerun keeps every answer; retry_failed forces the failed cells' shapes and the failed export
+    assert "Nothing to be done" in snakemake(tmp_path, "-n", "--configfile", "c.yaml").stdout
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(REPO)}
+    retry = subprocess.run([str(BIN / "python"), "-m", "scripts.retry_failed", "--", "--snakefile",
+                            str(REPO / "Snakefile"), "--cores", "2", "--configfile", "c.yaml", "-n"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert retry.returncode == 0, retry.stderr[-2000:]
+    for forced in ("results/shapes/tiny-bert/b1_s8.json", "results/shapes/tiny-bert/b2_s8.json",
+                   "results/onnx/tiny-bert/exported.onnx"):
+        assert f"{forced}: " in retry.stdout  # listed with why
+    assert "Forced execution" in retry.stdout and "rule export_onnx:" in retry.stdout
+    assert "Nothing to be done" not in retry.stdout
+    only = subprocess.run([str(BIN / "python"), "-m", "scripts.retry_failed", "--environmental", "--list"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert only.stdout.splitlines() == [
+        "results/shapes/tiny-bert/b2_s8.json: results/cells/tiny-bert/oom/fp32/b2_s8.json: "
+        "MemoryError: fault engine: out of memory at batch 2"], only.stdout
 
 
 def test_a_failed_graph_step_propagates_to_its_conversions_and_cells(tmp_path):
@@ -290,8 +312,18 @@ def test_no_gpu_and_corrupt_records_still_end_in_a_report(tmp_path):
     log = (tmp_path / "logs/aggregate.log").read_text()
     assert "aggregate: corrupt record(s) results/cells/tiny-bert/eager/fp32/b1_s8.json" in log
     assert "run snakemake again" in log
+    # issue 29 item 10: what to do is on the screen too, not only in the log
+    assert "logs/aggregate.log: aggregate: corrupt record(s)" in failed.stderr and "run snakemake again" in failed.stderr
     assert not record.exists() and not bundle.exists() and not (tmp_path / "report/index.html").exists()
     snakemake(tmp_path, "--configfile", "c.yaml")  # the shape is measured again, the report rebuilt
+    assert json.loads(record.read_text())["status"] == "unavailable"
+    assert (tmp_path / "report/index.html").exists()
+    truncate(bundle)  # a corrupt shape bundle alone: its records' rule finds it
+    failed = snakemake(tmp_path, "--configfile", "c.yaml", check=False)
+    assert failed.returncode != 0 and not bundle.exists()
+    line = next(l for l in failed.stderr.splitlines() if l.startswith("logs/cells/tiny-bert/eager/fp32/b1_s8.log: "))
+    assert line.endswith("removed; run snakemake again to re-measure this shape"), line
+    snakemake(tmp_path, "--configfile", "c.yaml")
     assert json.loads(record.read_text())["status"] == "unavailable"
     assert (tmp_path / "report/index.html").exists()
 

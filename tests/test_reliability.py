@@ -309,3 +309,73 @@ def test_rerun_unstable_and_timing_cost_name_a_truncated_record(tmp_path):
     assert cost.returncode == 0 and json.loads(cost.stdout)["cells"] == 3
     listing = tool("scripts.rerun_unstable", "--results", str(tmp_path / "results"), "--list")
     assert listing.returncode == 0 and "no unstable cells" in listing.stdout
+
+
+# --- item 5: failures of the machine are not the cell's answer; one way to retry -------------------------------
+
+@pytest.mark.parametrize("reason, kind", [
+    ("graph exported: ONNX export: OSError: [Errno 28] No space left on device", "disk full"),
+    ("MemoryError: fault engine: out of memory at batch 2", "out of memory"),
+    ("OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", "out of memory"),
+    ("the shape session exited with -9 during round (round 1) before writing records", "killed"),
+    ("the shape session exited with 139 during prepare before writing records", None),  # a segfault: its answer
+    ("timed out after 15 s (cell_timeout_s) during prepare: the shape session was killed", None),
+    ("RuntimeError: fault engine: injected failure", None),
+    ("non-finite values in the output", None),
+])
+def test_failures_of_the_machine_are_marked_for_retry(reason, kind):
+    record = records.finish(records.new_record({"model": "m"}, {}, None), "failed", reason)
+    assert records.environmental(reason) == kind
+    assert record["retry"] is (kind is not None) and record["retry_why"] == kind
+    assert records.finish(records.new_record({"model": "m"}, {}, None), "ok")["retry"] is False
+
+
+def failed_tree(root: Path) -> Path:
+    """Cells of a run in which a disk filled up: the export failed (so did its ORT cells), an eager cell ran
+    out of memory, another cell failed for its own reason; a second model's graph was deleted."""
+    results = root / "results"
+    cell = lambda model, backend, batch, status, reason=None: records.write(  # noqa: E731
+        records.finish(records.new_record({"model": model, "backend": backend, "engine": "torch", "precision": "fp32",
+                                           "batch": batch, "seq_len": 8}, {}, None), status, reason),
+        results / "cells" / model / backend / "fp32" / f"b{batch}_s8.json")
+    cell("m", "eager", 1, "ok")
+    cell("m", "ort", 1, "failed", "graph exported: ONNX export: OSError: [Errno 28] No space left on device")
+    cell("m", "eager", 2, "failed", "MemoryError: out of memory at batch 2")
+    cell("m", "nan", 4, "failed", "non-finite values in the output")
+    cell("n", "ort", 1, "failed", "ONNX graph results/onnx/n/exported.onnx does not match its sidecar's sha256")
+    (results / "onnx" / "m").mkdir(parents=True)
+    (results / "onnx" / "m" / "exported.onnx").write_bytes(b"")
+    (results / "onnx" / "m" / "exported.json").write_text(json.dumps(
+        {"status": "failed", "reason": "ONNX export: OSError: [Errno 28] No space left on device"}))
+    (results / "onnx" / "n").mkdir(parents=True)
+    (results / "onnx" / "n" / "exported.json").write_text(json.dumps({"status": "ok", "sha256": "0" * 64}))
+    (results / "models" / "m").mkdir(parents=True)
+    (results / "models" / "m" / "manifest.json").write_text(json.dumps({"input_names": ["input_ids"]}))
+    return results
+
+
+def test_retry_failed_forces_failed_cells_and_their_failed_upstream_steps(tmp_path):
+    from scripts.retry_failed import targets
+
+    results = failed_tree(tmp_path)
+    force = targets(results)
+    assert set(force) == {str(results / p) for p in (
+        "shapes/m/b1_s8.json", "shapes/m/b2_s8.json", "shapes/m/b4_s8.json", "shapes/n/b1_s8.json",
+        "onnx/m/exported.onnx",  # failed for want of disk
+        "onnx/n/exported.onnx",  # deleted by the user: a plain rerun would not rebuild it
+    )}
+    assert "No space left" in force[str(results / "onnx/m/exported.onnx")]
+    only = targets(results, environmental=True)
+    assert set(only) == {str(results / p) for p in ("shapes/m/b1_s8.json", "shapes/m/b2_s8.json",
+                                                      "onnx/m/exported.onnx")}
+    listing = tool("scripts.retry_failed", "--results", str(results), "--list", "--environmental")
+    assert listing.returncode == 0 and str(results / "onnx/m/exported.onnx") in listing.stdout
+    one_line_error(tool("scripts.retry_failed", "--results", str(tmp_path / "none")), str(tmp_path / "none"))
+
+
+def test_retry_notice_counts_the_machines_failures(tmp_path):
+    results = failed_tree(tmp_path)
+    notice = records.retry_notice(results / "cells")
+    assert notice.startswith("infbench: 2 cell(s) failed for reasons of the machine (1 disk full, 1 out of memory)")
+    assert "scripts.retry_failed" in notice and "\n" not in notice
+    assert records.retry_notice(tmp_path / "nothing") is None
