@@ -59,21 +59,21 @@ def shapes_text(shapes: list[tuple[int, int]], every: int) -> str:
 
 
 def _with_display(best: pd.DataFrame, catalogue: pd.DataFrame) -> pd.DataFrame:
-    out = names.with_names(best, catalogue)
+    """best.csv with display names for the winner, the runner-up and the fastest PyTorch-native cell (a table
+    from before those columns gets them empty: its runner-up is then named by its config label)."""
+    from infbench.tables import BEST_COLUMNS
+
+    out = names.with_names(best.reindex(columns=list(dict.fromkeys([*BEST_COLUMNS, *best.columns]))), catalogue)
     for prefix in ("runner_up", "native"):
         column = f"{prefix}_backend"
-        if column not in out.columns:  # a table from before these columns: the runner-up's label only
-            out[column] = out.get("runner_up", pd.Series(index=out.index, dtype=object)).str.rsplit(" ", n=1).str[0] \
-                if prefix == "runner_up" else None
-            out[f"{prefix}_precision"] = out.get("runner_up", pd.Series(index=out.index, dtype=object)).str.rsplit(" ", n=1).str[-1] \
-                if prefix == "runner_up" else None
-        known = out[column].notna()
         out[f"{prefix}_display"] = None
+        known = out[column].notna()
         if known.any():
             named = names.with_names(out[known], catalogue, column=column, prefix=f"{prefix}_")
             out.loc[known, f"{prefix}_display"] = named[f"{prefix}_display"]
     out["use"] = out["display"] + " " + out["precision"]
-    out["runner_up_use"] = (out["runner_up_display"] + " " + out["runner_up_precision"]).where(out["runner_up_display"].notna())
+    out["runner_up_use"] = (out["runner_up_display"] + " " + out["runner_up_precision"]).where(
+        out["runner_up_display"].notna(), out["runner_up"])
     out["native_use"] = (out["native_display"] + " " + out["native_precision"]).where(out["native_display"].notna())
     return out
 
@@ -163,7 +163,7 @@ def trust(cells: pd.DataFrame, evidence: str | None) -> dict:
             if len(rows):
                 classes.append({"name": name, "n": len(rows), "pct": f"{100 * rows['half_width'].median():.1f}"})
     elif len(ok):
-        classes.append({"name": "all cells", "n": len(ok), "pct": f"{100 * ok['half_width'].median():.1f}"})
+        classes.append({"name": "measured", "n": len(ok), "pct": f"{100 * ok['half_width'].median():.1f}"})
     return {"classes": classes, "evidence": evidence}
 
 
@@ -252,7 +252,7 @@ def backends_at_a_glance(cells: pd.DataFrame, best: pd.DataFrame, speedup: pd.Da
             "Setup (s)": f"{setup['setup_s'].median():.1f}" if len(setup) else "–",
             "Break-even (requests)": _span(setup["break_even_requests"], lambda v: f"{v:,.0f}") if len(setup) else "–",
             "Accurate": f"{int(passed.sum())} of {len(ok)}" if len(ok) else "–",
-            "Peak memory (GiB)": _span(group.get("backend_peak_gib", pd.Series(dtype=float)), lambda v: f"{v:.2f}"),
+            "Peak memory (GiB)": _span(group.get("backend_peak_gib", pd.Series(dtype=float)), lambda v: f"{v:.3g}"),
             "Not measured": ", ".join(f"{n} {s}" for s, n in statuses.items()) or "",
             "_order": _geomean(ratios) if ratios else math.inf})
     frame = pd.DataFrame(rows)

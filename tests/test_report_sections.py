@@ -1,14 +1,13 @@
-"""The report's verdict, reproducibility (rounds) and GPU busy share sections, rendered from a real CPU run's
-tables and from synthetic GPU-like tables (some cells host-bound, some gpu-bound, one shape a tie), without a
-browser: the sections and their ids are there, a tie names both backends, the host-bound note comes once above
-the host-bound cells, markup in names stays text, and every figure is written."""
+"""The report rendered from a real CPU run's tables and from synthetic GPU-like tables (some cells host-bound,
+some gpu-bound, one shape a tie), without a browser: the answer names what to use in words with display names,
+a tie reads "Either A or B", the diagnostics are there (collapsed), the GPU part only where a GPU ran, the
+host-bound note comes once, markup in names stays text, and every figure is written."""
 
 from __future__ import annotations
 
 import random
 import re
 import shutil
-from collections import namedtuple
 from pathlib import Path
 
 import matplotlib.image
@@ -87,9 +86,12 @@ def _gpu_frames() -> dict[str, pd.DataFrame]:
         tie = (batch, seq_len) == (1, 16)  # trt and ort-fused within noise of each other
         best.append({"model": HOSTILE, "batch": batch, "seq_len": seq_len, "backend": "trt", "precision": "fp16",
                      "median_ms": 1.0, "speedup": 5.0, "speedup_lo": 4.5, "speedup_hi": 5.5, "runner_up": "ort-fused fp16",
-                     "runner_up_ms": 1.05, "runner_up_ratio": 1.05, "runner_up_ratio_lo": 0.97 if tie else 1.02,
-                     "runner_up_ratio_hi": 1.12, "tie": tie,
-                     "verdict": "trt fp16 ≈ ort-fused fp16 (cannot be told apart)" if tie else "trt fp16"})
+                     "runner_up_backend": "ort-fused", "runner_up_precision": "fp16",
+                     "runner_up_ms": 1.05, "runner_up_ratio": 1.05 if tie else 1.12,
+                     "runner_up_ratio_lo": 0.97 if tie else 1.08, "runner_up_ratio_hi": 1.12 if tie else 1.16, "tie": tie,
+                     "tie_why": "interval contains 1" if tie else None, "native_backend": "eager",
+                     "native_precision": "fp16", "native_ms": 5.5, "native_ratio": 5.5, "native_ratio_lo": 5.0,
+                     "native_ratio_hi": 6.0, "verdict": "trt fp16 ≈ ort-fused fp16" if tie else "trt fp16"})
     return {"cells": cells, "rounds": pd.DataFrame(rounds), "speedup": speedup, "best": pd.DataFrame(best),
             "samples": pd.DataFrame(columns=[*tables.KEY, "round", "iteration", "latency_ms"]),
             "environment": pd.DataFrame([{"environment_id": "e1", "torch": "2.5", "device": "NVIDIA H100", "cells": len(cells)}]),
@@ -113,62 +115,62 @@ def gpu_tables(tmp_path_factory) -> Path:
 def _render(table_dir: Path, out: Path) -> tuple[str, dict[str, Path]]:
     frames = tables.read_all(table_dir)
     paths = figures.write_all(frames, BASELINE, out / "figures")
-    return report.render(frames, paths, {"baseline": BASELINE}, out / "index.html"), paths
+    return report.render(frames, paths, {"baseline": BASELINE, "aggregate": {"practical_margin": 0.05}},
+                         out / "index.html"), paths
 
 
 def _section(html: str, section_id: str) -> str:
-    """The page from a section's heading to the next one."""
-    start = html.index(f'<h2 id="{section_id}">')
-    following = html.find("<h2 ", start + 1)
-    return html[start:following if following > 0 else None]
+    """The page from a section's opening tag (a heading, the answer box or a details block) to the next one."""
+    start = re.search(rf'<(h2|section|details)[^>]* id="{section_id}"', html).start()
+    following = re.search(r"<(h2|details|section) ", html[start + 1:])
+    return html[start:start + 1 + following.start() if following else None]
 
 
 def _is_png(path: Path) -> bool:
     return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_cpu_run_has_the_rounds_section_and_says_there_is_no_gpu_busy_share(cpu_tables, tmp_path):
+def test_cpu_run_answers_first_and_keeps_diagnostics_collapsed(cpu_tables, tmp_path):
     html, paths = _render(cpu_tables, tmp_path)
     assert set(paths) == set(figures.FIGURES) and all(_is_png(p) for p in paths.values())
+    answer = _section(html, "answer")
+    best = pd.read_csv(cpu_tables / "best.csv")
+    assert re.search(r"<strong>(Either )?(PyTorch eager|torch.compile|ONNX Runtime)[^<]*</strong> at ", answer)
+    assert re.search(r"\d ms \(95 % interval ±\d+", answer) and "How sure" in answer
+    assert "TensorRT: not part of this matrix." in answer  # the tiny config has no TensorRT backend
+    assert len(re.findall(r"<li class=", answer)) == best.assign(
+        call=best["verdict"].str.split(" ≈ ").map(lambda p: "|".join(sorted(p)))).groupby("model")["call"].nunique().sum()
+    fastest = _section(html, "fastest")
+    assert fastest.count("<tr>") == len(best) + 1 and "inductor" not in fastest  # display names, not config keys
     rounds = _section(html, "rounds")
-    assert "round medians" in rounds and "fresh round" in rounds
-    assert re.search(r"timed in \d+(–\d+)? rounds", rounds)
-    assert all(column in rounds for column in ("interval_width_pct", "between_round_cv", "round_min_ms", "round_max_ms"))
+    assert "fresh round" in rounds and re.search(r"timed in \d+(–\d+)? rounds", rounds)
     measured = pd.read_csv(cpu_tables / "cells.csv").query("status == 'ok'")
     assert rounds.count("<tr>") == len(measured) + 1  # one row per measured cell, plus the header
-    busy = _section(html, "gpu-busy")
-    assert "No GPU busy share" in busy and "<img" not in busy and gpu_busy.HOST_BOUND_NOTE not in html
+    assert all(f">{h}</th>" in rounds for h in ("Latency (ms)", "Interval (± %)", "Round CV", "Why it spreads"))
+    assert 'id="gpu-busy"' not in html and gpu_busy.HOST_BOUND_NOTE not in html  # no GPU, no GPU section
     assert len(re.findall(r"<img ", html)) == len(figures.FIGURES) - 1  # the GPU busy figure is left out
-    cells = _section(html, "cells")
-    assert all(f">{c}</th>" in cells for c in ("rounds", "between_round_cv", "gpu_busy_share", "bound", "host_probe_ms"))
-    for verdict in pd.read_csv(cpu_tables / "best.csv")["verdict"]:
-        assert verdict in _section(html, "verdict")
+    assert "False" not in _section(html, "cells") and "runner_up_ratio" not in html.split('id="config"')[0]
 
 
-def test_gpu_run_marks_ties_and_lists_host_bound_cells_under_one_note(gpu_tables, tmp_path):
+def test_gpu_run_says_either_for_a_tie_and_lists_host_bound_cells_under_one_note(gpu_tables, tmp_path):
     html, paths = _render(gpu_tables, tmp_path)
-    verdict = _section(html, "verdict")
-    assert "trt fp16 ≈ ort-fused fp16 (cannot be told apart)" in verdict
-    assert re.search(r"1 of 3 shapes\s+have no single winner", verdict)
-    assert re.search(r"background: ?#fff4d6", verdict)  # the tie row is marked
+    answer = _section(html, "answer")
+    assert "<strong>Either TensorRT fp16 or ONNX Runtime fp16</strong> at batch 1 (seq 16)" in answer
+    assert "<strong>TensorRT fp16</strong> at batch 1 (seq 128), batch 8 (seq 128)" in answer
+    assert "1.12× faster than the runner-up (ONNX Runtime fp16; 95 % interval from 1.08×)" in answer
+    assert "Against the best PyTorch option (PyTorch eager fp16): 5.50× faster." in answer
+    assert re.search(r"typically ±[\d.]+ % for gpu-bound cells \(\d+\), ±[\d.]+ % for mixed", answer)
+    fastest = _section(html, "fastest")
+    assert re.search(r"background: ?#fff4d6", fastest) and ">either<" in fastest and ">lead<" in fastest
     busy = _section(html, "gpu-busy")
-    assert 'id="gpu-busy"' in busy and "<img " in busy
-    assert html.count(gpu_busy.HOST_BOUND_NOTE) == 1
-    host_bound = busy[busy.index(gpu_busy.HOST_BOUND_NOTE):busy.index('id="wide-gpu-bound"')]
+    assert "<img " in busy and html.count(gpu_busy.HOST_BOUND_NOTE) == 1
     cells = pd.read_csv(gpu_tables / "cells.csv")
     expected = cells[cells["bound"] == "host-bound"]
     assert len(expected) >= 2 and (cells["bound"] == "gpu-bound").any()
+    host_bound = busy[busy.index(gpu_busy.HOST_BOUND_NOTE):]
     assert host_bound.count("<tr>") == len(expected) + 1
-    assert "eager" in host_bound and "trt" not in host_bound
-    assert all(f">{c}</th>" in host_bound for c in ("host_probe_ms", "host_probe_spread", "round_spread"))
-    wide = busy[busy.index('id="wide-gpu-bound"'):]
-    gpu_bound = cells[cells["gpu_busy_share"] >= gpu_busy.GPU_BOUND_FROM]
-    assert re.search(rf"0 of {len(gpu_bound)} GPU-bound cells have a 95% interval within ±3 %", wide)
-    clock = int((gpu_bound["spread_cause"] == spread.CLOCK).sum())
-    assert 0 < clock < len(gpu_bound) and wide.count("1695-1845 MHz") == clock
-    for name, n in gpu_bound["spread_cause"].value_counts().items():
-        assert re.search(rf"{name} {n}[,.]", wide)
-    assert wide.count("<tr>") == len(gpu_bound) + 1
+    assert "PyTorch eager" in host_bound and "TensorRT" not in host_bound
+    assert all(f">{h}</th>" in host_bound for h in ("Host probe (ms)", "Host probe max/min", "Round max/min"))
     assert len(re.findall(r"<img ", html)) == len(figures.FIGURES)
     assert "<script>alert(1)" not in html and "bert&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
@@ -177,17 +179,23 @@ def test_gpu_figures_are_drawn_not_placeholders(gpu_tables, tmp_path):
     _, paths = _render(gpu_tables, tmp_path)
     placeholder = tmp_path / "empty.png"
     figures._empty(placeholder, "nothing")
-    for name in ("round_spread", "gpu_busy_share", "verdict_heatmap"):
+    for name in ("round_spread", "gpu_busy_share", "relative_heatmap", "family_latency"):
         height = matplotlib.image.imread(paths[name]).shape[0]
         assert height > matplotlib.image.imread(placeholder).shape[0] * 1.5, name
 
 
-def test_verdict_heatmap_label_names_both_backends_of_a_tie():
-    Row = namedtuple("Row", "backend precision tie runner_up speedup speedup_lo speedup_hi")
-    assert figures.verdict_label(Row("trt", "fp16", True, "ort-fused fp16", 5.0, 4.5, 5.5)).startswith(
-        "trt fp16\n≈ ort-fused fp16\n5.00x")
-    assert "≈" not in figures.verdict_label(Row("trt", "fp16", False, "ort-fused fp16", 5.0, 4.5, 5.5))
-    assert "≈" not in figures.verdict_label(Row("trt", "fp16", float("nan"), None, float("nan"), None, None))
+def test_figures_hold_long_names(tmp_path):
+    """A 100-character model name and a long backend name (issue 29: the legend's layout crashed): every
+    figure is still drawn, no wider than the page shows it."""
+    frames = _gpu_frames()
+    long_model = "m" * 100
+    for name in ("cells", "rounds", "speedup", "best"):
+        frames[name] = frames[name].assign(model=long_model)
+    frames["cells"] = frames["cells"].replace({"backend": {"ort-fused": "onnxruntime-exported-graph-all-optimizations-v2"}})
+    paths = figures.write_all(frames, BASELINE, tmp_path, labels={"onnxruntime-exported-graph-all-optimizations-v2": "x" * 60})
+    for name, path in paths.items():
+        width = matplotlib.image.imread(path).shape[1]
+        assert _is_png(path) and width <= 1400, (name, width)
 
 
 def _order_frames() -> dict[str, pd.DataFrame]:
@@ -212,13 +220,13 @@ def _order_frames() -> dict[str, pd.DataFrame]:
 
 def test_gpu_run_names_the_cell_before_the_slow_level(tmp_path, gpu_tables):
     """A GPU-bound cell on two levels, slow whenever ort-fused came earlier in its round: the report says so
-    under the wide GPU-bound cells, with both shares, and names no other cell."""
+    in the rounds diagnostics, with both shares, and names no other cell."""
     html, _ = _render(_write_tables(_order_frames(), tmp_path / "tables"), tmp_path / "out")
-    section = _section(html, "gpu-busy")
+    section = _section(html, "rounds")
     named = section[section.index('id="level-order"'):]
-    assert re.search(r"3 GPU-bound cells have rounds on two levels; \d+ % of their\s+60 windows", named)
+    assert re.search(r"3 GPU-bound cells have rounds on two levels \(small CUDA-graph replays\); \d+ % of\s+their 60 windows", named)
     items = re.findall(r"<li>after ([^:]+): (\d+) % on the faster level", named)
     assert [cell for cell, _ in items] == ["ort-fused/fp16"] and int(items[0][1]) == 0
     assert re.search(r"without it before them: 100 %", named)
     # the plain synthetic run: its rounds (3 per cell) form no two levels, so there is nothing to say
-    assert 'id="level-order"' not in _section(_render(gpu_tables, tmp_path / "plain")[0], "gpu-busy")
+    assert 'id="level-order"' not in _section(_render(gpu_tables, tmp_path / "plain")[0], "rounds")
