@@ -22,7 +22,7 @@ GPU_BIN := $(abspath $(GPU_VENV))/bin
 GPU_INDEX ?= https://download.pytorch.org/whl/cu130
 GPUS ?= $(shell nvidia-smi -L 2>/dev/null | wc -l)
 
-.PHONY: venv test-venv report test lint dry-run clean gpu-report
+.PHONY: venv test-venv report test lint dry-run clean gpu-report reference-report
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,14 @@ dry-run: venv
 gpu-report: $(GPU_VENV)/.installed
 	@test "$(GPUS)" -gt 0 || { echo "gpu-report: no NVIDIA GPU visible (nvidia-smi -L)"; exit 1; }
 	PATH="$(GPU_BIN):$$PATH" snakemake --configfile config/gpu.yaml --resources timing_slots=1 gpu=$(GPUS)
+
+# The published H100 reference's figures and page, rendered again from its own tables (no GPU needed)
+REFERENCE ?= report/reference/h100
+reference-report: venv
+	$(RUN) python -m scripts.plot_figures --tables-dir $(REFERENCE) --peaks $(REFERENCE)/peaks.json \
+		--baseline '{"backend": "eager", "precision": "fp32"}' --out-dir results/reference-figures
+	$(RUN) python -m scripts.render_report --tables-dir $(REFERENCE) --figures-dir results/reference-figures \
+		--config-file config/gpu.yaml --evidence reproducibility/ --out $(REFERENCE)/index.html
 
 test: test-venv
 	$(RUN) python -m pytest

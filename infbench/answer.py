@@ -213,7 +213,8 @@ def fastest_table(best: pd.DataFrame, cells: pd.DataFrame, catalogue: pd.DataFra
                      "Runner-up slower by [95 %]": (f"{times(r.runner_up_ratio)} [{times(r.runner_up_ratio_lo)}, "
                                                     f"{times(r.runner_up_ratio_hi)}]")
                      if isinstance(r.runner_up_use, str) else "–",
-                     "Best PyTorch option": "(this one)" if native_same else (r.native_use if isinstance(r.native_use, str) else "–"),
+                     "Best PyTorch option": "(this one)" if native_same else "(the runner-up)"
+                     if r.native_use == r.runner_up_use else (r.native_use if isinstance(r.native_use, str) else "–"),
                      "PyTorch slower by": "–" if native_same else times(r.native_ratio),
                      "Call": "either" if bool(r.tie) else "lead", "tie": bool(r.tie)})
     out = pd.DataFrame(rows, columns=columns)
