@@ -90,19 +90,31 @@ def test_report_is_self_contained_and_lists_everything(tiny_run):
     html = (tiny_run / "report/index.html").read_text()
     from infbench.figures import FIGURES
 
-    assert html.count('src="data:image/png;base64,') == len(FIGURES) - 1 == 6  # no GPU busy figure on a CPU run
+    assert html.count('src="data:image/png;base64,') == len(FIGURES) - 1 == 4  # no GPU busy figure on a CPU run
     assert not re.search(r'(src|href)="(https?:)?//', html)
     for backend in BACKENDS:
         assert backend in html
     assert "onnxruntime CPUExecutionProvider has no bf16 graph in this pipeline" in html
     assert "tiny-bert" in html and "num_hidden_layers: 2" in html  # the config is listed
-    assert "the fastest accurate backend per shape" in html
-    for section in ("Accuracy", "Cost of getting there", "Roofline", "Memory and clocks", "Unstable cells",
-                    "Reproducibility: rounds", "GPU busy share"):
-        assert f">{section}</h2>" in html
+    assert ">Fastest configuration per shape</h2>" in html and ">Backends at a glance</h2>" in html
+    for section in ("not-ok", "rounds", "accuracy", "cost", "roofline", "resources", "unstable", "cells", "config"):
+        assert f'<details id="{section}">' in html
+    assert 'id="gpu-busy"' not in html  # a CPU run has no GPU section
     for figure in FIGURES.values():
         if figure != "gpu_busy_share.png":  # a placeholder on a CPU run
             assert (tiny_run / "results/figures" / figure).stat().st_size > 10_000
+
+
+def test_every_measured_cell_has_its_own_memory(tiny_run):
+    """Memory per backend: each ok cell's own peak and held bytes, measured around its prepare and one call, with
+    the method named (host RSS growth on a CPU run); the shape session's process peak stays beside it."""
+    cells = pd.read_csv(tiny_run / "results/tables/cells.csv")
+    ok = cells[cells["status"] == "ok"]
+    assert (ok["memory_method"] == "host resident memory, RSS (growth)").all()
+    assert (ok["backend_peak_bytes"] >= 0).all() and (ok["backend_held_bytes"] >= 0).all()
+    assert (ok["backend_peak_bytes"] >= ok["backend_held_bytes"]).all()
+    assert (ok["backend_peak_bytes"] < ok["peak_bytes"]).all()  # a cell's own share, not the process's peak
+    assert ok.groupby(["batch", "seq_len"])["backend_peak_bytes"].nunique().max() > 1  # differs between backends
 
 
 def test_roofline_and_cost_tables(tiny_run):
@@ -112,7 +124,8 @@ def test_roofline_and_cost_tables(tiny_run):
     cells = pd.read_csv(tiny_run / "results/tables/cells.csv")
     roofline = pd.read_csv(tiny_run / "results/tables/roofline.csv")
     assert len(roofline) == (cells["status"] == "ok").sum()
-    assert (roofline["floor_ms"] > 0).all() and (roofline["pct_of_floor"] <= 100).all()
+    # a cell faster than a peak measured low on a loaded host raises that peak: never above 100 %, whatever the load
+    assert (roofline["floor_ms"] > 0).all() and (roofline["pct_of_floor"] <= 100 + 1e-9).all()
     geometry = {"layers": 2, "hidden": 64, "intermediate": 128}
     tokens = 1 * 16
     expected = 2 * (2 * tokens * (4 * 64 * 64 + 2 * 64 * 128) + 4 * 16 * 16 * 64)
@@ -245,5 +258,5 @@ def test_snakemake_report_includes_tables_and_figures(tiny_run):
     import zipfile
 
     names = zipfile.ZipFile(tiny_run / "smk-report.zip").namelist()
-    for artifact in ("speedup_heatmap.png", "latency_vs_seq_len.png", "cells.csv", "speedup.csv"):
+    for artifact in ("relative_heatmap.png", "family_latency.png", "cells.csv", "speedup.csv"):
         assert any(name.endswith(artifact) for name in names), artifact
