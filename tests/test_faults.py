@@ -181,6 +181,14 @@ BAD = [
     ({"batch_sizes": [2.0]}, "invalid config: batch_sizes[0]: 2.0 is not of type 'integer'"),
     ({"models": {"m\n": {"model_type": "bert"}}}, "invalid config: models: 'm\\n' does not match"),
     ({"models": {"m": {"model_type": "bert", "overrides": {"hidden_layers": 2}}}}, "invalid config: models.m.overrides.hidden_layers: not a key"),
+    # issue 29: the opset against the installed exporter and runtime, control characters, wildcards Snakemake refuses
+    ({"backends": {"eager": {"engine": "torch"}, "ort": {"engine": "onnxruntime"}}, "onnx": {"opset": 99}},
+     "invalid config: onnx.opset: 99 is not supported here: torch "),
+    ({"compare": {"label": "run\x00a"}}, "invalid config: compare.label: 'run\\x00a' contains a control character"),
+    ({"batch_sizes": [10 ** 30]}, "invalid config: batch_sizes[0]: 1000000000000000000000000000000 is greater than"),
+    ({"backends": {"eager": {"engine": "torch"}, "e" + "0" * 30: {"engine": "torch"}}},
+     "invalid config: backends.e000000000000000000000000000000: the name ends in '0' repeated 30 times"),
+    ({"timing": {"budget_s": float("nan")}}, "invalid config: timing.budget_s: nan is not a finite number"),
 ]
 
 
@@ -194,6 +202,29 @@ def test_bad_input_stops_before_any_job_with_one_line(tmp_path, change, message)
     line = next((l for l in output.splitlines() if l.startswith("invalid config:")), None)
     assert line is not None and line.startswith(message), output[-1500:]
     assert not (tmp_path / "results").exists()
+
+
+def test_an_alias_bomb_through_snakemake_is_refused_within_seconds(tmp_path):
+    """Issue 29 item 2: twelve lines of nested aliases got no answer in 120 s."""
+    write(tmp_path, {**TINY, "backends": {"eager": {"engine": "torch"}}})
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 12)]
+    (tmp_path / "c.yaml").write_text((tmp_path / "c.yaml").read_text() + "\n".join(lines) + "\n")
+    started = time.monotonic()
+    result = snakemake(tmp_path, "-n", "--configfile", "c.yaml", check=False)
+    assert time.monotonic() - started < 60  # the Snakemake start included; the check itself takes milliseconds
+    line = next((l for l in (result.stdout + result.stderr).splitlines() if l.startswith("invalid config:")), "")
+    assert result.returncode != 0 and "YAML aliases expand to more than" in line, result.stderr[-1500:]
+
+
+def test_a_whitespace_image_path_stops_no_run_without_containers(tmp_path):
+    """Issue 29 item 11: Snakemake checked every rule's image even where none is used."""
+    write(tmp_path, {**TINY, "backends": {"eager": {"engine": "torch"}}, "containers": {"cpu": "my image.sif"}})
+    dry = snakemake(tmp_path, "-n", "--configfile", "c.yaml")
+    assert "rule bench" in dry.stdout
+    used = snakemake(tmp_path, "-n", "--configfile", "c.yaml", "--sdm", "apptainer", check=False)
+    line = next((l for l in (used.stdout + used.stderr).splitlines() if l.startswith("invalid config:")), "")
+    assert used.returncode != 0 and line.startswith("invalid config: containers.cpu: 'my image.sif' contains whitespace")
 
 
 def test_unstable_cells_are_flagged_and_listed(tmp_path):
