@@ -13,7 +13,7 @@ def key(**over):
 def test_every_record_has_all_sections():
     record = records.new_record(key(), {}, "logs/x.log")
     for section in ("schema_version", "key", "status", "reason", "log", "timing", "throughput", "accuracy",
-                    "prepare", "memory", "device", "env", "started_at", "finished_at"):
+                    "prepare", "memory", "device", "env", "retry", "retry_why", "started_at", "finished_at"):
         assert section in record
 
 

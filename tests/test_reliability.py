@@ -349,6 +349,13 @@ def failed_tree(root: Path) -> Path:
         {"status": "failed", "reason": "ONNX export: OSError: [Errno 28] No space left on device"}))
     (results / "onnx" / "n").mkdir(parents=True)
     (results / "onnx" / "n" / "exported.json").write_text(json.dumps({"status": "ok", "sha256": "0" * 64}))
+    cell("k", "ort", 1, "failed", "ONNX graph results/onnx/k/optimized.onnx does not match its sidecar's sha256: rebuild it")
+    (results / "onnx" / "k").mkdir(parents=True)
+    (results / "onnx" / "k" / "optimized.onnx").write_bytes(b"corrupt")
+    (results / "onnx" / "k" / "optimized.json").write_text(json.dumps({"status": "ok", "sha256": "0" * 64}))
+    (results / "onnx" / "k" / "exported.onnx").write_bytes(b"intact")
+    (results / "onnx" / "k" / "exported.json").write_text(json.dumps(
+        {"status": "ok", "sha256": __import__("hashlib").sha256(b"intact").hexdigest()}))
     (results / "models" / "m").mkdir(parents=True)
     (results / "models" / "m" / "manifest.json").write_text(json.dumps({"input_names": ["input_ids"]}))
     return results
@@ -361,8 +368,10 @@ def test_retry_failed_forces_failed_cells_and_their_failed_upstream_steps(tmp_pa
     force = targets(results)
     assert set(force) == {str(results / p) for p in (
         "shapes/m/b1_s8.json", "shapes/m/b2_s8.json", "shapes/m/b4_s8.json", "shapes/n/b1_s8.json",
+        "shapes/k/b1_s8.json",
         "onnx/m/exported.onnx",  # failed for want of disk
         "onnx/n/exported.onnx",  # deleted by the user: a plain rerun would not rebuild it
+        "onnx/k/optimized.onnx",  # corrupt ("rebuild it"); its intact exported graph is left alone
     )}
     assert "No space left" in force[str(results / "onnx/m/exported.onnx")]
     only = targets(results, environmental=True)
