@@ -12,7 +12,8 @@ difference from what the session held just before it:
 Which counter says it depends on who allocates: PyTorch's caching allocator for PyTorch engines on a GPU
 (``torch.cuda.max_memory_allocated``, reset before each cell: exact and per tensor), the driver's count of
 the process's device memory (NVML) for ONNX Runtime and TensorRT, whose arenas PyTorch does not see (it only
-grows: ORT's arena never shrinks, so growth is what the cell took), and the process's resident set on a CPU
+grows: ORT's arena never shrinks, so growth is what the cell took) -- or, where NVML cannot name the process
+(some containers), the device's memory in use (cudaMemGetInfo), which also counts other processes --, and the process's resident set on a CPU
 (its growth: the CPU allocators return little to the system). The record names the method.
 """
 
@@ -23,6 +24,9 @@ import os
 TORCH_ALLOCATOR = "torch allocator (peak over the session's baseline)"
 NVML = "NVML process device memory (growth)"
 RSS = "host resident memory, RSS (growth)"
+# where the driver does not name this process's memory (NVML in some containers): the device's memory in use,
+# which also counts other processes' allocations made meanwhile (sessions preparing side by side)
+DEVICE_USED = "device memory in use, cudaMemGetInfo (growth; other processes' allocations included)"
 TORCH_ENGINES = {"torch", "torch_compile", "aot_inductor", "torch_tensorrt", "fault"}
 
 
@@ -51,6 +55,11 @@ def _current(how: str) -> int | None:
         from infbench.environment import nvml_process_bytes
 
         return nvml_process_bytes()
+    if how == DEVICE_USED:
+        import torch
+
+        free, total = torch.cuda.mem_get_info()
+        return int(total - free)
     return _rss()
 
 
@@ -83,6 +92,9 @@ class Tracker:
         try:
             _reset(self.how)
             self.base = _current(self.how)
+            if self.base is None and self.how == NVML:
+                self.how = DEVICE_USED
+                self.base = _current(self.how)
         except Exception:  # noqa: BLE001 - a memory counter that fails leaves the field empty, never the cell
             self.base = None
 
