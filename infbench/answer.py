@@ -20,11 +20,11 @@ MIN_ROUNDS = 3  # fewer rounds than this: the interval's t quantile is huge or u
 
 
 def half_width(cells: pd.DataFrame) -> pd.Series:
-    """Each cell's 95 % interval as a fraction of its latency, on its wider side."""
+    """Each cell's 95 % interval as ± a fraction of its latency: half the interval's width over the latency
+    (the interval is asymmetric where the host's drift is; this is its average reach either side)."""
     median = pd.to_numeric(cells["median_ms"], errors="coerce")
-    up = pd.to_numeric(cells["ci_hi_ms"], errors="coerce") / median - 1
-    down = 1 - pd.to_numeric(cells["ci_lo_ms"], errors="coerce") / median
-    return pd.concat([up, down], axis=1).max(axis=1)
+    width = pd.to_numeric(cells["ci_hi_ms"], errors="coerce") - pd.to_numeric(cells["ci_lo_ms"], errors="coerce")
+    return width / 2 / median
 
 
 def ms(value) -> str:
