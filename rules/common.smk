@@ -1,5 +1,5 @@
 # Shared by every rule: config validation, the matrix, wildcard constraints and input/params functions.
-# Functions here hold exactly what a job's output depends on (see "Invalidation" in the README).
+# Functions here hold exactly what a job's output depends on (docs/faults.md: "What reruns when you change something").
 
 import os
 import sys
