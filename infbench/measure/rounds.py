@@ -33,7 +33,8 @@ def run_rounds(runners: dict[str, Callable[[], object]], policy: TimingPolicy, c
                probe: Callable[[], dict] = host.probe, now: Callable[[], float] = time.perf_counter,
                sleep: Callable[[float], None] = time.sleep, on_step: Callable[[str, int], None] | None = None,
                hold: Callable[[], ContextManager] = contextlib.nullcontext,
-               device_state: Callable[[], dict] | None = None) -> tuple[dict[str, list[dict]], dict[str, str]]:
+               device_state: Callable[[], dict] | None = None,
+               window: Callable[..., dict] = measure) -> tuple[dict[str, list[dict]], dict[str, str]]:
     """Time every runner in ``policy.rounds`` interleaved rounds: (each runner's list of round dicts,
     {runner: one-line error} for runners that raised -- they leave the rotation, the others go on).
 
@@ -46,6 +47,8 @@ def run_rounds(runners: dict[str, Callable[[], object]], policy: TimingPolicy, c
     prepared side by side take turns round by round; the spacing is idled outside it (others' rounds run).
     ``device_state()`` (GPU: SM clock, power, temperature) is sampled right after each window, outside it,
     so that a GPU-bound cell's spread across rounds can be set against the clock (the power limit throttles it).
+    ``window(runner, policy, clock, now=)`` times one window: a forward call per iteration by default, whole
+    generations for the generation workload (infbench.workloads.generate.timing.measure).
     """
     rng = random.Random(seed)
     names = list(runners)
@@ -63,13 +66,13 @@ def run_rounds(runners: dict[str, Callable[[], object]], policy: TimingPolicy, c
                     on_step(name, index)
                 started_at, offset, unix = records.now(), now() - session_start, time.time()
                 try:
-                    window = measure(runners[name], policy, clock, now=now)
+                    timed = window(runners[name], policy, clock, now=now)
                 except Exception as error:  # noqa: BLE001 - one engine's failure must not cost the others their rounds
                     errors[name] = f"round {index}: {type(error).__name__}: {records.one_line(str(error))}"
                     names.remove(name)
                     continue
                 results[name].append({"index": index, "started_at": started_at, "started_unix": unix,
-                                      "offset_s": offset, "position": position, **window, "host": state,
+                                      "offset_s": offset, "position": position, **timed, "host": state,
                                       **({"device": device_state()} if device_state else {})})
             state["steal_pct"] = host.steal_pct(state, probe())
             state.pop("cpu_s", None)
