@@ -16,6 +16,7 @@ import sys
 
 sys.path.insert(0, workflow.basedir)
 from infbench import config as matrix
+from infbench import records
 
 try:
     matrix.check_config_files(workflow.configfiles)
@@ -46,42 +47,16 @@ onstart:
         os.environ[devices.LOCAL_RUN] = "1"
 
 
-# The cell worker (infbench/worker.py) outlives no run: stop it however the run ends.
-# What to do next, on the screen and not only in a job's log: after a failed job, the last line of its log
-# (a corrupt bundle or record says there to run Snakemake again); after any run, the cells that failed for
-# reasons of the machine (disk full, out of memory, killed) and how to retry them (docs/troubleshooting.md).
-def _notices(run_logs=()):
-    import re
-
-    from infbench import records
-
-    failed_logs = []
-    for run_log in run_logs or ():
-        try:
-            text = open(run_log).read()
-        except OSError:
-            continue
-        failed_logs += re.findall(r"^\s+log: (.+?) \(check log file", text, re.M)
-    for job_log in dict.fromkeys(path for logs in failed_logs for path in logs.split(", ")):
-        try:
-            lines = [l.strip() for l in open(job_log, errors="replace").read().splitlines() if l.strip()]
-        except OSError:
-            continue
-        if lines:
-            print(f"{job_log}: {lines[-1][:500]}", file=sys.stderr)
-    notice = records.retry_notice()
-    if notice:
-        print(notice, file=sys.stderr)
-
-
+# The cell worker (infbench/worker.py) outlives no run: stop it however the run ends. What to do next is
+# printed on the screen, not only in a job's log (records.print_notices).
 onsuccess:
     worker.shutdown_all()
-    _notices()
+    records.print_notices()
 
 
 onerror:
     worker.shutdown_all()
-    _notices(log)
+    records.print_notices(log)
     # A failed run leaves no report and no tables that look current: Snakemake does not regenerate missing
     # intermediate files (a record or bundle removed as corrupt, a failed job's output) while the files
     # downstream of them exist, so the next run would otherwise say "Nothing to be done" or render the report

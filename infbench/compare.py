@@ -110,13 +110,13 @@ def render(a: dict, b: dict, table: pd.DataFrame, labels: tuple[str, str], min_c
                              undefined=jinja2.StrictUndefined)
     notable = table[table["verdict"] != "same"]
     html = env.get_template("compare.html.j2").render(
-        reproducibility=styled(reproducibility(table), precision=3),
+        reproducibility=styled(reproducibility(table)),
         drift=drift,
         generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         labels=labels, min_change=min_change,
         counts=table["verdict"].value_counts().to_dict(),
-        notable=styled(notable, precision=3),
-        everything=styled(table, precision=3),
+        notable=styled(notable),
+        everything=styled(table),
         environment_a=styled(a["environment"]), environment_b=styled(b["environment"]),
     )
     out = Path(out)

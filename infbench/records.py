@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -225,3 +226,27 @@ def read_bundle(path: str | Path) -> list[dict]:
     if not isinstance(bundle.get("records"), list):
         raise Unreadable(path, "no list of records")
     return bundle["records"]
+
+
+def print_notices(run_logs=()) -> None:
+    """What to do next, on the screen and not only in a job's log: after a failed job, the last line of its log
+    (a corrupt bundle or record says there to run Snakemake again); after any run, the cells that failed for
+    reasons of the machine (disk full, out of memory, killed) and how to retry them (docs/troubleshooting.md).
+    Called by the Snakefile's onsuccess / onerror with Snakemake's own run log."""
+    failed_logs = []
+    for run_log in run_logs or ():
+        try:
+            text = open(run_log).read()
+        except OSError:
+            continue
+        failed_logs += re.findall(r"^\s+log: (.+?) \(check log file", text, re.M)
+    for job_log in dict.fromkeys(path for logs in failed_logs for path in logs.split(", ")):
+        try:
+            lines = [line.strip() for line in open(job_log, errors="replace").read().splitlines() if line.strip()]
+        except OSError:
+            continue
+        if lines:
+            print(f"{job_log}: {lines[-1][:500]}", file=sys.stderr)
+    notice = retry_notice()
+    if notice:
+        print(notice, file=sys.stderr)
