@@ -274,3 +274,71 @@ def flag(column: pd.Series) -> pd.Series:
 def _geomean(values) -> float | None:
     values = [float(v) for v in values if v is not None and not pd.isna(v) and v > 0]
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+
+
+def _generation_named(frame: pd.DataFrame, catalogue: pd.DataFrame, columns=("backend", "runner_up_backend",
+                                                                               "baseline_backend")) -> pd.DataFrame:
+    out = frame.copy()
+    for column in columns:
+        prefix = column.replace("backend", "")
+        known = out[column].notna() if column in out else pd.Series(False, index=out.index)
+        out[f"{prefix}display"] = None
+        if known.any():
+            out.loc[known, f"{prefix}display"] = names.with_names(out[known], catalogue, column=column)["display"]
+    return out
+
+
+def generation_groups(best: pd.DataFrame, cells: pd.DataFrame, catalogue: pd.DataFrame) -> list[dict]:
+    """Per (model, prompt, new tokens), the batch sizes grouped by what to use there, in words."""
+    if best is None or best.empty:
+        return []
+    frame = _generation_named(best, catalogue)
+    widths = cells.assign(half_width=(cells["tpot_hi_ms"] - cells["tpot_lo_ms"]) / 2 / cells["tpot_ms"])
+    frame = frame.merge(widths[["model", "backend", "precision", "batch", "prompt_len", "new_tokens", "half_width"]],
+                        on=["model", "backend", "precision", "batch", "prompt_len", "new_tokens"], how="left")
+    frame["use"] = frame["display"] + " " + frame["precision"]
+    frame["runner_up_use"] = (frame["runner_up_display"] + " " + frame["runner_up_precision"]).where(frame["runner_up_display"].notna())
+    frame["call"] = [" | ".join(sorted([u, r])) if bool(t) and isinstance(r, str) else u
+                     for u, r, t in zip(frame["use"], frame["runner_up_use"], frame["tie"])]
+    out = []
+    for (model, prompt_len, new_tokens), rows in frame.groupby(["model", "prompt_len", "new_tokens"], sort=True):
+        lines = []
+        for _, group in rows.sort_values("batch").groupby("call", sort=False):
+            first = group.iloc[0]
+            use = f"Either {first['use']} or {first['runner_up_use']}" if bool(first["tie"]) else first["use"]
+            batches = ", ".join(str(int(b)) for b in group["batch"])
+            text = (f"{_span(group['tpot_ms'], ms)} ms per token (±{_span(100 * group['half_width'], lambda v: f'{v:.0f}')} %), "
+                    f"first token after {_span(group['ttft_ms'], ms)} ms")
+            if group["speedup"].notna().any() and isinstance(first.get("baseline_display"), str):
+                text += (f"; {_span(group['speedup'], times)} faster per token than {first['baseline_display']} "
+                         f"{first['baseline_precision']}")
+            if not bool(first["tie"]) and group["runner_up_ratio"].notna().any():
+                text += f"; the runner-up ({', '.join(sorted(set(group['runner_up_use'].dropna())))}) is {_span(group['runner_up_ratio'], times)} slower"
+            lines.append({"use": use, "shapes": f"batch {batches}", "text": text, "tie": bool(first["tie"])})
+        out.append({"model": model, "what": f"prompt {int(prompt_len)}, {int(new_tokens)} new tokens", "lines": lines})
+    return out
+
+
+def generation_table(best: pd.DataFrame, cells: pd.DataFrame, catalogue: pd.DataFrame) -> pd.DataFrame:
+    """Per generation shape, in words: what to use, its TPOT with its interval, TTFT, tokens/s, how far above
+    the bandwidth floor, the runner-up and the baseline."""
+    columns = ["Model", "Batch", "Prompt", "New tokens", "Use", "Per token (ms) [95 %]", "First token (ms)",
+               "Tokens/s", "× floor", "Runner-up slower by [95 %]", "vs baseline", "Call", "tie"]
+    if best is None or best.empty:
+        return pd.DataFrame(columns=columns)
+    frame = _generation_named(best, catalogue)
+    info = cells.set_index(["model", "backend", "precision", "batch", "prompt_len", "new_tokens"])
+    rows = []
+    for r in frame.sort_values(["model", "prompt_len", "batch"]).itertuples(index=False):
+        cell = info.loc[(r.model, r.backend, r.precision, r.batch, r.prompt_len, r.new_tokens)]
+        rows.append({"Model": r.model, "Batch": int(r.batch), "Prompt": int(r.prompt_len), "New tokens": int(r.new_tokens),
+                     "Use": f"{r.display} {r.precision}",
+                     "Per token (ms) [95 %]": f"{ms(r.tpot_ms)} [{ms(cell['tpot_lo_ms'])}, {ms(cell['tpot_hi_ms'])}]",
+                     "First token (ms)": ms(r.ttft_ms), "Tokens/s": f"{cell['tokens_per_s']:,.0f}",
+                     "× floor": times(cell["tpot_over_floor"]),
+                     "Runner-up slower by [95 %]": (f"{r.runner_up_display} {r.runner_up_precision}: {times(r.runner_up_ratio)} "
+                                                    f"[{times(r.runner_up_ratio_lo)}, {times(r.runner_up_ratio_hi)}]")
+                     if isinstance(r.runner_up_display, str) else "–",
+                     "vs baseline": times(r.speedup), "Call": "either" if bool(r.tie) else "lead", "tie": bool(r.tie)})
+    out = pd.DataFrame(rows, columns=columns)
+    return out.drop(columns=["Model"]) if out["Model"].nunique() == 1 else out

@@ -268,6 +268,7 @@ def _check_cross_references(config: dict) -> None:
             extra = sorted(set(entry[key] or []) - set(config[key]))
             if extra:
                 raise ConfigError(f"invalid config: backends.{name}.{key}: {extra} not in {key} {config[key]}")
+    _check_generation(config)
     baseline = config["baseline"]
     if baseline["backend"] not in config["backends"]:
         raise ConfigError(
@@ -287,8 +288,10 @@ PERIODIC = re.compile(r"(.+?)\1{19,}\Z", re.DOTALL)
 
 
 def _check_names(config: dict) -> None:
-    for section in ("models", "backends"):
-        for name in config[section]:
+    sections = {"models": config["models"], "backends": config["backends"],
+                "generation.models": config["generation"]["models"], "generation.backends": config["generation"]["backends"]}
+    for section, entries in sections.items():
+        for name in entries:
             repeated = PERIODIC.search(name)
             if repeated:
                 raise ConfigError(f"invalid config: {section}.{name}: the name ends in {repeated.group(1)!r} repeated "
@@ -540,6 +543,23 @@ def check_models(config: dict) -> None:
             raise ConfigError(f"invalid config: seq_lens: {longest} exceeds models.{name}'s {detail}")
 
 
+def check_generation_models(config: dict) -> None:
+    """A prompt and its new tokens must fit the decoder's positions (a GPT-2 has 1,024)."""
+    section = config["generation"]
+    if not section["models"]:
+        return
+    longest = max(section["prompt_lens"]) + section["new_tokens"]
+    for name, model in section["models"].items():
+        try:
+            limits = model_limits(name, model)
+        except ConfigError as error:
+            raise ConfigError(str(error).replace(f"models.{name}", f"generation.models.{name}", 1)) from None
+        if limits["limit"] is not None and longest > limits["limit"]:
+            raise ConfigError(f"invalid config: generation.prompt_lens: {max(section['prompt_lens'])} + new_tokens "
+                              f"{section['new_tokens']} = {longest} exceeds generation.models.{name}'s "
+                              f"{limits['key']} ({limits['limit']})")
+
+
 def uses_hub(config: dict) -> bool:
     """Does any model entry ask for a hub id (the only case in which anything may be downloaded)?"""
     return any(m.get("pretrained") and not is_local_path(m["pretrained"]) for m in config["models"].values())
@@ -564,6 +584,65 @@ def cells(config: dict) -> list[Cell]:
         for precision in backend_precisions(config, backend)
         for batch, seq_len in shapes(config, backend)
     ]
+
+
+@dataclass(frozen=True)
+class GenerationCell:
+    model: str
+    backend: str
+    engine: str
+    precision: str
+    batch: int
+    prompt_len: int
+    new_tokens: int
+
+
+def generation_cells(config: dict) -> list[GenerationCell]:
+    """Every generation cell (config ``generation``), in a stable order."""
+    section = config["generation"]
+    return [
+        GenerationCell(model, backend, section["backends"][backend]["engine"], precision, batch, prompt_len,
+                       section["new_tokens"])
+        for model, backend in itertools.product(sorted(section["models"]), sorted(section["backends"]))
+        for precision in section["backends"][backend].get("precisions") or section["precisions"]
+        for batch, prompt_len in itertools.product(sorted(section["batch_sizes"]), sorted(section["prompt_lens"]))
+    ]
+
+
+def generation_baseline(config: dict) -> dict | None:
+    """The generation cells' baseline: the configured one, else the first transformers generate backend with
+    the dynamic cache at the first precision (what most users run), else none."""
+    section = config["generation"]
+    if section.get("baseline"):
+        return section["baseline"]
+    for name in sorted(section["backends"]):
+        entry = section["backends"][name]
+        if entry["engine"] == "hf_generate" and (entry.get("options") or {}).get("cache", "dynamic") == "dynamic":
+            return {"backend": name, "precision": (entry.get("precisions") or section["precisions"])[0]}
+    return None
+
+
+def _check_generation(config: dict) -> None:
+    """Generation backends, their precisions and the baseline refer to what the section configures."""
+    section = config["generation"]
+    for name, entry in section["backends"].items():
+        options = entry.get("options") or {}
+        extra = sorted(set(entry.get("precisions") or []) - set(section["precisions"]))
+        if extra:
+            raise ConfigError(f"invalid config: generation.backends.{name}.precisions: {extra} not in "
+                              f"generation.precisions {section['precisions']}")
+        if entry["engine"] == "static_loop" and options.get("cuda_graph") and config["device"] == "cpu":
+            raise ConfigError(f"invalid config: generation.backends.{name}.options.cuda_graph: CUDA graphs need "
+                              "device cuda")
+    baseline = section.get("baseline")
+    if baseline:
+        if baseline["backend"] not in section["backends"]:
+            raise ConfigError(f"invalid config: generation.baseline.backend: {baseline['backend']!r} is not a "
+                              f"generation backend (one of {sorted(section['backends'])})")
+        entry = section["backends"][baseline["backend"]]
+        if baseline["precision"] not in (entry.get("precisions") or section["precisions"]):
+            raise ConfigError(f"invalid config: generation.baseline.precision: {baseline['precision']!r} is not a "
+                              f"precision of generation backend {baseline['backend']!r}")
 
 
 def shapes(config: dict, backend: str | None = None) -> list[tuple[int, int]]:

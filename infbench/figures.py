@@ -246,13 +246,56 @@ def gpu_busy_heatmap(cells: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000", "#F0E442"]
+
+
+def generation_tpot(generation: pd.DataFrame | None, path: Path) -> None:
+    """Time per output token vs batch, one line per generation backend × precision (one panel per model and
+    prompt length), with its interval, and the decode floor at the device's measured bandwidth (dashed)."""
+    path = Path(path)
+    ok = generation[generation["status"] == "ok"] if generation is not None and len(generation) else None
+    if ok is None or ok.empty:
+        _empty(path, "no generation cell measured")
+        return
+    ok = ok.assign(series=(ok["display"] + " · " + ok["precision"]).map(short))
+    panels = sorted(set(zip(ok["model"], ok["prompt_len"])))
+    series = sorted(ok["series"].unique())
+    colours = {name: OKABE_ITO[i % len(OKABE_ITO)] for i, name in enumerate(series)}
+    fig, axes = plt.subplots(1, len(panels), figsize=(min(13.0, 1.5 + 4.2 * len(panels)), 3.8), squeeze=False)
+    for ax, (model, prompt_len) in zip(axes[0], panels):
+        mine = ok[(ok["model"] == model) & (ok["prompt_len"] == prompt_len)].sort_values("batch")
+        for name, rows in mine.groupby("series", sort=True):
+            err = [rows["tpot_ms"] - rows["tpot_lo_ms"], rows["tpot_hi_ms"] - rows["tpot_ms"]]
+            ax.errorbar(rows["batch"], rows["tpot_ms"], yerr=err, marker="o", color=colours[name], label=name,
+                        capsize=3, linewidth=1.4)
+        floor = mine.groupby("batch")["floor_ms"].min().dropna()
+        if len(floor):
+            ax.plot(floor.index, floor.values, "--", color="#555", linewidth=1, label="bandwidth floor")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(mine["batch"].unique()), [str(b) for b in sorted(mine["batch"].unique())])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_yscale("log")
+        _log_axis(ax.yaxis, pd.concat([mine["tpot_lo_ms"], mine["tpot_hi_ms"], floor]))
+        ax.set_xlabel("batch (sequences)")
+        ax.set_ylabel("time per output token (ms, log)")
+        ax.set_title(short(f"{model} · prompt {prompt_len} · {int(mine['new_tokens'].iloc[0])} new tokens", 70))
+        ax.grid(axis="y", color="#e5e5e5")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    axes[0, -1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+
+
 FIGURES = {"relative_heatmap": "relative_heatmap.png", "family_latency": "family_latency.png",
-           "roofline": "roofline.png", "round_spread": "round_spread.png", "gpu_busy_share": "gpu_busy_share.png"}
+           "roofline": "roofline.png", "round_spread": "round_spread.png", "gpu_busy_share": "gpu_busy_share.png",
+           "generation_tpot": "generation_tpot.png"}
 
 
 def write_all(tables: dict[str, pd.DataFrame], baseline: dict, out_dir: Path, peaks: dict | None = None,
-              labels: dict[str, str | None] | None = None) -> dict[str, Path]:
-    """Every figure (FIGURES) from the tables; ``labels``: the config's display-name overrides."""
+              labels: dict[str, str | None] | None = None,
+              generation_labels: dict[str, str | None] | None = None) -> dict[str, Path]:
+    """Every figure (FIGURES) from the tables (the generation ones where present); ``labels``,
+    ``generation_labels``: the config's display-name overrides."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / filename for name, filename in FIGURES.items()}
@@ -264,4 +307,8 @@ def write_all(tables: dict[str, pd.DataFrame], baseline: dict, out_dir: Path, pe
     roofline_plot(roofline, peaks, paths["roofline"])
     round_spread(tables["rounds"], cells, paths["round_spread"])
     gpu_busy_heatmap(cells, paths["gpu_busy_share"])
+    generation = tables.get("generation")
+    if generation is not None and len(generation):
+        generation = names.with_names(generation, names.catalogue(generation, generation_labels))
+    generation_tpot(generation, paths["generation_tpot"])
     return paths

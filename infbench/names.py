@@ -23,8 +23,10 @@ def family(engine: str, options: dict | None = None) -> str:
         return "TensorRT"
     if engine == "onnxruntime":
         return "ONNX Runtime"
-    if engine in ("torch", "torch_compile", "aot_inductor"):
+    if engine in ("torch", "torch_compile", "aot_inductor", "hf_generate", "static_loop"):
         return "PyTorch"
+    if engine == "tensorrt_llm":
+        return "TensorRT"
     return "other"
 
 
@@ -55,6 +57,13 @@ def display_name(engine: str, options: dict | None = None, label: str | None = N
         return ("TensorRT-RTX" if options.get("library") == "tensorrt_rtx" else "TensorRT") + graphs
     if engine == "torch_tensorrt":
         return "Torch-TensorRT"
+    if engine == "hf_generate":  # the generation workload's engines
+        return "transformers generate" + (", static cache" if options.get("cache") == "static" else "")
+    if engine == "static_loop":
+        parts = [p for p, on in (("compiled", options.get("compile")), ("CUDA graphs", options.get("cuda_graph"))) if on]
+        return "static-cache loop" + (f", {' + '.join(parts)}" if parts else ", eager")
+    if engine == "tensorrt_llm":
+        return "TensorRT-LLM"
     return engine
 
 
@@ -94,6 +103,7 @@ def with_names(frame: pd.DataFrame, catalogue_frame: pd.DataFrame, column: str =
     return out
 
 
-def labels_of(config: dict) -> dict[str, str | None]:
-    """The config's display-name overrides, backend → label."""
-    return {name: entry.get("label") for name, entry in (config.get("backends") or {}).items()}
+def labels_of(config: dict, section: str = "forward") -> dict[str, str | None]:
+    """The config's display-name overrides, backend → label, of the forward backends or the generation ones."""
+    entries = (config.get("generation") or {}).get("backends") if section == "generation" else config.get("backends")
+    return {name: entry.get("label") for name, entry in (entries or {}).items()}

@@ -40,12 +40,21 @@ HEADERS = {
     "saved_ms_per_request": "Saved per request (ms)", "break_even_requests": "Break-even (requests)",
     "flops": "FLOPs", "min_bytes": "Minimum bytes", "floor_ms": "Floor (ms)", "pct_of_floor": "% of floor",
     "peak_raised": "Peak raised from", "fused_ops": "Fused ops", "fusion": "Not fused",
-    "backend_peak_gib": "Peak memory (GiB)", "backend_held_gib": "Held memory (GiB)", "memory_method": "Measured by",
+    "backend_peak_gib": "Peak memory (GiB)", "prompt_len": "Prompt", "new_tokens": "New tokens",
+    "tpot_ms": "Per token (ms)", "tpot_lo_ms": "95 % low (ms)", "tpot_hi_ms": "95 % high (ms)",
+    "ttft_ms": "First token (ms)", "first_step_ms": "First step (ms)", "last_step_ms": "Last step (ms)",
+    "tpot_over_floor": "× floor", "cache": "Cache", "cache_allocated_len": "Allocated length",
+    "teacher_forced_top1": "Top-1 agreement", "logits_rel_err": "Logits rel. error", "first_divergence": "Leaves reference at",
+    "prepare_s": "Setup (s)", "recompiles": "Recompiles", "backend_held_gib": "Held memory (GiB)", "memory_method": "Measured by",
     "device_peak_gib": "Session device peak (GiB)", "peak_gib": "Session host peak (GiB)",
     "sm_clock_before": "SM clock before (MHz)", "sm_clock_after": "SM clock after (MHz)",
     "temp_c_after": "Temperature (°C)", "power_w_after": "Power (W)", "cells": "Cells", "backends": "Backends",
 }
-FORMATS = {"median_ms": "{:.3g}", "ci_lo_ms": "{:.3g}", "ci_hi_ms": "{:.3g}", "round_min_ms": "{:.3g}",
+FORMATS = {"tpot_ms": "{:.3g}", "tpot_lo_ms": "{:.3g}", "tpot_hi_ms": "{:.3g}", "ttft_ms": "{:.3g}",
+           "first_step_ms": "{:.3g}", "last_step_ms": "{:.3g}", "tpot_over_floor": "{:.2f}", "prepare_s": "{:.1f}",
+           "teacher_forced_top1": "{:.3f}", "logits_rel_err": "{:.1e}", "first_divergence": "{:.0f}",
+           "cache_allocated_len": "{:.0f}", "prompt_len": "{:.0f}", "new_tokens": "{:.0f}", "recompiles": "{:.0f}",
+           "median_ms": "{:.3g}", "ci_lo_ms": "{:.3g}", "ci_hi_ms": "{:.3g}", "round_min_ms": "{:.3g}",
            "round_max_ms": "{:.3g}", "gpu_kernel_ms": "{:.3g}", "host_probe_ms": "{:.3g}", "floor_ms": "{:.3g}",
            "interval_pct": "{:.1f}", "pct_of_floor": "{:.0f}", "between_round_cv": "{:.3f}", "cv": "{:.3f}",
            "gpu_busy_share": "{:.2f}", "host_sensitivity": "{:.2f}", "host_probe_spread": "{:.2f}",
@@ -269,7 +278,9 @@ def render(tables: dict[str, pd.DataFrame], figures: dict[str, Path], config: di
     images = sorted(tables["environment"]["container"].dropna().astype(str).unique()) if "container" in tables["environment"] else []
     images = [i for i in images if i != "-"]
     roofline = names.with_names(tables["roofline"], catalogue) if not tables["roofline"].empty else tables["roofline"]
+    generation = generation_section(tables, config)
     html = env.get_template("index.html.j2").render(
+        generation=generation,
         provenance=provenance(cells, tables["environment"], tables["rounds"], config),
         baseline=config["baseline"],
         baseline_name=names.display_name(*_engine_options(cells, config["baseline"]["backend"]),
@@ -308,6 +319,28 @@ def render(tables: dict[str, pd.DataFrame], figures: dict[str, Path], config: di
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")
     return html
+
+
+GENERATION_COLUMNS = ["model", "display", "precision", "batch", "prompt_len", "new_tokens", "status", "tpot_ms",
+                      "tpot_lo_ms", "tpot_hi_ms", "ttft_ms", "first_step_ms", "last_step_ms", "tokens_per_s",
+                      "tpot_over_floor", "cache", "cache_allocated_len", "accuracy_passed", "teacher_forced_top1",
+                      "logits_rel_err", "first_divergence", "backend_peak_gib", "prepare_s", "recompiles", "reason"]
+
+
+def generation_section(tables: dict[str, pd.DataFrame], config: dict) -> dict | None:
+    """The generation workload's part of the page (None where the run has no generation cell)."""
+    cells = tables.get("generation")
+    if cells is None or cells.empty:
+        return None
+    catalogue = names.catalogue(cells, names.labels_of(config, "generation"))
+    named = _gib(names.with_names(cells, catalogue), {"backend_peak_bytes": "backend_peak_gib"})
+    best = tables.get("generation_best")
+    return {"answer": answer.generation_groups(best, named, catalogue),
+            "table": styled_fastest(answer.generation_table(best, named, catalogue), 0.0),
+            "cells": styled(_present(named, GENERATION_COLUMNS), highlight="accuracy_passed"),
+            "not_measured": [f"{r.display} {r.precision}: {r.status} ({str(r.reason).split(': ')[0]})"
+                             for r in named[named["status"] != "ok"].drop_duplicates(["display", "precision", "status"]).itertuples()],
+            "timing": " / ".join(sorted(set(named.get("clock", pd.Series(dtype=object)).dropna().astype(str)))) or "–"}
 
 
 def _engine_options(cells: pd.DataFrame, backend: str) -> tuple[str, dict]:

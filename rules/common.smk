@@ -15,6 +15,7 @@ USE_CONTAINERS = DeploymentMethod.APPTAINER in workflow.deployment_settings.depl
 try:
     matrix.validate(config)
     matrix.check_models(config)
+    matrix.check_generation_models(config)
     matrix.check_opset(config)
     if USE_CONTAINERS:
         matrix.check_containers(config)
@@ -96,6 +97,8 @@ wildcard_constraints:
     precision="fp32|fp16|bf16",
     batch="[1-9][0-9]*",
     seq_len="[1-9][0-9]*",
+    prompt_len="[1-9][0-9]*",
+    new_tokens="[1-9][0-9]*",
 
 
 CELL_PATH = "{model}/{backend}/{precision}/b{batch}_s{seq_len}"

@@ -38,6 +38,7 @@ rule figures:
     input:
         cells=rules.aggregate.output.cells,
         tables=rules.aggregate.output,
+        generation=rules.aggregate_generation.output,
         peaks=rules.device_peaks.output.peaks,
     output:
         relative=report(
@@ -65,9 +66,17 @@ rule figures:
             category="Figures",
             labels={"figure": "GPU busy share"},
         ),
+        generation=report(
+            "results/figures/generation_tpot.png",
+            category="Figures",
+            labels={"figure": "generation: time per output token"},
+        ),
     params:
         baseline=matrix.canonical(config["baseline"]),
         labels=matrix.canonical({name: entry.get("label") for name, entry in config["backends"].items()}),
+        generation_labels=matrix.canonical(
+            {name: entry.get("label") for name, entry in config["generation"]["backends"].items()}
+        ),
         tables_dir=subpath(input.cells, parent=True),
         out_dir=subpath(output.relative, parent=True),
     conda:
@@ -78,13 +87,15 @@ rule figures:
         "logs/figures.log",
     shell:
         "python3 -m scripts.plot_figures --tables-dir {params.tables_dir:q} --baseline {params.baseline:q}"
-        " --peaks {input.peaks:q} --labels {params.labels:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        " --peaks {input.peaks:q} --labels {params.labels:q}"
+        " --generation-labels {params.generation_labels:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule report:
     input:
         cells=rules.aggregate.output.cells,
         tables=rules.aggregate.output,
+        generation=rules.aggregate_generation.output,
         relative=rules.figures.output.relative,
         figures=rules.figures.output,
         peaks=rules.device_peaks.output.peaks,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from infbench import config as config_io
 from infbench import figures, report, tables
+from infbench.workloads.generate import tables as generation_tables
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--tables-dir", required=True)
@@ -20,6 +21,7 @@ args = parser.parse_args()
 logging.basicConfig(level=logging.INFO)
 figure_paths = {name: Path(args.figures_dir) / filename for name, filename in figures.FIGURES.items()}
 config = json.loads(args.config) if args.config else config_io.load(args.config_file)
-html = report.render(tables.read_all(args.tables_dir), figure_paths, config, args.out,
+frames = {**tables.read_all(args.tables_dir), **(generation_tables.read_all(args.tables_dir) or {})}
+html = report.render(frames, figure_paths, config, args.out,
                      args.evidence or None)
 logging.info("report: %s (%d bytes)", args.out, len(html.encode()))
