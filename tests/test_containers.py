@@ -73,6 +73,7 @@ def cpu_image(apptainer) -> Path:
 
 def test_tiny_config_runs_every_job_inside_the_image_and_reruns_nothing(cpu_image, tmp_path):
     config = yaml.safe_load((REPO / "config/tiny.yaml").read_text())
+    config.pop("generation", None)  # forward cells only here
     config["containers"] = {"cpu": str(cpu_image)}
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
     snakemake(tmp_path, "--sdm", "apptainer", "--configfile", "tiny.yaml")
@@ -98,6 +99,7 @@ def test_tiny_config_runs_every_job_inside_the_image_and_reruns_nothing(cpu_imag
 
 def test_a_missing_image_stops_before_any_job(tmp_path):
     config = yaml.safe_load((REPO / "config/tiny.yaml").read_text())
+    config.pop("generation", None)  # forward cells only here
     config["containers"] = {"cpu": "nowhere/missing.sif"}
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(tmp_path, "-n", "--sdm", "apptainer", "--configfile", "tiny.yaml", check=False)

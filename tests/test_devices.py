@@ -66,6 +66,7 @@ def test_gpu_sessions_prepare_side_by_side_and_never_time_beside_each_other(tiny
     """The workflow on a 'GPU host' with two faked devices: shape sessions run at once, spread over both
     devices, and no two timing windows of any sessions overlap (each round holds the host's lock)."""
     config = yaml.safe_load((REPO / "config/tiny.yaml").read_text())
+    config.pop("generation", None)  # forward cells only here
     config.update(precisions=["fp32"], batch_sizes=[1, 2, 3], seq_lens=[8, 16],
                   backends={"eager": {"engine": "torch"}, "ort": {"engine": "onnxruntime"}})
     config["timing"].update(rounds=3, round_spacing_s=0.5)

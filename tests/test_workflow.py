@@ -56,7 +56,7 @@ def test_speedup_table_is_relative_to_the_baseline(tiny_run):
 
 
 def test_records_carry_key_env_and_log(tiny_run):
-    paths = sorted((tiny_run / "results/cells").rglob("*.json"))
+    paths = sorted((tiny_run / "results/cells/tiny-bert").rglob("*.json"))  # the forward cells
     assert len(paths) == 16
     for path in paths:
         record = json.loads(path.read_text())
@@ -90,7 +90,7 @@ def test_report_is_self_contained_and_lists_everything(tiny_run):
     html = (tiny_run / "report/index.html").read_text()
     from infbench.figures import FIGURES
 
-    assert html.count('src="data:image/png;base64,') == len(FIGURES) - 1 == 4  # no GPU busy figure on a CPU run
+    assert html.count('src="data:image/png;base64,') == len(FIGURES) - 1 == 5  # no GPU busy figure on a CPU run
     assert not re.search(r'(src|href)="(https?:)?//', html)
     for backend in BACKENDS:
         assert backend in html
@@ -215,6 +215,35 @@ def test_changed_model_geometry_reruns_everything_of_that_model(tiny_run):
     assert set(jobs) == {"build_model", "export_onnx", "optimize_onnx", "reference", "bench", "cell_record"} | DOWNSTREAM
     assert len(jobs["bench"]) == 2 and len(jobs["cell_record"]) == 16
     assert {Path(p).stem for p in jobs["reference"]} == {"b1_s8", "b1_s16"}  # inputs + outputs, and FLOPs
+
+
+def test_generation_cells_tables_and_report(tiny_run):
+    """The tiny config's generation part ran end to end: a record per cell, the generation tables, the report's
+    generation section with its figure and answer line."""
+    generation = pd.read_csv(tiny_run / "results/tables/generation.csv")
+    assert len(generation) == 3 * 2  # generate, loop, trt-llm × batch 1, 2
+    ok = generation[generation["status"] == "ok"]
+    assert set(ok["backend"]) == {"generate", "loop"} and ok["accuracy_passed"].all()
+    assert (ok["tpot_lo_ms"] <= ok["tpot_ms"]).all() and (ok["tpot_ms"] <= ok["tpot_hi_ms"]).all()
+    assert (ok["ttft_ms"] > 0).all() and (ok["tpot_over_floor"] > 1).all() and (ok["teacher_forced_top1"] == 1).all()
+    assert (generation[generation["backend"] == "trt-llm"]["status"] == "unavailable").all()
+    best = pd.read_csv(tiny_run / "results/tables/generation_best.csv")
+    assert sorted(best["batch"]) == [1, 2] and set(best["baseline_backend"]) == {"generate"}
+    record = json.loads((tiny_run / "results/cells/tiny-llama/loop/fp32/b2_p8_n8.json").read_text())
+    assert record["key"]["workload"] == "generate" and record["generation"]["cache"]["allocated_len"] == 16
+    html = (tiny_run / "report/index.html").read_text()
+    assert '<h2 id="generation">' in html and "tiny-llama, generating (prompt 8, 8 new tokens)" in html
+    assert "TensorRT-LLM fp32: unavailable" in html
+    assert (tiny_run / "results/figures/generation_tpot.png").stat().st_size > 10_000
+
+
+def test_new_prompt_len_runs_only_its_generation_sessions(tiny_run):
+    config = tiny_config()
+    config["generation"]["prompt_lens"].append(16)
+    jobs = dry_run(tiny_run, config)
+    assert set(jobs) == {"bench_generate", "generation_record", "aggregate_generation", "figures", "report", "all"}
+    assert sorted(jobs["bench_generate"]) == [f"results/shapes/tiny-llama/b{b}_p16_n8.json" for b in (1, 2)]
+    assert len(jobs["generation_record"]) == 6
 
 
 def test_lint_is_clean():

@@ -1,0 +1,157 @@
+"""The generation workload on the CPU: decoding with a cache equals a full forward pass on every family the
+loop supports; the teacher-forced check passes correct paths and fails a mis-indexed cache; a recompile after
+preparation fails the compiled loop; a session writes every metric; bad generation config is one line naming
+the key; the timing window keeps TTFT, steps and per-position medians."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from infbench import config as config_io
+from infbench.measure.timing import TimingPolicy
+from infbench.workloads.generate import accuracy, backends, session, timing
+from infbench.workloads.generate import model as decoder
+
+TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "vocab_size": 512, "max_position_embeddings": 64}
+FAMILIES = {
+    "llama": {**TINY, "num_key_value_heads": 2},  # grouped-query attention
+    "llama-mha": {**TINY, "num_key_value_heads": 4},
+    "qwen2": {**TINY, "num_key_value_heads": 2},
+    "gpt2": {"n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 512, "n_positions": 64},
+}
+PROMPT, NEW = 8, 6
+
+
+def _spec(family: str) -> dict:
+    return {"model_type": family.split("-")[0], "overrides": FAMILIES[family], "seed": 0}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def built(request):
+    model, facts = decoder.build(_spec(request.param), "cpu")
+    prompt = session.prompt_ids(int(model.config.vocab_size), 2, PROMPT, 0, "cpu")
+    return request.param, model, prompt, accuracy.reference(model, prompt, NEW)
+
+
+def test_decoding_with_a_cache_equals_a_full_forward_pass(built):
+    """Each cache path fed the reference sequence gives the logits of one cache-free forward over it."""
+    family, model, prompt, reference = built
+    assert reference["logits"].std() == pytest.approx(decoder.LOGIT_STD, rel=0.5)  # margins that mean something
+    for engine, options in (("hf_generate", {}), ("hf_generate", {"cache": "static"}), ("static_loop", {})):
+        generator = backends.prepare(engine, model, prompt, NEW, options)
+        forced = generator.teacher_forced(reference["tokens"])
+        np.testing.assert_allclose(forced, reference["logits"], rtol=0, atol=1e-4, err_msg=f"{family} {engine} {options}")
+        generator.generate(lambda: None)
+        assert (generator.tokens() == reference["tokens"]).all(), (family, engine, options)
+        verdict = accuracy.judge(reference["logits"], reference["tokens"], forced, generator.tokens(), "fp32")
+        assert verdict["passed"] and verdict["teacher_forced_top1"] == 1.0 and verdict["first_divergence"] is None
+
+
+def test_a_misindexed_cache_fails_the_teacher_forced_check(built):
+    family, model, prompt, reference = built
+    wrong = backends.prepare("static_loop", model, prompt, NEW, {"fault_misindexed_cache": True})
+    verdict = accuracy.judge(reference["logits"], reference["tokens"], wrong.teacher_forced(reference["tokens"]),
+                             wrong.tokens(), "fp32")
+    assert not verdict["passed"] and verdict["logits_rel_err"] > accuracy.TOLERANCE["fp32"], (family, verdict)
+
+
+def test_near_ties_are_excused_and_clear_steps_are_not():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 4, (1, 10, 50)).astype(np.float32)
+    ref[0, 3, :2] = [30.0, 30.0 - 1e-4]  # a near-tie at step 3
+    flipped = ref.copy()
+    flipped[0, 3, :2] = ref[0, 3, [1, 0]]  # a correct implementation may flip it
+    tokens = ref.argmax(-1)
+    assert accuracy.judge(ref, tokens, flipped, tokens, "fp32")["teacher_forced_top1"] == 1.0
+    clear = ref.copy()
+    clear[0, 5] = ref[0, 5][::-1]  # a clear step answered differently
+    assert accuracy.judge(ref, tokens, clear, tokens, "fp32")["teacher_forced_top1"] < 1.0
+
+
+def test_a_recompile_after_preparation_fails_the_compiled_loop():
+    model, _ = decoder.build(_spec("llama"), "cpu")
+    prompt = session.prompt_ids(512, 1, PROMPT, 0, "cpu")
+    generator = backends.prepare("static_loop", model, prompt, NEW, {"compile": True})
+    generator.warmed()
+    assert generator.prepare["compiled"] and generator.prepare["graphs"] >= 2 and generator.verify() is None
+    generator.logits = torch.zeros_like(generator.logits, dtype=torch.float64)  # a guard that no longer holds
+    generator.generate(lambda: None)
+    assert "recompile" in (generator.verify() or "")
+
+
+def test_a_round_of_generations_keeps_every_step():
+    calls = []
+
+    def generate(mark):
+        calls.append(1)
+        for _ in range(NEW):
+            mark()
+
+    window = timing.measure(generate, TimingPolicy(warmup_s=0.0, warmup_min_iters=1, min_iters=5, max_iters=4,
+                                                   budget_s=10.0, target_ci_rel_width=0.0), timing.HostMarks())
+    assert window["window"]["generations"] == 4 and len(calls) == 5  # one warm-up, four timed
+    assert len(window["samples_ms"]) == 4 * (NEW - 1) and len(window["ttft_ms"]) == 4
+    assert len(window["step_medians_ms"]) == NEW - 1 and window["median_ms"] >= 0
+
+
+def test_a_session_records_every_metric_and_says_what_could_not_run():
+    cells = [{"key": session.cell_key("m", b, e, "fp32", 2, PROMPT, NEW), "options": o}
+             for b, e, o in (("generate", "hf_generate", {}), ("loop", "static_loop", {}), ("trt", "tensorrt_llm", {}))]
+    cells.append({"key": session.cell_key("m", "half", "static_loop", "fp16", 2, PROMPT, NEW), "options": {}})
+    request = {"device": "cpu", "batch": 2, "prompt_len": PROMPT, "new_tokens": NEW, "spec": _spec("llama"), "seed": 0,
+               "timing": {"warmup_s": 0.0, "warmup_min_iters": 1, "min_iters": 5, "max_iters": 3, "budget_s": 0.2,
+                          "target_ci_rel_width": 0.05, "rounds": 2}, "cells": cells, "bandwidth_bytes_per_s": 1e10}
+    recs = {r["key"]["backend"]: r for r in session.run_shape(request)}
+    assert recs["trt"]["status"] == "unavailable" and "TensorRT-LLM" in recs["trt"]["reason"]
+    assert recs["half"]["status"] == "unsupported"
+    for name in ("generate", "loop"):
+        record = recs[name]
+        assert record["status"] == "ok", record["reason"]
+        gen = record["generation"]
+        assert gen["tpot_ms"] > 0 and gen["ttft_ms"] > 0 and None not in gen["step_ms"]
+        assert gen["tpot_ci95_ms"][0] <= gen["tpot_ms"] <= gen["tpot_ci95_ms"][1]
+        assert gen["tokens_per_s"]["total"] == pytest.approx(2 * gen["tokens_per_s"]["per_sequence"])
+        assert gen["floor_ms"] > 0 and gen["tpot_over_floor"] == pytest.approx(gen["tpot_ms"] / gen["floor_ms"])
+        assert gen["cache"]["bytes"] == decoder.kv_bytes(decoder.config_of(_spec("llama")), "fp32", 2, PROMPT + NEW)
+        assert record["accuracy"]["passed"] and record["memory"]["weights_bytes"] > 0
+        assert len(record["timing"]["rounds"]) == 2 and record["model"]["lm_head_scale"] > 1
+    assert recs["generate"]["generation"]["cache"] == {**recs["generate"]["generation"]["cache"], "kind": "dynamic"}
+    assert recs["loop"]["generation"]["cache"]["allocated_len"] == PROMPT + NEW
+
+
+GENERATION = {"models": {"tl": {"model_type": "llama", "overrides": FAMILIES["llama"]}},
+              "backends": {"generate": {"engine": "hf_generate"}, "loop": {"engine": "static_loop"}},
+              "prompt_lens": [16], "new_tokens": 8}
+
+
+@pytest.mark.parametrize("change, key", [
+    (lambda g: g.update(prompt_lens=[60]), "generation.prompt_lens"),
+    (lambda g: g.update(batch_sizes=[0]), "generation.batch_sizes[0]"),
+    (lambda g: g["backends"].update(x={"engine": "vllm"}), "generation.backends.x.engine"),
+    (lambda g: g["backends"]["generate"].update(options={"cuda_graph": True}), "generation.backends.generate.options"),
+    (lambda g: g["backends"]["loop"].update(options={"cuda_graph": True}), "generation.backends.loop.options.cuda_graph"),
+    (lambda g: g.update(baseline={"backend": "nope", "precision": "fp32"}), "generation.baseline.backend"),
+    (lambda g: g["backends"]["loop"].update(precisions=["bf16"]), "generation.backends.loop.precisions"),
+    (lambda g: g.update(new_tokens=0), "generation.new_tokens"),
+])
+def test_bad_generation_config_is_one_line_naming_the_key(change, key):
+    generation = copy.deepcopy(GENERATION)
+    change(generation)
+    config = {"device": "cpu", "models": {"b": {"model_type": "bert"}}, "backends": {"eager": {"engine": "torch"}},
+              "generation": generation}
+    with pytest.raises(config_io.ConfigError) as error:
+        config_io.check_generation_models(config_io.validate(config))
+    message = str(error.value)
+    assert message.startswith(f"invalid config: {key}") and "\n" not in message, message
+
+
+def test_the_default_baseline_is_transformers_generate_with_its_default_cache():
+    config = config_io.validate({"models": {"b": {"model_type": "bert"}}, "backends": {"eager": {"engine": "torch"}},
+                                 "generation": copy.deepcopy(GENERATION)})
+    assert config_io.generation_baseline(config) == {"backend": "generate", "precision": "fp32"}
+    assert len(config_io.generation_cells(config)) == 2
