@@ -103,9 +103,15 @@ def _prepare_models(request, recs, spec, device, batch, prompt_len, new_tokens):
         reference = {**accuracy.reference(fp32, prompt, new_tokens), **facts}
         models = {"fp32": (fp32, facts)} if "fp32" in precisions else {}
         del fp32
+        if device == "cuda":  # the fp32 model's memory back to the device (sessions prepare side by side)
+            import torch
+
+            torch.cuda.empty_cache()
+        reference["noise"] = {}
         for precision in precisions:
             if precision not in models:
                 models[precision] = decoder.build(spec, device, precision)
+            reference["noise"][precision] = accuracy.precision_noise(models[precision][0], prompt, reference)
         return prompt, reference, models
     except Exception as error:  # noqa: BLE001 - a model that cannot be built fails its cells, not the run
         log.error("model build or reference failed:\n%s", traceback.format_exc())
@@ -146,7 +152,7 @@ def _finish(record, generator, tracker, rounds, error, reference, models, reques
         record["generation"] = metrics(record["timing"], rounds, generator, model, key, request)
         forced = generator.teacher_forced(reference["tokens"])
         record["accuracy"] = accuracy.judge(reference["logits"], reference["tokens"], forced, generator.tokens(),
-                                            key["precision"])
+                                            key["precision"], reference["noise"][key["precision"]])
         tracker.call(lambda: generator.generate(lambda: None))
         weights = decoder.weight_bytes(model, key["precision"])
         record["memory"] = {**tracker.record(), "weights_bytes": weights,
