@@ -16,7 +16,8 @@ def base() -> dict:
 
 
 def test_shipped_configs_validate():
-    for name in ("config.yaml", "tiny.yaml", "gpu.yaml", "gpu-smoke.yaml", "gpu-check.yaml", "gpu-overlap.yaml"):
+    for name in ("config.yaml", "tiny.yaml", "gpu.yaml", "gpu-smoke.yaml", "gpu-check.yaml", "gpu-overlap.yaml",
+                 "gpu-generation.yaml"):
         matrix.load(REPO / "config" / name)
 
 

@@ -24,7 +24,7 @@ EXTERNAL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|//|#)", re.I)
 def linked_pages() -> list[Path]:
     pages = [README, REPO / "report/reference/h100/README.md", REPO / "containers/README.md",
              REPO / "report/reference/h100/NOTES.md", REPO / "report/reference/h100/reproducibility/README.md",
-             REPO / "report/reference/h100/earlier/README.md"]
+             REPO / "report/reference/h100/earlier/README.md", REPO / "report/reference/h100-generation/README.md"]
     pages += sorted((REPO / "docs").glob("*.md"))
     return [page for page in pages if page.exists()]
 
