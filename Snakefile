@@ -63,6 +63,6 @@ onerror:
     # downstream of them exist, so the next run would otherwise say "Nothing to be done" or render the report
     # from stale tables. Without the aggregate's first table, the next run aggregates again, and with it
     # regenerates every record (and shape bundle) that is missing.
-    for stale in ("report/index.html", "results/tables/cells.csv"):
+    for stale in ("report/index.html", "results/tables/cells.csv", "results/tables/generation.csv"):
         if os.path.exists(stale):
             os.remove(stale)

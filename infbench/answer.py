@@ -186,9 +186,9 @@ def banner(cells: pd.DataFrame) -> str | None:
     return None
 
 
-def build(cells: pd.DataFrame, best: pd.DataFrame, speedup: pd.DataFrame, catalogue: pd.DataFrame, margin: float,
+def build(cells: pd.DataFrame, best: pd.DataFrame, catalogue: pd.DataFrame, margin: float,
           evidence: str | None = None) -> dict:
-    del speedup  # the answer compares backends with each other, not with the baseline
+    """The answer box: what to use per shape group, what was not measured, how sure, and any banner."""
     return {"groups": groups(best, cells, catalogue), "not_measured": not_measured(cells, catalogue),
             "trust": trust(cells, evidence), "banner": banner(cells), "margin_pct": f"{100 * margin:g}"}
 

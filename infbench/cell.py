@@ -178,12 +178,14 @@ def run_shape(specs: list[CellSpec], progress: Progress | None = None, seed: int
             after = environment.nvml_sample() if first.device == "cuda" else None
             # the profiled pass times kernels too, and engines' teardown frees device memory: not beside a round
             with devices.host_exclusive(where, on_wait=waiting):
+                # the session-wide device peaks before any cell's own memory probe resets the allocator's peak
+                device_peaks = {name: runner.device_peak_bytes() for name, (_, _, runner, _) in prepared.items()}
                 for name, (spec, record, runner, references) in prepared.items():
                     progress.step("finish", name)
                     if device is not None:
                         record["device"] = environment.before_after(dict(device), after)
                     _finish(spec, record, runner, references, results[name], errors.get(name), session,
-                            trackers[name])
+                            trackers[name], device_peaks[name])
                 _close(prepared)
     finally:
         _close(prepared)
@@ -236,7 +238,7 @@ def _prepare(spec: CellSpec, record: dict):
 
 
 def _finish(spec: CellSpec, record: dict, runner, references, rounds: list[dict], error: str | None,
-            session: str, tracker: memory.Tracker | None = None) -> None:
+            session: str, tracker: memory.Tracker | None = None, device_peak: int | None = None) -> None:
     """The record of a timed cell: verification, statistics over rounds, GPU busy share, accuracy."""
     try:
         if error:
@@ -252,8 +254,8 @@ def _finish(spec: CellSpec, record: dict, runner, references, rounds: list[dict]
         summarize(record, spec.stability or {})
         record["accuracy"] = accuracy.judge(runner.output(), references, spec.tolerance)
         record["memory"] = {"peak_bytes": peak_rss_bytes(), "what": "peak RSS of the shape session (host)",
-                            "device_peak_bytes": runner.device_peak_bytes()}
-        if tracker is not None:  # after the session-wide peaks above: it resets the allocator's peak
+                            "device_peak_bytes": runner.device_peak_bytes() if device_peak is None else device_peak}
+        if tracker is not None:  # the session-wide peaks are read before: this resets the allocator's peak
             tracker.call(runner.run)
             record["memory"].update(tracker.record())
         measuring = sum(r["window"]["warmup_seconds"] + r["window"]["loop_seconds"] for r in rounds)

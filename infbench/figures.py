@@ -29,7 +29,8 @@ from infbench.tables import KEY  # noqa: E402
 
 DPI = 100  # figures are drawn at the size the page shows them (≤ 1300 px wide): 9 pt text is ≥ 12 px there
 LABEL_CHARS = 48  # a longer name is cut with "…" in a figure (tables keep it whole)
-plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 9,
+plt.rcParams.update({"text.parse_math": False,  # names are text: a "$" in a label is not TeX
+                     "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 9,
                      "ytick.labelsize": 9, "legend.fontsize": 9})
 
 
@@ -180,8 +181,6 @@ def roofline_plot(roofline: pd.DataFrame, peaks: dict | None, path: Path) -> Non
 
 BOUND_COLOURS = {"host-bound": "#D55E00", "mixed": "#E69F00", "gpu-bound": "#0072B2", "no GPU share": "#7F7F7F"}
 RATIO_TICKS = ([0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 4.0], [0.95, 0.98, 1.0, 1.02, 1.05])
-
-
 
 
 def round_spread(rounds: pd.DataFrame, cells: pd.DataFrame, path: Path) -> None:

@@ -228,6 +228,14 @@ def read_bundle(path: str | Path) -> list[dict]:
     return bundle["records"]
 
 
+def shape_stem(key: dict) -> str:
+    """The file stem of a cell's shape bundle and record: b{batch}_s{seq_len} (forward) or
+    b{batch}_p{prompt_len}_n{new_tokens} (generation)."""
+    if key.get("workload") == "generate":
+        return f"b{key['batch']}_p{key['prompt_len']}_n{key['new_tokens']}"
+    return f"b{key['batch']}_s{key['seq_len']}"
+
+
 def print_notices(run_logs=()) -> None:
     """What to do next, on the screen and not only in a job's log: after a failed job, the last line of its log
     (a corrupt bundle or record says there to run Snakemake again); after any run, the cells that failed for

@@ -288,8 +288,8 @@ def render(tables: dict[str, pd.DataFrame], figures: dict[str, Path], config: di
         total=len(cells),
         gpu_ranges=ranges(cells),
         remote_code=sorted(name for name, model in config.get("models", {}).items() if model.get("trust_remote_code")),
-        answer=answer.build(cells, best, tables["speedup"], catalogue, margin, evidence),
-        fastest=styled_fastest(answer.fastest_table(best, cells, catalogue), margin),
+        answer=answer.build(cells, best, catalogue, margin, evidence),
+        fastest=styled_fastest(answer.fastest_table(best, cells, catalogue)),
         glance=styled(answer.backends_at_a_glance(cells, best, tables["speedup"], cost)),
         rounds=rounds_section(cells, tables["rounds"]),
         gpu_busy=gpu,
@@ -336,7 +336,7 @@ def generation_section(tables: dict[str, pd.DataFrame], config: dict) -> dict | 
     named = _gib(names.with_names(cells, catalogue), {"backend_peak_bytes": "backend_peak_gib"})
     best = tables.get("generation_best")
     return {"answer": answer.generation_groups(best, named, catalogue),
-            "table": styled_fastest(answer.generation_table(best, named, catalogue), 0.0),
+            "table": styled_fastest(answer.generation_table(best, named, catalogue)),
             "cells": styled(_present(named, GENERATION_COLUMNS), highlight="accuracy_passed"),
             "not_measured": [f"{r.display} {r.precision}: {r.status} ({str(r.reason).split(': ')[0]})"
                              for r in named[named["status"] != "ok"].drop_duplicates(["display", "precision", "status"]).itertuples()],
@@ -350,7 +350,7 @@ def _engine_options(cells: pd.DataFrame, backend: str) -> tuple[str, dict]:
     return str(rows["engine"].iloc[0]), names._options(rows["options"].iloc[0] if "options" in rows else None)
 
 
-def styled_fastest(frame: pd.DataFrame, margin: float) -> str:
+def styled_fastest(frame: pd.DataFrame) -> str:
     """The fastest-configuration table: text columns already formatted; "either" rows marked."""
     if frame.empty:
         return "<p class='empty'>(no measured cell passed the accuracy check)</p>"

@@ -7,7 +7,7 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 from infbench import config as matrix
-from infbench import aoti, devices, engines, trt_build, worker
+from infbench import aoti, devices, engines, names, trt_build, worker
 from infbench.environment import detect_device
 from snakemake.settings.types import DeploymentMethod
 

@@ -51,6 +51,7 @@ rule aggregate_generation:
     params:
         baseline=matrix.canonical(matrix.generation_baseline(config)),
         margin=config["aggregate"]["practical_margin"],
+        mix="--mix-environments" if config["aggregate"]["mix_environments"] else "",
         out_dir=subpath(output.generation, parent=True),
     conda:
         ENV
@@ -60,4 +61,5 @@ rule aggregate_generation:
         "logs/aggregate_generation.log",
     shell:
         "python3 -m scripts.aggregate_generation --baseline {params.baseline:q} --practical-margin {params.margin}"
+        " {params.mix}"
         " --out-dir {params.out_dir:q} --records {input.records:q} > {log:q} 2>&1"

@@ -73,10 +73,8 @@ rule figures:
         ),
     params:
         baseline=matrix.canonical(config["baseline"]),
-        labels=matrix.canonical({name: entry.get("label") for name, entry in config["backends"].items()}),
-        generation_labels=matrix.canonical(
-            {name: entry.get("label") for name, entry in config["generation"]["backends"].items()}
-        ),
+        labels=matrix.canonical(names.labels_of(config)),
+        generation_labels=matrix.canonical(names.labels_of(config, "generation")),
         tables_dir=subpath(input.cells, parent=True),
         out_dir=subpath(output.relative, parent=True),
     conda:

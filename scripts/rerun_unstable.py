@@ -29,7 +29,7 @@ def main() -> None:
     for path, record in found:
         if (record.get("stability") or {}).get("unstable"):
             key = record["key"]
-            shape = str(Path(args.results, "shapes", key["model"], f"b{key['batch']}_s{key['seq_len']}.json"))
+            shape = str(Path(args.results, "shapes", key["model"], f"{records.shape_stem(key)}.json"))
             if shape not in unstable:
                 unstable.append(shape)
             print(f"{path}: {record['stability'].get('why')}")

@@ -43,6 +43,8 @@ def main() -> None:
         try:
             if record["status"] != "ok" or not (record.get("timing") or {}).get("rounds"):
                 continue
+            if (record.get("key") or {}).get("workload") == "generate":
+                continue  # a generation cell's statistics come with its per-token metrics: its session's
             for key, value in (("host_drift", args.host_drift), ("systematic_rel", args.systematic_rel)):
                 if value is not None:
                     record["timing"].setdefault("policy", {})[key] = value

@@ -64,8 +64,10 @@ def targets(results: Path, environmental: bool = False) -> dict[str, str]:
         if record["status"] != "failed" or (environmental and not record.get("retry")):
             continue
         key = record["key"]
-        shape = results / "shapes" / key["model"] / f"b{key['batch']}_s{key['seq_len']}.json"
+        shape = results / "shapes" / key["model"] / f"{records.shape_stem(key)}.json"
         force.setdefault(str(shape), f"{path}: {record.get('reason')}")
+        if key.get("workload") == "generate":
+            continue  # its model is built inside its session: no upstream step
         models.add(key["model"])
         reference = results / "reference" / key["model"] / f"b{key['batch']}_s{key['seq_len']}.json"
         if reason := _failed(_sidecar(reference), environmental):

@@ -5,7 +5,9 @@ same number for every backend of the shape and cannot guide a choice. Each cell 
 difference from what the session held just before it:
 
 - **held**: what the cell keeps after ``prepare`` (weights in its precision, compiled code, captured graphs,
-  ONNX Runtime's arena after its warm-up, workspaces), less what the session held before it;
+  ONNX Runtime's arena after its warm-up, workspaces), less what the session held before it (a generation
+  session builds one model per precision before its backends: there the weights are counted apart, in the
+  record's ``weights_bytes``, and the tables add them);
 - **peak**: the largest of the preparation's own peak over that baseline and held + the transient of one
   call measured after the rounds (activations, scratch buffers freed after the call).
 

@@ -84,13 +84,21 @@ def parameters(model) -> int:
 
 
 def weight_bytes(model, precision: str) -> int:
-    """Bytes of weights read once per decode step (tied embeddings counted once: the output layer)."""
+    """Bytes of the model's weights (tied embeddings counted once): what its memory holds."""
     seen, total = set(), 0
     for p in model.parameters():
         if p.data_ptr() not in seen:
             seen.add(p.data_ptr())
             total += p.numel()
     return total * BYTES[precision]
+
+
+def step_weight_bytes(model, precision: str) -> int:
+    """Bytes of weights one decode step reads: every weight once, except an input embedding table that is not
+    also the output layer (a step gathers only its batch's rows of it)."""
+    embedding = model.get_input_embeddings().weight
+    tied = embedding.data_ptr() == model.get_output_embeddings().weight.data_ptr()
+    return weight_bytes(model, precision) - (0 if tied else embedding.numel() * BYTES[precision])
 
 
 def decode_floor_ms(weights: int, kv_read: int, bandwidth: float | None) -> float | None:

@@ -74,10 +74,13 @@ def run_shape(request: dict) -> list[dict]:
                                      device_state=environment.gpu_state if device == "cuda" else None,
                                      window=timing.measure)
     with devices.host_exclusive(device):
+        # every verification before any teacher forcing: a forced pass may compile (its own cache), and the
+        # compile counters that verification reads are the process's
+        problems = {name: generator.verify() for name, generator in generators.items()}
         for name, record in zip(names, recs):
             if name in generators:
                 _finish(record, generators[name], trackers[name], results.get(name, []), errors.get(name),
-                        reference, models, request, session, policy)
+                        problems[name], reference, models, request, session, policy)
                 generators[name].close()
     return recs
 
@@ -137,21 +140,21 @@ def _prepare(cell, record, models, prompt, new_tokens, device):
     return generator, tracker
 
 
-def _finish(record, generator, tracker, rounds, error, reference, models, request, session, policy) -> None:
+def _finish(record, generator, tracker, rounds, error, problem, reference, models, request, session, policy) -> None:
     key = record["key"]
     try:
         if error or not rounds:
             records.finish(record, "failed", error or "no round was timed")
             return
-        problem = generator.verify()
         record["prepare"] = generator.prepare
         record["timing"] = {**stats.summarize_rounds([r["samples_ms"] for r in rounds], policy.systematic_rel),
                             "rounds": rounds, "session": session, "policy": policy_record(policy, rounds[0]["window"]["clock"])}
         record["stability"] = stability(record["timing"], record["device"], request.get("stability") or {})
         model = models[key["precision"]][0]
         record["generation"] = metrics(record["timing"], rounds, generator, model, key, request)
+        free = generator.tokens()  # the last timed generation's own tokens, before teacher forcing overwrites them
         forced = generator.teacher_forced(reference["tokens"])
-        record["accuracy"] = accuracy.judge(reference["logits"], reference["tokens"], forced, generator.tokens(),
+        record["accuracy"] = accuracy.judge(reference["logits"], reference["tokens"], forced, free,
                                             key["precision"], reference["noise"][key["precision"]])
         tracker.call(lambda: generator.generate(lambda: None))
         weights = decoder.weight_bytes(model, key["precision"])
@@ -185,7 +188,7 @@ def metrics(summary: dict, rounds: list[dict], generator, model, key: dict, requ
     read_len = cache.get("allocated_len") or (prompt_len + new_tokens // 2)
     cache["bytes"] = decoder.kv_bytes(model.config, key["precision"], batch, prompt_len + new_tokens
                                       if cache.get("allocated_len") is None else cache["allocated_len"])
-    floor = decoder.decode_floor_ms(decoder.weight_bytes(model, key["precision"]),
+    floor = decoder.decode_floor_ms(decoder.step_weight_bytes(model, key["precision"]),
                                     decoder.kv_bytes(model.config, key["precision"], batch, read_len),
                                     request.get("bandwidth_bytes_per_s"))
     return {"ttft_ms": ttft["median_ms"], "ttft_ci95_ms": ttft["ci95_ms"], "tpot_ms": tpot,
