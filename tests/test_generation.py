@@ -155,3 +155,12 @@ def test_the_default_baseline_is_transformers_generate_with_its_default_cache():
                                  "generation": copy.deepcopy(GENERATION)})
     assert config_io.generation_baseline(config) == {"backend": "generate", "precision": "fp32"}
     assert len(config_io.generation_cells(config)) == 2
+
+
+def test_tools_over_records_find_a_generation_cells_shape():
+    """retry_failed and rerun_unstable force a cell's shape bundle: a generation cell's is named by its prompt and
+    new tokens, not by a sequence length it does not have."""
+    from infbench import records
+
+    assert records.shape_stem(session.cell_key("m", "b", "static_loop", "fp16", 8, 128, 64)) == "b8_p128_n64"
+    assert records.shape_stem({"model": "m", "batch": 4, "seq_len": 16}) == "b4_s16"
