@@ -260,12 +260,7 @@ def _finish(spec: CellSpec, record: dict, runner, references, rounds: list[dict]
             record["memory"].update(tracker.record())
         measuring = sum(r["window"]["warmup_seconds"] + r["window"]["loop_seconds"] for r in rounds)
         record["cost"] = {"prepare_s": (record.get("prepare") or {}).get("seconds"), "measure_s": measuring}
-        if problem:
-            records.finish(record, "failed", problem)
-        elif not record["accuracy"]["finite"]:
-            records.finish(record, "failed", "non-finite values in the output")
-        else:
-            records.finish(record, "ok")
+        records.finish_timed(record, problem, "non-finite values in the output")
     except Exception as failure:  # noqa: BLE001
         log.error("%s failed after timing:\n%s", spec.name, traceback.format_exc())
         records.finish(record, "failed", f"{type(failure).__name__}: {records.one_line(str(failure))}")

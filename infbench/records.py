@@ -228,6 +228,16 @@ def read_bundle(path: str | Path) -> list[dict]:
     return bundle["records"]
 
 
+def finish_timed(record: dict, problem: str | None, non_finite: str) -> dict:
+    """A timed cell's status, whatever its workload: failed with its verification's problem (a fallback, a
+    recompile), failed when its output is not finite (``non_finite`` says which output), else ok."""
+    if problem:
+        return finish(record, "failed", problem)
+    if not (record.get("accuracy") or {}).get("finite", True):
+        return finish(record, "failed", non_finite)
+    return finish(record, "ok")
+
+
 def shape_stem(key: dict) -> str:
     """The file stem of a cell's shape bundle and record: b{batch}_s{seq_len} (forward) or
     b{batch}_p{prompt_len}_n{new_tokens} (generation)."""

@@ -164,12 +164,7 @@ def _finish(record, generator, tracker, rounds, error, problem, reference, model
         record["model"] = {"lm_head_scale": reference["lm_head_scale"], "build_s": models[key["precision"]][1]["build_s"],
                            "parameters": decoder.parameters(model), **decoder.geometry(model.config)}
         record["throughput"] = {"tokens_per_s": record["generation"]["tokens_per_s"]["total"]}
-        if problem:
-            records.finish(record, "failed", problem)
-        elif not record["accuracy"]["finite"]:
-            records.finish(record, "failed", "non-finite logits")
-        else:
-            records.finish(record, "ok")
+        records.finish_timed(record, problem, "non-finite logits")
     except Exception as failure:  # noqa: BLE001
         log.error("%s failed after timing:\n%s", key["backend"], traceback.format_exc())
         records.finish(record, "failed", f"{type(failure).__name__}: {records.one_line(str(failure))}")
