@@ -292,6 +292,20 @@ def tie_why(ratio: dict, practical_margin: float) -> str | None:
     return None
 
 
+def runner_up(members: list[dict], practical_margin: float) -> dict:
+    """The second-fastest of a shape's accurate cells (``members`` sorted by latency) against the fastest,
+    paired round by round: its backend, precision and latency, the ratio with its interval, and the tie call
+    (``tie_why``). Empty where the shape has one cell. Shared by the forward and the generation tables."""
+    if len(members) < 2:
+        return {}
+    best, second = members[0], members[1]
+    ratio = compare_cells(second, best)
+    why = tie_why(ratio, practical_margin)
+    return {"backend": second["key"]["backend"], "precision": second["key"]["precision"],
+            "ms": second["timing"]["median_ms"], "ratio": ratio["ratio"], "ratio_lo": ratio["lo"],
+            "ratio_hi": ratio["hi"], "tie": why is not None, "tie_why": why}
+
+
 def best_per_shape(recs: list[dict], speedup_frame: pd.DataFrame, practical_margin: float = 0.0) -> pd.DataFrame:
     """For each shape, the fastest measured (backend, precision) that passes the accuracy check; whether the
     runner-up can be told apart from it (``tie``, ``tie_why``); and the fastest PyTorch-native cell with its
@@ -310,15 +324,12 @@ def best_per_shape(recs: list[dict], speedup_frame: pd.DataFrame, practical_marg
         row = {**{k: best["key"][k] for k in SHAPE}, "backend": best["key"]["backend"],
                "precision": best["key"]["precision"], "median_ms": best["timing"]["median_ms"], "tie": False,
                "verdict": label(best["key"])}
-        if len(members) > 1:
-            second = members[1]
-            ratio = compare_cells(second, best)
-            why = tie_why(ratio, practical_margin)
-            row.update(runner_up=label(second["key"]), runner_up_backend=second["key"]["backend"],
-                       runner_up_precision=second["key"]["precision"], runner_up_ms=second["timing"]["median_ms"],
-                       runner_up_ratio=ratio["ratio"], runner_up_ratio_lo=ratio["lo"], runner_up_ratio_hi=ratio["hi"],
-                       tie=why is not None, tie_why=why,
-                       verdict=f"{label(best['key'])} ≈ {label(second['key'])} ({why})" if why else label(best["key"]))
+        second = runner_up(members, practical_margin)
+        if second:
+            name = label(members[1]["key"])
+            row.update({f"runner_up_{k}": v for k, v in second.items() if k not in ("tie", "tie_why")},
+                       runner_up=name, tie=second["tie"], tie_why=second["tie_why"],
+                       verdict=f"{label(best['key'])} ≈ {name} ({second['tie_why']})" if second["tie"] else label(best["key"]))
         native = next((r for r in members if r["key"]["engine"] in NATIVE_ENGINES), None)
         if native is not None:
             ratio = compare_cells(native, best) if native is not best else {"ratio": 1.0, "lo": 1.0, "hi": 1.0}

@@ -89,13 +89,10 @@ def best(recs: list[dict], baseline: dict | None, practical_margin: float = 0.0)
         row = {**dict(zip(SHAPE, shape)), "backend": top["key"]["backend"], "precision": top["key"]["precision"],
                "tpot_ms": top["timing"]["median_ms"], "ttft_ms": (top.get("generation") or {}).get("ttft_ms"),
                "tie": False}
-        if len(members) > 1:
-            second = members[1]
-            ratio = forward_tables.compare_cells(second, top)
-            why = forward_tables.tie_why(ratio, practical_margin)
-            row.update(runner_up_backend=second["key"]["backend"], runner_up_precision=second["key"]["precision"],
-                       runner_up_tpot_ms=second["timing"]["median_ms"], runner_up_ratio=ratio["ratio"],
-                       runner_up_ratio_lo=ratio["lo"], runner_up_ratio_hi=ratio["hi"], tie=why is not None, tie_why=why)
+        second = forward_tables.runner_up(members, practical_margin)
+        if second:
+            row.update({f"runner_up_{k}": v for k, v in second.items() if k not in ("tie", "tie_why", "ms")},
+                       runner_up_tpot_ms=second["ms"], tie=second["tie"], tie_why=second["tie_why"])
         base = measured.get((*shape, baseline["backend"], baseline["precision"])) if baseline else None
         if base is not None:
             speed = forward_tables.compare_cells(base, top)
