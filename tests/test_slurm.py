@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -47,6 +48,7 @@ def test_tiny_matrix_runs_through_slurm_with_gpu_requests_for_timing_jobs(cluste
                                                  "ort": {"engine": "onnxruntime", "options": {"graph": "exported"}}})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     os.environ["INFBENCH_FAKE_GPUS"] = "1"  # timing jobs take gpu=1, as on a GPU cluster (the node's GPU is fake)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")  # this run's jobs only: an earlier run may have used the same path
     try:
         snakemake(tmp_path, "--profile", str(REPO / "profiles/slurm"), "--configfile", "c.yaml", "--jobs", "4",
                   "--slurm-init-seconds-before-status-checks", "2", "--slurm-no-account",
@@ -60,7 +62,7 @@ def test_tiny_matrix_runs_through_slurm_with_gpu_requests_for_timing_jobs(cluste
     assert {r["device"]["lease"] for r in records} == {"0"}
     assert (tmp_path / "report/index.html").exists()
 
-    accounting = subprocess.run(["sacct", "-n", "-X", "-P", "-S", "now-1hour", "-o", "JobID,State,AllocTRES,WorkDir"],
+    accounting = subprocess.run(["sacct", "-n", "-X", "-P", "-S", started, "-o", "JobID,State,AllocTRES,WorkDir"],
                                 capture_output=True, text=True, check=True).stdout.splitlines()
     jobs = [line.split("|") for line in accounting if line.endswith(f"|{tmp_path}")]
     assert jobs and all(state == "COMPLETED" for _, state, _, _ in jobs), jobs
