@@ -58,23 +58,32 @@ def shapes_text(shapes: list[tuple[int, int]], every: int) -> str:
     return ", ".join(f"batch {b} (seq {', '.join(str(s) for s in seqs)})" for b, seqs in by_batch.items())
 
 
-def _with_display(best: pd.DataFrame, catalogue: pd.DataFrame) -> pd.DataFrame:
-    """best.csv with display names for the winner, the runner-up and the fastest PyTorch-native cell (a table
-    from before those columns gets them empty: its runner-up is then named by its config label)."""
-    from infbench.tables import BEST_COLUMNS
-
-    out = names.with_names(best.reindex(columns=list(dict.fromkeys([*BEST_COLUMNS, *best.columns]))), catalogue)
-    for prefix in ("runner_up", "native"):
+def _named(frame: pd.DataFrame, catalogue: pd.DataFrame, prefixes: tuple[str, ...]) -> pd.DataFrame:
+    """``frame`` with display names: ``display`` and ``use`` (name and precision) for its winner, and
+    ``{prefix}_display``/``{prefix}_use`` for each other backend it names in ``{prefix}_backend`` (empty where
+    that column is empty or absent). The forward and the generation tables name their cells the same way."""
+    out = names.with_names(frame, catalogue)
+    out["use"] = out["display"] + " " + out["precision"]
+    for prefix in prefixes:
         column = f"{prefix}_backend"
         out[f"{prefix}_display"] = None
-        known = out[column].notna()
+        known = out[column].notna() if column in out else pd.Series(False, index=out.index)
         if known.any():
             named = names.with_names(out[known], catalogue, column=column, prefix=f"{prefix}_")
             out.loc[known, f"{prefix}_display"] = named[f"{prefix}_display"]
-    out["use"] = out["display"] + " " + out["precision"]
-    out["runner_up_use"] = (out["runner_up_display"] + " " + out["runner_up_precision"]).where(
-        out["runner_up_display"].notna(), out["runner_up"])
-    out["native_use"] = (out["native_display"] + " " + out["native_precision"]).where(out["native_display"].notna())
+        out[f"{prefix}_use"] = (out[f"{prefix}_display"] + " " + out[f"{prefix}_precision"]).where(
+            out[f"{prefix}_display"].notna())
+    return out
+
+
+def _with_display(best: pd.DataFrame, catalogue: pd.DataFrame) -> pd.DataFrame:
+    """best.csv named (``_named``) for the winner, the runner-up and the fastest PyTorch-native cell (a table
+    from before those columns gets them empty: its runner-up is then named by its config label)."""
+    from infbench.tables import BEST_COLUMNS
+
+    out = _named(best.reindex(columns=list(dict.fromkeys([*BEST_COLUMNS, *best.columns]))), catalogue,
+                 ("runner_up", "native"))
+    out["runner_up_use"] = out["runner_up_use"].where(out["runner_up_display"].notna(), out["runner_up"])
     return out
 
 
@@ -276,28 +285,14 @@ def _geomean(values) -> float | None:
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
 
 
-def _generation_named(frame: pd.DataFrame, catalogue: pd.DataFrame, columns=("backend", "runner_up_backend",
-                                                                               "baseline_backend")) -> pd.DataFrame:
-    out = frame.copy()
-    for column in columns:
-        prefix = column.replace("backend", "")
-        known = out[column].notna() if column in out else pd.Series(False, index=out.index)
-        out[f"{prefix}display"] = None
-        if known.any():
-            out.loc[known, f"{prefix}display"] = names.with_names(out[known], catalogue, column=column)["display"]
-    return out
-
-
 def generation_groups(best: pd.DataFrame, cells: pd.DataFrame, catalogue: pd.DataFrame) -> list[dict]:
     """Per (model, prompt, new tokens), the batch sizes grouped by what to use there, in words."""
     if best is None or best.empty:
         return []
-    frame = _generation_named(best, catalogue)
+    frame = _named(best, catalogue, ("runner_up", "baseline"))
     widths = cells.assign(half_width=(cells["tpot_hi_ms"] - cells["tpot_lo_ms"]) / 2 / cells["tpot_ms"])
     frame = frame.merge(widths[["model", "backend", "precision", "batch", "prompt_len", "new_tokens", "half_width"]],
                         on=["model", "backend", "precision", "batch", "prompt_len", "new_tokens"], how="left")
-    frame["use"] = frame["display"] + " " + frame["precision"]
-    frame["runner_up_use"] = (frame["runner_up_display"] + " " + frame["runner_up_precision"]).where(frame["runner_up_display"].notna())
     frame["call"] = [" | ".join(sorted([u, r])) if bool(t) and isinstance(r, str) else u
                      for u, r, t in zip(frame["use"], frame["runner_up_use"], frame["tie"])]
     out = []
@@ -326,7 +321,7 @@ def generation_table(best: pd.DataFrame, cells: pd.DataFrame, catalogue: pd.Data
                "Tokens/s", "× floor", "Runner-up slower by [95 %]", "vs baseline", "Call", "tie"]
     if best is None or best.empty:
         return pd.DataFrame(columns=columns)
-    frame = _generation_named(best, catalogue)
+    frame = _named(best, catalogue, ("runner_up", "baseline"))
     info = cells.set_index(["model", "backend", "precision", "batch", "prompt_len", "new_tokens"])
     rows = []
     for r in frame.sort_values(["model", "prompt_len", "batch"]).itertuples(index=False):

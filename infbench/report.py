@@ -228,8 +228,13 @@ def cost_table(cost: pd.DataFrame) -> pd.DataFrame:
     return _present(cost, columns)
 
 
-def provenance(cells: pd.DataFrame, environment_table: pd.DataFrame, rounds: pd.DataFrame, config: dict) -> dict:
-    """One line: code version, device, driver, CUDA, torch, ONNX Runtime, date; each model described."""
+def provenance(cells: pd.DataFrame, environment_table: pd.DataFrame, rounds: pd.DataFrame, config: dict,
+               generation: pd.DataFrame | None = None) -> dict:
+    """One line: code version, device, driver, CUDA, torch, ONNX Runtime, date; each model described (the
+    generation cells' device and models too)."""
+    if generation is not None and not generation.empty:
+        cells = pd.concat([cells, generation.reindex(columns=[c for c in ("model", "device", "driver", "cuda")
+                                                              if c in generation])], ignore_index=True)
     def distinct(frame: pd.DataFrame, column: str) -> str:
         values = sorted({str(v) for v in frame.get(column, pd.Series(dtype=object)).dropna() if str(v) not in ("-", "")})
         return ", ".join(values)
@@ -244,7 +249,8 @@ def provenance(cells: pd.DataFrame, environment_table: pd.DataFrame, rounds: pd.
              ("measured", "" if started.empty else started.min().strftime("%Y-%m-%d"))]
     return {"items": [(k, v) for k, v in items if v],
             "models": [{"name": name, "what": describe_model(model)} for name, model in
-                       sorted((config.get("models") or {}).items()) if name in set(cells["model"])]}
+                       sorted({**(config.get("generation") or {}).get("models", {}), **(config.get("models") or {})}.items())
+                       if name in set(cells["model"])]}
 
 
 def describe_model(model: dict) -> str:
@@ -280,8 +286,9 @@ def render(tables: dict[str, pd.DataFrame], figures: dict[str, Path], config: di
     roofline = names.with_names(tables["roofline"], catalogue) if not tables["roofline"].empty else tables["roofline"]
     generation = generation_section(tables, config)
     html = env.get_template("index.html.j2").render(
+        forward=not cells.empty,  # a run that only generates has no forward part
         generation=generation,
-        provenance=provenance(cells, tables["environment"], tables["rounds"], config),
+        provenance=provenance(cells, tables["environment"], tables["rounds"], config, tables.get("generation")),
         baseline=config["baseline"],
         baseline_name=names.display_name(*_engine_options(cells, config["baseline"]["backend"]),
                                          names.labels_of(config).get(config["baseline"]["backend"])),
@@ -335,7 +342,7 @@ def generation_section(tables: dict[str, pd.DataFrame], config: dict) -> dict | 
     catalogue = names.catalogue(cells, names.labels_of(config, "generation"))
     named = _gib(names.with_names(cells, catalogue), {"backend_peak_bytes": "backend_peak_gib"})
     best = tables.get("generation_best")
-    return {"answer": answer.generation_groups(best, named, catalogue),
+    return {"total": len(named), "answer": answer.generation_groups(best, named, catalogue),
             "table": styled_fastest(answer.generation_table(best, named, catalogue)),
             "cells": styled(_present(named, GENERATION_COLUMNS), highlight="accuracy_passed"),
             "not_measured": [f"{r.display} {r.precision}: {r.status} ({str(r.reason).split(': ')[0]})"

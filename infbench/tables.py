@@ -179,7 +179,11 @@ def _row(record: dict) -> dict:
 
 
 def cells(recs: list[dict]) -> pd.DataFrame:
-    """One row per cell, every status included."""
+    """One row per cell, every status included (a run that only generates has none: the columns stay)."""
+    if not recs:
+        blank = record_io.new_record({"model": "", "backend": "", "engine": "", "precision": "", "batch": 0,
+                                    "seq_len": 0}, {}, None)
+        return pd.DataFrame(columns=list(_row(blank)))
     return pd.DataFrame([_row(r) for r in recs]).sort_values(KEY, kind="stable").reset_index(drop=True)
 
 

@@ -29,7 +29,7 @@ parser.add_argument("--practical-margin", type=float, default=0.0,
                     help="a lead below this fraction is a tie (config aggregate.practical_margin)")
 parser.add_argument("--stale", nargs="*", default=[], help="outputs downstream of the tables (the report): removed "
                     "when a corrupt record stops this job, so that the next run cannot skip them")
-parser.add_argument("--records", nargs="+", required=True)
+parser.add_argument("--records", nargs="*", default=[], help="every forward cell's record (none in a run that only generates)")
 args = parser.parse_args()
 logging.basicConfig(level=logging.INFO)
 

@@ -221,3 +221,13 @@ def test_a_validated_model_is_not_built_again_until_what_it_follows_from_changes
         with pytest.raises(matrix.ConfigError, match="num_hidden_layer"):
             matrix.model_limits("m", bad)
     assert len(calls) == 5
+
+
+def test_a_config_may_only_generate_but_not_measure_nothing():
+    config = base()
+    config["models"] = {}
+    matrix.validate(config)  # generation alone is a run
+    config = base()
+    config["models"], config["generation"]["models"] = {}, {}
+    with pytest.raises(matrix.ConfigError, match=r"^invalid config: models: empty, and generation.models too"):
+        matrix.validate(config)

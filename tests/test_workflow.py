@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -244,6 +245,24 @@ def test_new_prompt_len_runs_only_its_generation_sessions(tiny_run):
     assert set(jobs) == {"bench_generate", "generation_record", "aggregate_generation", "figures", "report", "all"}
     assert sorted(jobs["bench_generate"]) == [f"results/shapes/tiny-llama/b{b}_p16_n8.json" for b in (1, 2)]
     assert len(jobs["generation_record"]) == 6
+
+
+def test_a_run_that_only_generates_reports_generation_alone(tiny_run, tmp_path):
+    """models: {} with generation models: the forward part is absent from the DAG, its tables are empty and the
+    report is the generation's alone (no empty forward sections); the generation sessions are not redone."""
+    config = tiny_config()
+    config["models"] = {}
+    for part in ("results/device", "results/shapes"):
+        shutil.copytree(tiny_run / part, tmp_path / part)
+    jobs = dry_run(tmp_path, config)
+    assert "bench" not in jobs and "build_model" not in jobs and "bench_generate" not in jobs, jobs
+    snakemake(tmp_path, "--configfile", "changed.yaml")
+    assert pd.read_csv(tmp_path / "results/tables/cells.csv").empty
+    assert len(pd.read_csv(tmp_path / "results/tables/generation.csv")) == len(pd.read_csv(tiny_run / "results/tables/generation.csv"))
+    html = (tmp_path / "report/index.html").read_text()
+    assert '<h2 id="generation">' in html and "tiny-llama, generating" in html
+    assert 'id="fastest"' not in html and 'id="backends"' not in html and 'id="figures"' not in html
+    assert "tiny-llama: llama geometry" in html  # provenance describes the generation model
 
 
 def test_lint_is_clean():

@@ -43,10 +43,11 @@ def available(device: str, options: dict) -> str | None:
 class CountingInductor:
     """A dynamo backend equal to inductor (same mode options) that counts graph builds and graph calls."""
 
-    def __init__(self, mode: str, dynamic: bool):
+    def __init__(self, mode: str, dynamic: bool, patches: dict | None = None):
         import torch._inductor
 
-        self.config_patches = torch._inductor.list_mode_options(mode, dynamic)
+        # the mode's options, then any inductor config the entry names (e.g. coordinate_descent_tuning)
+        self.config_patches = {**torch._inductor.list_mode_options(mode, dynamic), **(patches or {})}
         self.cudagraphs = bool(self.config_patches.get("triton.cudagraphs", False))
         self.graphs_built = 0
         self.graph_calls = 0
