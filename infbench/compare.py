@@ -29,8 +29,31 @@ from infbench.tables import KEY
 
 
 def load(table_dir: Path) -> dict[str, pd.DataFrame]:
+    """A run's forward tables, and its generation cells where it generated (``generation``: None if not)."""
     table_dir = Path(table_dir)
-    return {name: pd.read_csv(table_dir / f"{name}.csv") for name in ("cells", "rounds", "environment")}
+    frames = {name: pd.read_csv(table_dir / f"{name}.csv") for name in ("cells", "rounds", "environment")}
+    generation = table_dir / "generation.csv"
+    frames["generation"] = pd.read_csv(generation) if generation.is_file() else None
+    return frames
+
+
+GENERATION_KEY = ["model", "backend", "precision", "batch", "prompt_len", "new_tokens"]
+
+
+def generation_changes(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per generation cell measured in both runs: A's time per token with its 95 % interval, B's, B/A, and
+    whether B's median is inside A's interval; the same for the first token."""
+    columns = [*GENERATION_KEY, "tpot_ms_a", "tpot_lo_ms_a", "tpot_hi_ms_a", "tpot_ms_b", "tpot_b_over_a",
+               "tpot_b_inside_a", "ttft_ms_a", "ttft_ms_b", "ttft_b_over_a"]
+    if a.get("generation") is None or b.get("generation") is None:
+        return pd.DataFrame(columns=columns)
+    ok = [g[g["status"] == "ok"][[*GENERATION_KEY, "tpot_ms", "tpot_lo_ms", "tpot_hi_ms", "ttft_ms"]]
+          for g in (a["generation"], b["generation"])]
+    both = ok[0].merge(ok[1], on=GENERATION_KEY, suffixes=("_a", "_b"))
+    both["tpot_b_over_a"] = both["tpot_ms_b"] / both["tpot_ms_a"]
+    both["tpot_b_inside_a"] = both["tpot_ms_b"].between(both["tpot_lo_ms_a"], both["tpot_hi_ms_a"])
+    both["ttft_b_over_a"] = both["ttft_ms_b"] / both["ttft_ms_a"]
+    return both[columns].sort_values(GENERATION_KEY).reset_index(drop=True)
 
 
 def changes(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame], min_change: float = 0.05) -> pd.DataFrame:
@@ -58,7 +81,8 @@ def changes(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame], min_change: 
         inside = (row["ci_lo_ms_a"] <= row["median_ms_b"] <= row["ci_hi_ms_a"]) if ratio is not None else None
         rows.append({**row, "ratio_b_over_a": ratio, "ratio_lo": lo, "ratio_hi": hi, "significant": significant,
                      "b_inside_a_interval": inside, "verdict": verdict})
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows, columns=[*cells.columns, "ratio_b_over_a", "ratio_lo", "ratio_hi", "significant",
+                                        "b_inside_a_interval", "verdict"])  # no rows: a run that only generated
     return frame.sort_values(KEY).reset_index(drop=True)
 
 
@@ -109,7 +133,10 @@ def render(a: dict, b: dict, table: pd.DataFrame, labels: tuple[str, str], min_c
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True,
                              undefined=jinja2.StrictUndefined)
     notable = table[table["verdict"] != "same"]
+    generation = generation_changes(a, b)
     html = env.get_template("compare.html.j2").render(
+        generation=styled(generation) if not generation.empty else None,
+        generation_inside=(int(generation["tpot_b_inside_a"].sum()), len(generation)),
         reproducibility=styled(reproducibility(table)),
         drift=drift,
         generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -257,6 +257,8 @@ def retype_command_line(config: dict, given: dict) -> None:
 
 
 def _check_cross_references(config: dict) -> None:
+    if not config["models"] and not config["generation"]["models"]:
+        raise ConfigError("invalid config: models: empty, and generation.models too: nothing to benchmark")
     _check_names(config)
     _check_paths(config)
     timing = config["timing"]
@@ -544,20 +546,62 @@ def check_models(config: dict) -> None:
 
 
 def check_generation_models(config: dict) -> None:
-    """A prompt and its new tokens must fit the decoder's positions (a GPT-2 has 1,024)."""
+    """Each generation model must be one transformers can generate with (a causal LM or an encoder–decoder),
+    and a prompt and its new tokens must fit its positions (a GPT-2 has 1,024; an encoder–decoder's encoder
+    takes the prompt and its decoder the new tokens, each within the limit; T5's positions are relative)."""
     section = config["generation"]
     if not section["models"]:
         return
-    longest = max(section["prompt_lens"]) + section["new_tokens"]
+    prompt = max(section["prompt_lens"])
     for name, model in section["models"].items():
         try:
             limits = model_limits(name, model)
         except ConfigError as error:
             raise ConfigError(str(error).replace(f"models.{name}", f"generation.models.{name}", 1)) from None
+        kind = generation_kind(name, model)
+        longest = max(prompt, section["new_tokens"]) if kind == "seq2seq" else prompt + section["new_tokens"]
         if limits["limit"] is not None and longest > limits["limit"]:
-            raise ConfigError(f"invalid config: generation.prompt_lens: {max(section['prompt_lens'])} + new_tokens "
-                              f"{section['new_tokens']} = {longest} exceeds generation.models.{name}'s "
+            what = (f"{prompt} or new_tokens {section['new_tokens']}" if kind == "seq2seq"
+                    else f"{prompt} + new_tokens {section['new_tokens']} = {longest}")
+            raise ConfigError(f"invalid config: generation.prompt_lens: {what} exceeds generation.models.{name}'s "
                               f"{limits['key']} ({limits['limit']})")
+
+
+def generation_kind(name: str, model: dict) -> str:
+    """'causal' or 'seq2seq': how the generation workload builds the model (AutoModelForCausalLM, or
+    AutoModelForSeq2SeqLM where its config is an encoder–decoder). Anything else, or an encoder–decoder whose
+    decoder is deeper than the layer count transformers sizes its generation caches by (T5's num_layers: its
+    generate fails), is a one-line error naming the key."""
+    found = _cached_as({"what": "generation kind", "model_type": model["model_type"],
+                        "overrides": model.get("overrides") or {}}, ("transformers",),
+                       lambda: _generation_kind(model["model_type"], model.get("overrides") or {}))
+    key = f"generation.models.{name}"
+    if found["kind"] is None:
+        raise ConfigError(f"invalid config: {key}.model_type: {model['model_type']!r} is not a causal LM or an "
+                          "encoder–decoder LM transformers can generate with (AutoModelForCausalLM, "
+                          "AutoModelForSeq2SeqLM)")
+    if found["kind"] == "seq2seq" and found["decoder_layers"] > found["cache_layers"]:
+        raise ConfigError(f"invalid config: {key}.overrides: {found['decoder_layers']} decoder layers, but "
+                          f"transformers sizes the generation caches for {found['cache_layers']} (num_hidden_layers "
+                          "of the decoder's text config): its generate would fail")
+    return found["kind"]
+
+
+def _generation_kind(model_type: str, overrides: dict) -> dict:
+    """{kind, decoder_layers, cache_layers} from transformers' auto-model tables and the built config."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES)
+
+    built = AutoConfig.for_model(model_type, **overrides)
+    if getattr(built, "is_encoder_decoder", False) and model_type in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
+        decoder = next((getattr(built, k) for k in ("num_decoder_layers", "decoder_layers")
+                        if getattr(built, k, None) is not None), built.num_hidden_layers)
+        return {"kind": "seq2seq", "decoder_layers": int(decoder),
+                "cache_layers": int(built.get_text_config(decoder=True).num_hidden_layers)}
+    if not getattr(built, "is_encoder_decoder", False) and model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return {"kind": "causal"}
+    return {"kind": None}
 
 
 def uses_hub(config: dict) -> bool:
@@ -605,7 +649,8 @@ def generation_cells(config: dict) -> list[GenerationCell]:
                        section["new_tokens"])
         for model, backend in itertools.product(sorted(section["models"]), sorted(section["backends"]))
         for precision in section["backends"][backend].get("precisions") or section["precisions"]
-        for batch, prompt_len in itertools.product(sorted(section["batch_sizes"]), sorted(section["prompt_lens"]))
+        for batch, prompt_len in itertools.product(sorted(section["models"][model].get("batch_sizes")
+                                                          or section["batch_sizes"]), sorted(section["prompt_lens"]))
     ]
 
 

@@ -252,6 +252,8 @@ def generation_request(wildcards):
                       "new_tokens": c.new_tokens},
               "options": section["backends"][c.backend]["options"]}
              for c in GEN_CELLS if (c.model, c.batch, c.prompt_len, c.new_tokens) == shape]
-    return matrix.canonical({"device": DEVICE, "spec": section["models"][wildcards.model], "timing": config["timing"],
+    # the model's spec without its batch sizes: adding a batch size leaves the other batches' sessions alone
+    spec = {k: v for k, v in section["models"][wildcards.model].items() if k != "batch_sizes"}
+    return matrix.canonical({"device": DEVICE, "spec": spec, "timing": config["timing"],
                              "stability": config["stability"], "seed": config["inputs"]["seed"], "batch": shape[1],
                              "prompt_len": shape[2], "new_tokens": shape[3], "cells": cells})

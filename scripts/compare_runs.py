@@ -49,6 +49,10 @@ def main() -> None:
     except OSError as error:
         raise SystemExit(f"compare_runs: {type(error).__name__}: {one_line(str(error))}") from None
     logging.info("compare: %s", table["verdict"].value_counts().to_dict())
+    generation = compare.generation_changes(a, b)
+    if not generation.empty:
+        logging.info("generation: %d of %d cells have B's time per token inside A's 95 %% interval",
+                     int(generation["tpot_b_inside_a"].sum()), len(generation))
     logging.info("drift between the runs, from %d cells: %s", drift["cells"], "not estimable" if drift["host_drift"] is None
                  else f"timing.host_drift {drift['host_drift']:.3f}, timing.systematic_rel {drift['systematic_rel']:.4f}")
 

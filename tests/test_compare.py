@@ -131,3 +131,25 @@ def test_coverage_matrix_counts_every_ordered_pair_by_one_runs_classes(tmp_path)
     bad = subprocess.run([sys.executable, "-m", "scripts.coverage_matrix", "--run", f"first={a}", "--run", f"rerun={b}",
                           "--classes-from", "third", "--out", str(out)], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and "--classes-from 'third'" in bad.stderr and len(bad.stderr.strip().splitlines()) <= 3
+
+
+def test_generation_rerun_is_judged_by_the_first_runs_intervals(tiny_run, tmp_path):
+    """A rerun's time per token inside or outside the first run's interval, cell by cell, on the page too."""
+    import pandas as pd
+
+    gen = pd.read_csv(tiny_run / "results/tables/generation.csv")
+    ok = gen["status"] == "ok"
+    assert ok.sum() >= 2
+    for name in ("a", "b"):
+        write_tables(tmp_path / name, [])
+    gen.to_csv(tmp_path / "a/generation.csv", index=False)
+    moved = gen.copy()
+    first = moved.index[ok][0]
+    moved.loc[first, "tpot_ms"] = moved.loc[first, "tpot_hi_ms"] * 1.5  # outside A's interval
+    moved.to_csv(tmp_path / "b/generation.csv", index=False)
+    table = compare.generation_changes(compare.load(tmp_path / "a"), compare.load(tmp_path / "b"))
+    assert len(table) == ok.sum() and table["tpot_b_inside_a"].sum() == ok.sum() - 1
+    out = tmp_path / "compare.html"
+    subprocess.run([sys.executable, "-m", "scripts.compare_runs", str(tmp_path / "a"), str(tmp_path / "b"),
+                    "--out", str(out)], cwd=REPO, check=True)
+    assert f"{ok.sum() - 1} of {ok.sum()} generation cells" in out.read_text()

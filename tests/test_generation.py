@@ -1,7 +1,9 @@
 """The generation workload on the CPU: decoding with a cache equals a full forward pass on every family the
-loop supports; the teacher-forced check passes correct paths and fails a mis-indexed cache; a recompile after
-preparation fails the compiled loop; a session writes every metric; bad generation config is one line naming
-the key; the timing window keeps TTFT, steps and per-position medians."""
+loop supports (causal LMs: Llama, Qwen2, GPT-2; encoder–decoders: T5, BART); the teacher-forced check passes
+correct paths and fails a mis-indexed cache; an encoder–decoder's loop encodes each generation's prompt, compiled
+too; a recompile after preparation fails the compiled loop; a session writes every metric, an encoder–decoder's
+cross-attention cache too, and its tables follow; bad generation config is one line naming the key; the timing
+window keeps TTFT, steps and per-position medians."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import torch
 
 from infbench import config as config_io
 from infbench.measure.timing import TimingPolicy
-from infbench.workloads.generate import accuracy, backends, session, timing
+from infbench.workloads.generate import accuracy, backends, session, tables, timing
 from infbench.workloads.generate import model as decoder
 
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -23,6 +25,11 @@ FAMILIES = {
     "llama-mha": {**TINY, "num_key_value_heads": 4},
     "qwen2": {**TINY, "num_key_value_heads": 2},
     "gpt2": {"n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 512, "n_positions": 64},
+    # encoder–decoders: T5 (relative positions, tied output layer scaled by d_model^-0.5), BART (learned positions)
+    "t5": {"d_model": 64, "d_ff": 128, "num_layers": 2, "num_heads": 4, "d_kv": 16, "vocab_size": 512},
+    "bart": {"d_model": 64, "encoder_ffn_dim": 128, "decoder_ffn_dim": 128, "encoder_layers": 2, "decoder_layers": 2,
+             "encoder_attention_heads": 4, "decoder_attention_heads": 4, "vocab_size": 512,
+             "max_position_embeddings": 64},
 }
 PROMPT, NEW = 8, 6
 
@@ -31,11 +38,20 @@ def _spec(family: str) -> dict:
     return {"model_type": family.split("-")[0], "overrides": FAMILIES[family], "seed": 0}
 
 
+def _built(family: str):
+    model, facts = decoder.build(_spec(family), "cpu")
+    prompt = session.prompt_ids(int(model.config.vocab_size), 2, PROMPT, 0, "cpu")
+    return family, model, prompt, accuracy.reference(model, prompt, NEW)
+
+
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def built(request):
-    model, facts = decoder.build(_spec(request.param), "cpu")
-    prompt = session.prompt_ids(int(model.config.vocab_size), 2, PROMPT, 0, "cpu")
-    return request.param, model, prompt, accuracy.reference(model, prompt, NEW)
+    return _built(request.param)
+
+
+@pytest.fixture(scope="module")
+def t5():
+    return _built("t5")
 
 
 def test_decoding_with_a_cache_equals_a_full_forward_pass(built):
@@ -50,6 +66,54 @@ def test_decoding_with_a_cache_equals_a_full_forward_pass(built):
         assert (generator.tokens() == reference["tokens"]).all(), (family, engine, options)
         verdict = accuracy.judge(reference["logits"], reference["tokens"], forced, generator.tokens(), "fp32")
         assert verdict["passed"] and verdict["teacher_forced_top1"] == 1.0 and verdict["first_divergence"] is None
+
+
+def test_an_encoder_decoder_caches_self_and_cross_attention(t5):
+    """transformers' generate and the loop both hold an EncoderDecoderCache: a self-attention cache of the
+    decoder's new_tokens positions and a cross-attention cache of the prompt's; the logits are scaled at the
+    decoder's final norm (the encoder's input embeddings are the output layer's, left alone)."""
+    from transformers import EncoderDecoderCache
+
+    _, model, prompt, reference = t5
+    loop = backends.prepare("static_loop", model, prompt, NEW, {})
+    assert isinstance(loop.cache, EncoderDecoderCache) and loop.first == 1
+    assert [layer.max_cache_len for layer in loop.cache.self_attention_cache.layers] == [NEW] * 2
+    assert [layer.max_cache_len for layer in loop.cache.cross_attention_cache.layers] == [PROMPT] * 2
+    assert loop.cache_info == {"kind": "static", "allocated_len": NEW, "cross_len": PROMPT}
+    static = backends.prepare("hf_generate", model, prompt, NEW, {"cache": "static"})
+    assert static.cache_info == loop.cache_info
+    assert decoder.build(_spec("t5"), "cpu")[1]["lm_head_scaled"] == "decoder.final_layer_norm"
+    geometry = decoder.geometry(model.config)
+    assert geometry["layers"] == 2 and geometry["head_dim"] == 16 and geometry["positions"] == 0
+    # a step reads the decoder and the (tied) output layer, not the encoder
+    encoder = {p.data_ptr(): p.numel() for p in model.get_encoder().parameters()}
+    shared = model.get_input_embeddings().weight
+    encoder_only = sum(n for ptr, n in encoder.items() if ptr != shared.data_ptr())
+    assert decoder.step_weight_bytes(model, "fp32") == decoder.weight_bytes(model, "fp32") - 4 * encoder_only
+
+
+def test_an_encoder_decoder_loop_encodes_every_generations_prompt(t5):
+    """Prefill clears the cross-attention cache's is_updated flags and fill counters: a new prompt written into
+    the loop's prompt buffer is encoded and attended to, not the last generation's keys and values."""
+    _, model, prompt, _ = t5
+    loop = backends.prepare("static_loop", model, prompt.clone(), NEW, {})  # its own prompt buffer
+    other = session.prompt_ids(int(model.config.vocab_size), 2, PROMPT, 1, "cpu")
+    expected = accuracy.reference(model, other, NEW)
+    loop.prompt.copy_(other)
+    np.testing.assert_allclose(loop.teacher_forced(expected["tokens"]), expected["logits"], rtol=0, atol=1e-4)
+
+
+def test_a_compiled_encoder_decoder_loop_is_one_graph_per_phase(t5):
+    """Prefill and step compile (fullgraph) with the cache's Python-side flags inside them, equal the full forward
+    pass, and neither recompiles across generations (the step always finds the cross-attention cached)."""
+    _, model, prompt, reference = t5
+    generator = backends.prepare("static_loop", model, prompt, NEW, {"compile": True})
+    generator.warmed()
+    forced = generator.teacher_forced(reference["tokens"])
+    np.testing.assert_allclose(forced, reference["logits"], rtol=0, atol=1e-4)
+    generator.generate(lambda: None)
+    assert (generator.tokens() == reference["tokens"]).all()
+    assert generator.prepare["graphs"] == 2 and generator.verify() is None  # caches allocated before the trace
 
 
 def test_a_misindexed_cache_fails_the_teacher_forced_check(built):
@@ -78,7 +142,7 @@ def test_a_recompile_after_preparation_fails_the_compiled_loop():
     prompt = session.prompt_ids(512, 1, PROMPT, 0, "cpu")
     generator = backends.prepare("static_loop", model, prompt, NEW, {"compile": True})
     generator.warmed()
-    assert generator.prepare["compiled"] and generator.prepare["graphs"] >= 2 and generator.verify() is None
+    assert generator.prepare["compiled"] and generator.prepare["graphs"] == 2 and generator.verify() is None
     generator.logits = torch.zeros_like(generator.logits, dtype=torch.float64)  # a guard that no longer holds
     generator.generate(lambda: None)
     assert "recompile" in (generator.verify() or "")
@@ -124,6 +188,33 @@ def test_a_session_records_every_metric_and_says_what_could_not_run():
     assert recs["loop"]["generation"]["cache"]["allocated_len"] == PROMPT + NEW
 
 
+def test_an_encoder_decoder_session_records_both_caches_and_its_tables_follow():
+    cells = [{"key": session.cell_key("t5", b, e, "fp32", 2, PROMPT, NEW), "options": o}
+             for b, e, o in (("generate", "hf_generate", {}), ("loop", "static_loop", {}),
+                             ("wrong", "static_loop", {"fault_misindexed_cache": True}))]
+    request = {"device": "cpu", "batch": 2, "prompt_len": PROMPT, "new_tokens": NEW, "spec": _spec("t5"), "seed": 0,
+               "timing": {"warmup_s": 0.0, "warmup_min_iters": 1, "min_iters": 5, "max_iters": 3, "budget_s": 0.2,
+                          "target_ci_rel_width": 0.05, "rounds": 2}, "cells": cells, "bandwidth_bytes_per_s": 1e10}
+    recs = session.run_shape(request)
+    config = decoder.config_of(_spec("t5"))
+    by_name = {r["key"]["backend"]: r for r in recs}
+    for name in ("generate", "loop"):
+        record = by_name[name]
+        assert record["status"] == "ok" and record["accuracy"]["passed"], record.get("reason")
+        cache = record["generation"]["cache"]
+        assert cache["cross_len"] == PROMPT and cache["cross_bytes"] == decoder.kv_bytes(config, "fp32", 2, PROMPT)
+        assert cache["bytes"] == decoder.kv_bytes(config, "fp32", 2, NEW)  # the decoder's positions, not the prompt's
+        assert record["generation"]["floor_ms"] > 0 and record["model"]["seq2seq"] and record["model"]["encoder_layers"] == 2
+    assert by_name["generate"]["generation"]["floor_read_len"] == NEW // 2
+    assert by_name["loop"]["generation"]["floor_read_len"] == NEW
+    assert by_name["wrong"]["status"] == "ok" and not by_name["wrong"]["accuracy"]["passed"]
+    frames = tables.build(recs, {"backend": "generate", "precision": "fp32"})
+    rows = frames["generation"].set_index("backend")
+    assert rows.loc["loop", "cross_kv_bytes"] == decoder.kv_bytes(config, "fp32", 2, PROMPT)
+    best = frames["generation_best"]
+    assert len(best) == 1 and best["backend"].iloc[0] in ("generate", "loop")  # never the failing cache path
+
+
 GENERATION = {"models": {"tl": {"model_type": "llama", "overrides": FAMILIES["llama"]}},
               "backends": {"generate": {"engine": "hf_generate"}, "loop": {"engine": "static_loop"}},
               "prompt_lens": [16], "new_tokens": 8}
@@ -138,6 +229,12 @@ GENERATION = {"models": {"tl": {"model_type": "llama", "overrides": FAMILIES["ll
     (lambda g: g.update(baseline={"backend": "nope", "precision": "fp32"}), "generation.baseline.backend"),
     (lambda g: g["backends"]["loop"].update(precisions=["bf16"]), "generation.backends.loop.precisions"),
     (lambda g: g.update(new_tokens=0), "generation.new_tokens"),
+    (lambda g: g["models"].update(x={"model_type": "vit"}), "generation.models.x.model_type"),  # not an LM
+    (lambda g: g["models"].update(x={"model_type": "no-such-model"}), "generation.models.x.model_type"),
+    (lambda g: g["models"].update(x={"model_type": "t5", "overrides": {"num_layers": 1, "num_decoder_layers": 2}}),
+     "generation.models.x.overrides"),  # transformers' generate sizes its caches by num_layers
+    (lambda g: g["models"].update(x={"model_type": "bart", "overrides": {"max_position_embeddings": 8}}),
+     "generation.prompt_lens"),
 ])
 def test_bad_generation_config_is_one_line_naming_the_key(change, key):
     generation = copy.deepcopy(GENERATION)
@@ -148,6 +245,19 @@ def test_bad_generation_config_is_one_line_naming_the_key(change, key):
         config_io.check_generation_models(config_io.validate(config))
     message = str(error.value)
     assert message.startswith(f"invalid config: {key}") and "\n" not in message, message
+
+
+def test_an_encoder_decoders_positions_are_checked_per_stack():
+    """T5's positions are relative: no prompt is too long for it. BART's encoder takes the prompt and its decoder
+    the new tokens, each within max_position_embeddings, not their sum."""
+    generation = copy.deepcopy(GENERATION)
+    generation["models"] = {"t5": _spec("t5"), "bart": {"model_type": "bart", "overrides": FAMILIES["bart"]}}
+    generation.update(prompt_lens=[64], new_tokens=64)
+    config = {"device": "cpu", "models": {"b": {"model_type": "bert"}}, "backends": {"eager": {"engine": "torch"}},
+              "generation": generation}
+    config_io.check_generation_models(config_io.validate(config))
+    assert config_io.generation_kind("t5", generation["models"]["t5"]) == "seq2seq"
+    assert config_io.generation_kind("tl", GENERATION["models"]["tl"]) == "causal"
 
 
 def test_the_default_baseline_is_transformers_generate_with_its_default_cache():

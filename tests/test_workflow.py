@@ -222,18 +222,21 @@ def test_generation_cells_tables_and_report(tiny_run):
     """The tiny config's generation part ran end to end: a record per cell, the generation tables, the report's
     generation section with its figure and answer line."""
     generation = pd.read_csv(tiny_run / "results/tables/generation.csv")
-    assert len(generation) == 3 * 2  # generate, loop, trt-llm × batch 1, 2
+    assert len(generation) == 3 * 2 + 3  # generate, loop, trt-llm × tiny-llama at batch 1, 2 and tiny-t5 at batch 2
     ok = generation[generation["status"] == "ok"]
     assert set(ok["backend"]) == {"generate", "loop"} and ok["accuracy_passed"].all()
     assert (ok["tpot_lo_ms"] <= ok["tpot_ms"]).all() and (ok["tpot_ms"] <= ok["tpot_hi_ms"]).all()
     assert (ok["ttft_ms"] > 0).all() and (ok["tpot_over_floor"] > 1).all() and (ok["teacher_forced_top1"] == 1).all()
     assert (generation[generation["backend"] == "trt-llm"]["status"] == "unavailable").all()
     best = pd.read_csv(tiny_run / "results/tables/generation_best.csv")
-    assert sorted(best["batch"]) == [1, 2] and set(best["baseline_backend"]) == {"generate"}
+    assert sorted(best["batch"]) == [1, 2, 2] and set(best["baseline_backend"]) == {"generate"}
     record = json.loads((tiny_run / "results/cells/tiny-llama/loop/fp32/b2_p8_n8.json").read_text())
     assert record["key"]["workload"] == "generate" and record["generation"]["cache"]["allocated_len"] == 16
+    t5 = json.loads((tiny_run / "results/cells/tiny-t5/loop/fp32/b2_p8_n8.json").read_text())["generation"]["cache"]
+    assert t5["allocated_len"] == 8 and t5["cross_len"] == 8  # decoder positions; the encoded prompt's
     html = (tiny_run / "report/index.html").read_text()
     assert '<h2 id="generation">' in html and "tiny-llama, generating (prompt 8, 8 new tokens)" in html
+    assert "tiny-t5, generating (prompt 8, 8 new tokens)" in html
     assert "TensorRT-LLM fp32: unavailable" in html
     assert (tiny_run / "results/figures/generation_tpot.png").stat().st_size > 10_000
 
@@ -243,8 +246,17 @@ def test_new_prompt_len_runs_only_its_generation_sessions(tiny_run):
     config["generation"]["prompt_lens"].append(16)
     jobs = dry_run(tiny_run, config)
     assert set(jobs) == {"bench_generate", "generation_record", "aggregate_generation", "figures", "report", "all"}
-    assert sorted(jobs["bench_generate"]) == [f"results/shapes/tiny-llama/b{b}_p16_n8.json" for b in (1, 2)]
-    assert len(jobs["generation_record"]) == 6
+    assert sorted(jobs["bench_generate"]) == [*(f"results/shapes/tiny-llama/b{b}_p16_n8.json" for b in (1, 2)),
+                                              "results/shapes/tiny-t5/b2_p16_n8.json"]
+    assert len(jobs["generation_record"]) == 9
+
+
+def test_a_models_new_batch_size_runs_only_its_sessions(tiny_run):
+    config = tiny_config()
+    config["generation"]["models"]["tiny-t5"]["batch_sizes"] = [1, 2]
+    jobs = dry_run(tiny_run, config)
+    assert jobs["bench_generate"] == ["results/shapes/tiny-t5/b1_p8_n8.json"]
+    assert len(jobs["generation_record"]) == 3
 
 
 def test_a_run_that_only_generates_reports_generation_alone(tiny_run, tmp_path):

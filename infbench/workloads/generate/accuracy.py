@@ -1,9 +1,9 @@
 """Accuracy of generation: teacher-forced against the fp32 eager greedy sequence, aware of near-ties.
 
 The reference is the fp32 eager model's greedy continuation of the prompt (its logits per step from one
-cache-free forward over prompt + continuation: no cache path of any backend is trusted to make it). Each
-backend's own cache path is fed that same sequence (``Generator.teacher_forced``) and its logits per step
-compared with the reference's:
+cache-free forward over prompt + continuation -- of an encoder–decoder, over the prompt and the decoder's start
+token + continuation: no cache path of any backend is trusted to make it). Each backend's own cache path is fed
+that same sequence (``Generator.teacher_forced``) and its logits per step compared with the reference's:
 
 - top-1 agreement over the steps where the reference's top-1 margin (top1 − top2 logit) is above the
   precision's noise (``margin`` × the logits' std): a near-tie may flip in any correct implementation, and
@@ -38,9 +38,26 @@ def reference(model, prompt, new_tokens: int) -> dict:
     with torch.inference_mode():
         generated = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
                                    min_new_tokens=new_tokens, do_sample=False, pad_token_id=0, eos_token_id=None)
-        tokens = generated[:, prompt.shape[1]:]
-        logits = model(input_ids=generated).logits[:, prompt.shape[1] - 1:-1].float().cpu().numpy()
+        tokens = generated[:, -new_tokens:]  # a causal LM returns the prompt first, a decoder its start token
+        logits = forward_logits(model, prompt, tokens)
     return {"tokens": tokens.cpu().numpy(), "logits": logits}
+
+
+def forward_logits(model, prompt, tokens) -> np.ndarray:
+    """The logits [batch, new_tokens, vocab] (fp32, host) that predicted each of ``tokens``, from one
+    cache-free forward: a causal LM over prompt + tokens; an encoder–decoder over the prompt (encoder) and its
+    start token + tokens but the last (decoder, teacher-forced)."""
+    import torch
+
+    from infbench.workloads.generate.model import decoder_start, is_seq2seq
+
+    tokens = torch.as_tensor(tokens, device=prompt.device)
+    if is_seq2seq(model.config):
+        start = torch.full_like(tokens[:, :1], decoder_start(model.config))
+        decoder_input = torch.cat([start, tokens[:, :-1]], dim=1)
+        return model(input_ids=prompt, decoder_input_ids=decoder_input).logits.float().cpu().numpy()
+    sequence = torch.cat([prompt, tokens], dim=1)
+    return model(input_ids=sequence).logits[:, prompt.shape[1] - 1:-1].float().cpu().numpy()
 
 
 def precision_noise(model, prompt, reference: dict) -> dict:
@@ -49,8 +66,7 @@ def precision_noise(model, prompt, reference: dict) -> dict:
     import torch
 
     with torch.inference_mode():
-        sequence = torch.cat([prompt, torch.as_tensor(reference["tokens"], device=prompt.device)], dim=1)
-        logits = model(input_ids=sequence).logits[:, prompt.shape[1] - 1:-1].float().cpu().numpy()
+        logits = forward_logits(model, prompt, reference["tokens"])
     error = logits - reference["logits"]
     return {"rel": float(np.linalg.norm(error) / (np.linalg.norm(reference["logits"]) or 1.0)),
             "step_abs": np.abs(error).max(axis=-1)}

@@ -17,14 +17,24 @@ Engines (the config's ``engine``):
   gone, kernels unchanged); ``compile`` compiles both with TorchDynamo (fullgraph; ``mode`` as inductor's),
   counted so that an eager fallback or a recompile fails the cell;
 - ``tensorrt_llm``: ``unavailable`` unless its package imports (it is not installable on this project's hosts).
+
+An encoder–decoder (T5) generates through the same engines: ``generate`` builds transformers'
+``EncoderDecoderCache`` (self-attention cache + cross-attention cache, dynamic or static) itself; the loop
+(``Seq2SeqLoop``) holds one of two static caches -- self-attention for the ``new_tokens`` decoder positions,
+cross-attention for the prompt's ``prompt_len`` -- and its prefill is the encoder over the prompt plus the first
+decoder step from the start token (which computes and stores the cross-attention keys and values); each decode
+step is the decoder over one token, reusing them.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 from typing import Callable
 
 import numpy as np
+
+from infbench.workloads.generate.model import decoder_start, geometry, is_seq2seq
 
 ENGINES = ("hf_generate", "static_loop", "tensorrt_llm")
 
@@ -111,8 +121,12 @@ class HFGenerate(Generator):
         self.mask = torch.ones_like(prompt)
         self.marks = _Marks(prompt.shape[0], str(prompt.device.type))
         self.last = None
-        allocated = prompt.shape[1] + new_tokens
+        self.seq2seq = is_seq2seq(model.config)
+        # what transformers' static cache is allocated for: prompt + new tokens, or a decoder's new_tokens positions
+        allocated = new_tokens if self.seq2seq else prompt.shape[1] + new_tokens
         self.cache_info = {"kind": "static" if self.static else "dynamic", "allocated_len": allocated if self.static else None}
+        if self.seq2seq:
+            self.cache_info["cross_len"] = prompt.shape[1]
         self.compiled = self.static and prompt.device.type == "cuda"  # transformers compiles on accelerators only
         self.kwargs = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False,
                        "stopping_criteria": self.marks.criteria, "pad_token_id": 0, "eos_token_id": None}
@@ -132,21 +146,34 @@ class HFGenerate(Generator):
         self.counts_after_prepare = _dynamo_counts()
 
     def tokens(self) -> np.ndarray:
-        return self.last[:, self.prompt.shape[1]:].cpu().numpy()
+        return self.last[:, -self.new_tokens:].cpu().numpy()  # after the prompt, or after the decoder's start
 
     def teacher_forced(self, reference) -> np.ndarray:
         """The reference tokens through the same model and cache kind (static: transformers' compiled decode
         call, as ``generate`` uses it), one position at a time."""
         import torch
-        from transformers import DynamicCache, StaticCache
 
         with torch.inference_mode():
-            length = self.prompt.shape[1] + self.new_tokens
-            cache = StaticCache(config=self.model.config, max_cache_len=length) if self.static else DynamicCache()
             step_call = self.model
             if self.compiled:
                 step_call = self.model.get_compiled_call(self.model.generation_config.compile_config)
-            return _teacher_force(self.model, step_call, cache, self.prompt, reference)
+            if self.seq2seq:
+                return _teacher_force_seq2seq(self.model, step_call, self._cache(), self.prompt, reference)
+            return _teacher_force(self.model, step_call, self._cache(), self.prompt, reference)
+
+    def _cache(self):
+        """A fresh cache of the kind ``generate`` builds for this cell (transformers' _prepare_cache_for_generation):
+        sized from the decoder's text config; an encoder–decoder's wraps a self- and a cross-attention cache."""
+        from transformers import DynamicCache, EncoderDecoderCache, StaticCache
+
+        config = self.model.config.get_text_config(decoder=True)
+        if not self.static:
+            return EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config)) if self.seq2seq \
+                else DynamicCache()
+        cache = StaticCache(config=config, max_cache_len=self.cache_info["allocated_len"])
+        if self.seq2seq:
+            return EncoderDecoderCache(cache, StaticCache(config=config, max_cache_len=self.prompt.shape[1]))
+        return cache
 
     def verify(self) -> str | None:
         if not self.compiled or self.counts_after_prepare is None:
@@ -176,67 +203,120 @@ def _teacher_force(model, step_call, cache, prompt, reference) -> np.ndarray:
     return torch.stack(logits, 1).numpy()
 
 
+def _teacher_force_seq2seq(model, step_call, cache, prompt, reference) -> np.ndarray:
+    """An encoder–decoder's ``_teacher_force``: the encoder over the prompt once, the decoder from its start
+    token (filling the cross-attention cache), then every reference token but the last, one at a time."""
+    import torch
+
+    encoded = model.get_encoder()(input_ids=prompt)
+    token = torch.full((prompt.shape[0], 1), decoder_start(model.config), dtype=torch.long, device=prompt.device)
+    out = model(encoder_outputs=encoded, decoder_input_ids=token, past_key_values=cache, use_cache=True)
+    logits = [out.logits[:, -1].float().cpu()]
+    ref = torch.as_tensor(reference, device=prompt.device)
+    for i in range(ref.shape[1] - 1):
+        out = step_call(encoder_outputs=encoded, decoder_input_ids=ref[:, i:i + 1], past_key_values=cache,
+                        use_cache=True)
+        logits.append(out.logits[:, -1].float().cpu())
+    return torch.stack(logits, 1).numpy()
+
+
 class StaticLoop(Generator):
     """infbench's decode loop: static cache, everything a step needs on the device, optionally compiled and
     captured in CUDA graphs (prefill and step each captured once, replayed for every generation)."""
 
     def __init__(self, model, prompt, new_tokens: int, options: dict, fault: bool = False):
         import torch
-        from transformers import StaticCache
 
         super().__init__(model, prompt, new_tokens)
         batch, length = prompt.shape
         device = prompt.device
-        self.cache = StaticCache(config=model.config, max_cache_len=length + new_tokens)
-        self.cache_info = {"kind": "static", "allocated_len": length + new_tokens}
+        self.cache = self._allocate()
+        self._initialize()
+        self.first = length  # the cache position of the first generated token, fed back in the first step
         self.prefill_positions = torch.arange(length, device=device)
         self.position = torch.zeros(1, dtype=torch.long, device=device)
         self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.out = torch.zeros(batch, new_tokens, dtype=torch.long, device=device)
         self.logits = torch.zeros(batch, int(model.config.vocab_size), dtype=torch.float32, device=device)
-        self.length = length
         self.fault = fault  # a deliberately wrong cache path, for the accuracy check's tests
         self.backend = None
         self._prefill, self._step = self._prefill_eager, self._step_eager
         if options.get("compile"):
             from infbench.engines.torch_compile import CountingInductor
 
-            self.backend = CountingInductor(options.get("mode", "default"), False)
+            patches = {"coordinate_descent_tuning": True} if options.get("coordinate_descent") else None
+            self.backend = CountingInductor(options.get("mode", "default"), False, patches)
             self._prefill = torch.compile(self._prefill_eager, backend=self.backend, fullgraph=True)
             self._step = torch.compile(self._step_eager, backend=self.backend, fullgraph=True)
         self.graphs = None
 
-    def _lengths(self) -> list:
-        """The cache's own fill counters (transformers' static layers index their writes by these, not by the
-        cache_position passed in): tensors on the device once the cache has been written to."""
-        return [layer.cumulative_length for layer in self.cache.layers
+    def _allocate(self):
+        """The loop's static cache, sized for prompt + new tokens (its tensors: ``_initialize``)."""
+        from transformers import StaticCache
+
+        allocated = self.prompt.shape[1] + self.new_tokens
+        self.cache_info = {"kind": "static", "allocated_len": allocated}
+        return StaticCache(config=self.model.config, max_cache_len=allocated)
+
+    def _initialize(self) -> None:
+        """Allocate the caches' tensors now, outside any trace: transformers allocates them on the first write,
+        which in a compiled prefill is inside the trace (a graph the second prefill compiles again without, and
+        tensors not marked as static addresses)."""
+        g = geometry(self.model.config)
+        for cache in self._caches():
+            cache.early_initialization(self.prompt.shape[0], g["kv_heads"], g["head_dim"], self.model.dtype,
+                                       self.prompt.device)
+
+    def _self_attention(self) -> list:
+        """The caches a decode step writes to (the fault mis-indexes these)."""
+        return [self.cache]
+
+    def _caches(self) -> list:
+        """Every cache a generation fills (prefill restarts all of them)."""
+        return [self.cache]
+
+    @staticmethod
+    def _lengths(caches: list) -> list:
+        """The caches' own fill counters (transformers' static layers index their writes by these, not by the
+        cache_position passed in): tensors on the device once the cache's tensors are allocated."""
+        return [layer.cumulative_length for cache in caches for layer in cache.layers
                 if hasattr(layer, "cumulative_length") and not isinstance(layer.cumulative_length, int)]
+
+    def _restart(self) -> None:
+        """A new generation: every cache is overwritten from position 0."""
+        for filled in self._lengths(self._caches()):
+            filled.zero_()
+
+    def _prefill_forward(self):
+        return self.model(input_ids=self.prompt, past_key_values=self.cache, cache_position=self.prefill_positions,
+                          use_cache=True)
+
+    def _step_forward(self):
+        return self.model(input_ids=self.token, past_key_values=self.cache, cache_position=self.position,
+                          use_cache=True)
 
     def _prefill_eager(self):
         import torch
 
-        for filled in self._lengths():  # a new generation: the cache is overwritten from position 0
-            filled.zero_()
-        out = self.model(input_ids=self.prompt, past_key_values=self.cache, cache_position=self.prefill_positions,
-                         use_cache=True)
+        self._restart()
+        out = self._prefill_forward()
         self.logits.copy_(out.logits[:, -1])
         first = torch.argmax(self.logits, dim=-1, keepdim=True)
         self.token.copy_(first)
         self.out[:, :1].copy_(first)
-        self.position.fill_(self.length)
+        self.position.fill_(self.first)
 
     def _step_eager(self):
         import torch
 
-        out = self.model(input_ids=self.token, past_key_values=self.cache, cache_position=self.position,
-                         use_cache=True)
+        out = self._step_forward()
         if self.fault:  # the fault engine's mis-indexed cache: every step overwrites the previous step's slot
-            for filled in self._lengths():
+            for filled in self._lengths(self._self_attention()):
                 filled.sub_(1)
         self.logits.copy_(out.logits[:, -1])
         nxt = torch.argmax(self.logits, dim=-1, keepdim=True)
         self.token.copy_(nxt)
-        self.out.index_copy_(1, self.position - self.length + 1, nxt)
+        self.out.index_copy_(1, self.position - self.first + 1, nxt)
         self.position.add_(1)
 
     def capture(self) -> None:
@@ -308,6 +388,72 @@ class StaticLoop(Generator):
         return None
 
 
+class Seq2SeqLoop(StaticLoop):
+    """infbench's loop for an encoder–decoder: transformers' ``EncoderDecoderCache`` of two static caches,
+    self-attention for the ``new_tokens`` decoder positions (the start token and every generated token but the
+    last), cross-attention for the prompt's positions.
+
+    Prefill is the encoder over the prompt (its output kept in a fixed buffer) and the decoder's first step from
+    the start token, which computes the cross-attention keys and values and stores them; a decode step is the
+    decoder over one token, reusing them. Which of the two a cross-attention layer does is decided by the cache's
+    Python-side ``is_updated`` flags, so prefill clears them itself: every generation recomputes the prompt's
+    keys and values, and so does a CUDA graph captured or a graph compiled from this prefill (the step, captured
+    or traced after a prefill, finds them set)."""
+
+    def __init__(self, model, prompt, new_tokens: int, options: dict, fault: bool = False):
+        import torch
+        from transformers.modeling_outputs import BaseModelOutput
+
+        super().__init__(model, prompt, new_tokens, options, fault)
+        batch, length = prompt.shape
+        self.first = 1  # the decoder position of the first generated token: the start token is at 0
+        self.start = torch.full((batch, 1), decoder_start(model.config), dtype=torch.long, device=prompt.device)
+        self.encoded = torch.zeros(batch, length, geometry(model.config)["hidden"], dtype=model.dtype,
+                                   device=prompt.device)
+        self.encoder_outputs = BaseModelOutput(last_hidden_state=self.encoded)
+
+    def _allocate(self):
+        from transformers import EncoderDecoderCache, StaticCache
+
+        config = _decoder_cache_config(self.model.config)
+        self.cache_info = {"kind": "static", "allocated_len": self.new_tokens, "cross_len": self.prompt.shape[1]}
+        return EncoderDecoderCache(StaticCache(config=config, max_cache_len=self.new_tokens),
+                                   StaticCache(config=config, max_cache_len=self.prompt.shape[1]))
+
+    def _self_attention(self) -> list:
+        return [self.cache.self_attention_cache]
+
+    def _caches(self) -> list:
+        return [self.cache.self_attention_cache, self.cache.cross_attention_cache]
+
+    def _restart(self) -> None:
+        """Both caches from position 0, and every layer's cross-attention marked not computed yet."""
+        super()._restart()
+        for layer in self.cache.is_updated:
+            self.cache.is_updated[layer] = False
+
+    def _prefill_forward(self):
+        self.encoded.copy_(self.model.get_encoder()(input_ids=self.prompt).last_hidden_state)
+        return self._decode(self.start)
+
+    def _step_forward(self):
+        return self._decode(self.token)
+
+    def _decode(self, token):
+        """The decoder over one token. The encoder's output is passed for its shape (the cross-attention mask);
+        whether its keys and values are computed or read from the cache is the cache's ``is_updated``."""
+        return self.model(encoder_outputs=self.encoder_outputs, decoder_input_ids=token, past_key_values=self.cache,
+                          use_cache=True)
+
+
+def _decoder_cache_config(config):
+    """The config a decoder's static caches are sized from: the decoder's own layer count (transformers'
+    StaticCache reads num_hidden_layers, which is T5's encoder depth, num_layers)."""
+    decoder = copy.deepcopy(config.get_text_config(decoder=True))
+    decoder.num_hidden_layers = geometry(config)["layers"]
+    return decoder
+
+
 def prepare(engine: str, model, prompt, new_tokens: int, options: dict) -> Generator:
     """The backend's generator, warmed up (compiled, captured) outside any timed window."""
     import time
@@ -318,7 +464,8 @@ def prepare(engine: str, model, prompt, new_tokens: int, options: dict) -> Gener
     if engine == "hf_generate":
         generator = HFGenerate(model, prompt, new_tokens, options)
     elif engine == "static_loop":
-        generator = StaticLoop(model, prompt, new_tokens, options, fault=bool(options.get("fault_misindexed_cache")))
+        loop = Seq2SeqLoop if is_seq2seq(model.config) else StaticLoop
+        generator = loop(model, prompt, new_tokens, options, fault=bool(options.get("fault_misindexed_cache")))
         if options.get("cuda_graph"):
             generator.capture()
     else:

@@ -25,7 +25,7 @@ from infbench.cell import stability
 from infbench.measure import memory, stats
 from infbench.measure.rounds import run_rounds
 from infbench.measure.timing import TimingPolicy, policy_record
-from infbench.workloads.generate import accuracy, backends, model as decoder, timing
+from infbench.workloads.generate import accuracy, backends, model as decoder, profile, timing
 
 log = logging.getLogger("infbench.generate")
 
@@ -152,6 +152,9 @@ def _finish(record, generator, tracker, rounds, error, problem, reference, model
         record["stability"] = stability(record["timing"], record["device"], request.get("stability") or {})
         model = models[key["precision"]][0]
         record["generation"] = metrics(record["timing"], rounds, generator, model, key, request)
+        record["generation"]["kernels"] = profile.with_gap(profile.kernels_per_token(generator.generate, key["new_tokens"])
+                                                           if request["device"] == "cuda" else None,
+                                                           record["generation"]["tpot_ms"])
         free = generator.tokens()  # the last timed generation's own tokens, before teacher forcing overwrites them
         forced = generator.teacher_forced(reference["tokens"])
         record["accuracy"] = accuracy.judge(reference["logits"], reference["tokens"], forced, free,
@@ -161,8 +164,9 @@ def _finish(record, generator, tracker, rounds, error, problem, reference, model
         record["memory"] = {**tracker.record(), "weights_bytes": weights,
                             "what": "the backend's own memory (cache, buffers, graphs, workspaces) above the "
                                     "shared weights; weights_bytes: the model's, shared by the precision's backends"}
-        record["model"] = {"lm_head_scale": reference["lm_head_scale"], "build_s": models[key["precision"]][1]["build_s"],
-                           "parameters": decoder.parameters(model), **decoder.geometry(model.config)}
+        record["model"] = {"lm_head_scale": reference["lm_head_scale"], "lm_head_scaled": reference["lm_head_scaled"],
+                           "build_s": models[key["precision"]][1]["build_s"], "parameters": decoder.parameters(model),
+                           "seq2seq": decoder.is_seq2seq(model.config), **decoder.geometry(model.config)}
         record["throughput"] = {"tokens_per_s": record["generation"]["tokens_per_s"]["total"]}
         records.finish_timed(record, problem, "non-finite logits")
     except Exception as failure:  # noqa: BLE001
@@ -177,14 +181,19 @@ def metrics(summary: dict, rounds: list[dict], generator, model, key: dict, requ
     ttft = stats.summarize_rounds([r["ttft_ms"] for r in rounds])
     firsts = [r["step_medians_ms"][0] for r in rounds if r["step_medians_ms"]]
     lasts = [r["step_medians_ms"][-1] for r in rounds if r["step_medians_ms"]]
-    batch, prompt_len, new_tokens = key["batch"], key["prompt_len"], key["new_tokens"]
+    batch, prompt_len, new_tokens, precision = key["batch"], key["prompt_len"], key["new_tokens"], key["precision"]
     cache = dict(generator.cache_info)
+    # the positions a self-attention cache holds at the end: prompt + new tokens, or a decoder's new_tokens (its
+    # start token and every generated token but the last)
+    full = new_tokens if decoder.is_seq2seq(model.config) else prompt_len + new_tokens
     # what a step reads: a static cache attends over its whole allocated length; a dynamic one over what is filled
-    read_len = cache.get("allocated_len") or (prompt_len + new_tokens // 2)
-    cache["bytes"] = decoder.kv_bytes(model.config, key["precision"], batch, prompt_len + new_tokens
-                                      if cache.get("allocated_len") is None else cache["allocated_len"])
-    floor = decoder.decode_floor_ms(decoder.step_weight_bytes(model, key["precision"]),
-                                    decoder.kv_bytes(model.config, key["precision"], batch, read_len),
+    read_len = cache.get("allocated_len") or (full - new_tokens + new_tokens // 2)
+    cache["bytes"] = decoder.kv_bytes(model.config, precision, batch, cache.get("allocated_len") or full)
+    kv_read = decoder.kv_bytes(model.config, precision, batch, read_len)
+    if "cross_len" in cache:  # an encoder–decoder's step also attends over the prompt's cross-attention cache
+        cache["cross_bytes"] = decoder.kv_bytes(model.config, precision, batch, cache["cross_len"])
+        kv_read += cache["cross_bytes"]
+    floor = decoder.decode_floor_ms(decoder.step_weight_bytes(model, precision), kv_read,
                                     request.get("bandwidth_bytes_per_s"))
     return {"ttft_ms": ttft["median_ms"], "ttft_ci95_ms": ttft["ci95_ms"], "tpot_ms": tpot,
             "tpot_ci95_ms": summary["ci95_ms"],

@@ -1,7 +1,8 @@
 """The generation tables, derived from the generation records like the forward ones (infbench.tables).
 
 - ``generation.csv``: one row per generation cell (every status): TPOT with its interval, TTFT with its
-  interval, the first and last decode step, tokens/s, end to end, the cache, the floor and TPOT over it,
+  interval, the first and last decode step, tokens/s, end to end, the cache (an encoder–decoder's
+  cross-attention cache's bytes beside its self-attention cache's), the floor and TPOT over it,
   accuracy (teacher-forced agreement, logits error, first divergence), memory, preparation;
 - ``generation_best.csv``: per generation shape (model, batch, prompt_len, new_tokens), the backend with the
   lowest TPOT among those that pass the accuracy check, the runner-up's TPOT over the winner's (paired round
@@ -48,7 +49,7 @@ def _row(record: dict) -> dict:
         "tokens_per_s": (gen.get("tokens_per_s") or {}).get("total"),
         "tokens_per_s_per_sequence": (gen.get("tokens_per_s") or {}).get("per_sequence"),
         "rounds": timing.get("rounds_n"), "clock": (timing.get("policy") or {}).get("clock"), "cache": cache.get("kind"), "cache_allocated_len": cache.get("allocated_len"),
-        "kv_bytes": cache.get("bytes"), "floor_ms": gen.get("floor_ms"), "tpot_over_floor": gen.get("tpot_over_floor"),
+        "kv_bytes": cache.get("bytes"), "cross_kv_bytes": cache.get("cross_bytes"), "floor_ms": gen.get("floor_ms"), "tpot_over_floor": gen.get("tpot_over_floor"),
         "accuracy_passed": acc.get("passed"), "teacher_forced_top1": acc.get("teacher_forced_top1"),
         "clear_steps": acc.get("clear_steps"), "logits_rel_err": acc.get("logits_rel_err"),
         "first_divergence": acc.get("first_divergence"), "prepare_s": prep.get("seconds"),
