@@ -57,11 +57,17 @@ gpu-report: $(GPU_VENV)/.installed
 
 # The published H100 reference's figures and page, rendered again from its own tables (no GPU needed)
 REFERENCE ?= report/reference/h100
+GENERATION_REFERENCE ?= report/reference/h100-generation
 reference-report: venv
 	$(RUN) python -m scripts.plot_figures --tables-dir $(REFERENCE) --peaks $(REFERENCE)/peaks.json \
 		--baseline '{"backend": "eager", "precision": "fp32"}' --out-dir results/reference-figures
 	$(RUN) python -m scripts.render_report --tables-dir $(REFERENCE) --figures-dir results/reference-figures \
 		--config-file config/gpu.yaml --evidence reproducibility/ --out $(REFERENCE)/index.html
+	$(RUN) python -m scripts.plot_figures --tables-dir $(GENERATION_REFERENCE) --peaks $(GENERATION_REFERENCE)/peaks.json \
+		--baseline '{"backend": "eager", "precision": "fp32"}' --out-dir results/reference-figures-generation
+	$(RUN) python -m scripts.render_report --tables-dir $(GENERATION_REFERENCE) \
+		--figures-dir results/reference-figures-generation --config-file config/gpu-generation.yaml \
+		--out $(GENERATION_REFERENCE)/index.html
 
 test: test-venv
 	$(RUN) python -m pytest

@@ -43,7 +43,8 @@ HEADERS = {
     "backend_peak_gib": "Peak memory (GiB)", "prompt_len": "Prompt", "new_tokens": "New tokens",
     "tpot_ms": "Per token (ms)", "tpot_lo_ms": "95 % low (ms)", "tpot_hi_ms": "95 % high (ms)",
     "ttft_ms": "First token (ms)", "first_step_ms": "First step (ms)", "last_step_ms": "Last step (ms)",
-    "tpot_over_floor": "× floor", "cache": "Cache", "cache_allocated_len": "Allocated length",
+    "tpot_over_floor": "× floor", "kernels_per_token": "Kernels per token", "busy_share": "Device busy share",
+    "cache": "Cache", "cache_allocated_len": "Allocated length",
     "teacher_forced_top1": "Top-1 agreement", "logits_rel_err": "Logits rel. error", "first_divergence": "Leaves reference at",
     "prepare_s": "Setup (s)", "recompiles": "Recompiles", "backend_held_gib": "Held memory (GiB)", "memory_method": "Measured by",
     "device_peak_gib": "Session device peak (GiB)", "peak_gib": "Session host peak (GiB)",
@@ -51,7 +52,7 @@ HEADERS = {
     "temp_c_after": "Temperature (°C)", "power_w_after": "Power (W)", "cells": "Cells", "backends": "Backends",
 }
 FORMATS = {"tpot_ms": "{:.3g}", "tpot_lo_ms": "{:.3g}", "tpot_hi_ms": "{:.3g}", "ttft_ms": "{:.3g}",
-           "first_step_ms": "{:.3g}", "last_step_ms": "{:.3g}", "tpot_over_floor": "{:.2f}", "prepare_s": "{:.1f}",
+           "first_step_ms": "{:.3g}", "last_step_ms": "{:.3g}", "tpot_over_floor": "{:.2f}", "kernels_per_token": "{:.0f}", "busy_share": "{:.2f}", "prepare_s": "{:.1f}",
            "teacher_forced_top1": "{:.3f}", "logits_rel_err": "{:.1e}", "first_divergence": "{:.0f}",
            "cache_allocated_len": "{:.0f}", "prompt_len": "{:.0f}", "new_tokens": "{:.0f}", "recompiles": "{:.0f}",
            "median_ms": "{:.3g}", "ci_lo_ms": "{:.3g}", "ci_hi_ms": "{:.3g}", "round_min_ms": "{:.3g}",
@@ -235,6 +236,9 @@ def provenance(cells: pd.DataFrame, environment_table: pd.DataFrame, rounds: pd.
     if generation is not None and not generation.empty:
         cells = pd.concat([cells, generation.reindex(columns=[c for c in ("model", "device", "driver", "cuda")
                                                               if c in generation])], ignore_index=True)
+        environment_table = pd.concat([environment_table, generation.reindex(columns=[c for c in ("git_commit", "torch")
+                                                                                      if c in generation])],
+                                      ignore_index=True)
     def distinct(frame: pd.DataFrame, column: str) -> str:
         values = sorted({str(v) for v in frame.get(column, pd.Series(dtype=object)).dropna() if str(v) not in ("-", "")})
         return ", ".join(values)
@@ -330,7 +334,7 @@ def render(tables: dict[str, pd.DataFrame], figures: dict[str, Path], config: di
 
 GENERATION_COLUMNS = ["model", "display", "precision", "batch", "prompt_len", "new_tokens", "status", "tpot_ms",
                       "tpot_lo_ms", "tpot_hi_ms", "ttft_ms", "first_step_ms", "last_step_ms", "tokens_per_s",
-                      "tpot_over_floor", "cache", "cache_allocated_len", "accuracy_passed", "teacher_forced_top1",
+                      "tpot_over_floor", "kernels_per_token", "busy_share", "cache", "cache_allocated_len", "accuracy_passed", "teacher_forced_top1",
                       "logits_rel_err", "first_divergence", "backend_peak_gib", "prepare_s", "recompiles", "reason"]
 
 

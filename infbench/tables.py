@@ -434,4 +434,7 @@ def write_all(record_paths, baseline: dict, out_dir: Path, peaks: dict | None = 
 
 
 def read_all(table_dir: Path) -> dict[str, pd.DataFrame]:
+    """A run's forward tables; empty ones (with their columns) where it only generated (no cells.csv)."""
+    if not (Path(table_dir) / "cells.csv").is_file():
+        return build([], {"backend": None, "precision": None})
     return {name: pd.read_csv(Path(table_dir) / f"{name}.csv") for name in TABLES}

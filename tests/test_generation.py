@@ -184,6 +184,9 @@ def test_a_session_records_every_metric_and_says_what_could_not_run():
         assert gen["cache"]["bytes"] == decoder.kv_bytes(decoder.config_of(_spec("llama")), "fp32", 2, PROMPT + NEW)
         assert record["accuracy"]["passed"] and record["memory"]["weights_bytes"] > 0
         assert len(record["timing"]["rounds"]) == 2 and record["model"]["lm_head_scale"] > 1
+        assert gen["kernels"] is None  # profiled on a GPU only
+        phases = record["session_phases"]
+        assert set(phases) == {"prepare_s", "rounds_s", "finish_s"} and min(phases.values()) > 0
     assert recs["generate"]["generation"]["cache"] == {**recs["generate"]["generation"]["cache"], "kind": "dynamic"}
     assert recs["loop"]["generation"]["cache"]["allocated_len"] == PROMPT + NEW
 
@@ -274,3 +277,14 @@ def test_tools_over_records_find_a_generation_cells_shape():
 
     assert records.shape_stem(session.cell_key("m", "b", "static_loop", "fp16", 8, 128, 64)) == "b8_p128_n64"
     assert records.shape_stem({"model": "m", "batch": 4, "seq_len": 16}) == "b4_s16"
+
+
+def test_kernels_per_token_say_how_busy_a_step_was():
+    from infbench.workloads.generate import profile
+
+    step = profile.with_gap({"kernels_per_token": 300.0, "kernel_ms_per_token": 1.2}, 1.5)
+    assert step["busy_share"] == pytest.approx(0.8) and step["gap_ms"] == pytest.approx(0.3)
+    overlapped = profile.with_gap({"kernels_per_token": 10.0, "kernel_ms_per_token": 2.0}, 1.5)  # streams overlap
+    assert overlapped["busy_share"] == 1.0 and overlapped["gap_ms"] == 0.0
+    assert profile.with_gap(None, 1.5) is None
+    assert profile.kernels_per_token(lambda mark: None, 8) is None  # no GPU here: nothing to count

@@ -19,6 +19,7 @@ from test_report_sections import BASELINE, _gpu_frames, _order_frames, _render, 
 from infbench import config as config_io
 from infbench import figures, report, tables
 from infbench.figures import FIGURES
+from infbench.workloads.generate import tables as generation_tables
 
 ARTIFACTS = REPO / "test-artifacts"
 
@@ -115,6 +116,27 @@ def test_h100_reference_reads_in_five_screens(browser, tmp_path):
     assert "ONNX Runtime fused + CUDA graphs fp16" in geometry["answer"]
     assert re.search(r"Not measured: TensorRT: 36 unavailable", geometry["answer"])
     assert "Reproducibility evidence" in geometry["answer"]
+    _assert_rendered(browser, browser.find_elements("css selector", "img"))
+
+
+def test_generation_reference_answers_alone_on_the_first_screen(browser, tmp_path):
+    """The published generation reference (a run that only generated), rendered from its own tables: the answer
+    names a backend with a time per token on the first screen; no empty forward section; short."""
+    import json
+
+    gen_reference = REPO / "report/reference/h100-generation"
+    frames = {**tables.read_all(gen_reference), **generation_tables.read_all(gen_reference)}
+    config = config_io.load(REPO / "config/gpu-generation.yaml")
+    paths = figures.write_all(frames, {"backend": None, "precision": None}, tmp_path / "figures",
+                              json.loads((gen_reference / "peaks.json").read_text()))
+    report.render(frames, paths, config, tmp_path / "index.html")
+    browser.get((tmp_path / "index.html").as_uri())
+    geometry = _page_checks(browser, "generation-reference.png")
+    assert geometry["answerTop"] < SCREEN / 3 and geometry["answerBottom"] <= SCREEN, geometry
+    assert re.search(r"static-cache loop[^\n]* at batch [^\n]*\d ms per token", geometry["answer"])
+    assert geometry["height"] <= 3 * SCREEN, f"{geometry['height'] / SCREEN:.1f} screens"
+    assert geometry["width"] <= geometry["viewport"], "the page overflows sideways"
+    assert not browser.find_elements("css selector", "#fastest") and not browser.find_elements("css selector", "#figures")
     _assert_rendered(browser, browser.find_elements("css selector", "img"))
 
 

@@ -75,6 +75,10 @@ class Generator:
     def teacher_forced(self, reference) -> np.ndarray:
         raise NotImplementedError
 
+    def warm_forcing(self) -> None:
+        """Compile whatever the teacher-forced pass will call, during preparation: a compile after the rounds
+        would hold the host (and every other session's rounds) for minutes."""
+
     def warmed(self) -> None:
         """Called once every backend of the session is prepared (compile counters are the process's): from
         here on, a compile or a recording is the timed path's."""
@@ -144,6 +148,14 @@ class HFGenerate(Generator):
     def warmed(self) -> None:
         """After the warm-up generations: compiles and graph recordings from here on are the timed path's."""
         self.counts_after_prepare = _dynamo_counts()
+
+    def warm_forcing(self) -> None:
+        """transformers' compiled decode call, called as the teacher-forced pass calls it (its own keyword
+        arguments: a graph of its own), compiled now on a stand-in sequence of the reference's shape."""
+        if self.compiled:
+            import torch
+
+            self.teacher_forced(torch.zeros(self.prompt.shape[0], self.new_tokens, dtype=torch.long))
 
     def tokens(self) -> np.ndarray:
         return self.last[:, -self.new_tokens:].cpu().numpy()  # after the prompt, or after the decoder's start
@@ -472,6 +484,7 @@ def prepare(engine: str, model, prompt, new_tokens: int, options: dict) -> Gener
         raise ValueError(f"unknown generation engine {engine!r}")
     for _ in range(2):  # compiles, lazy allocations, transformers' graph recordings for this cache size
         generator.generate(lambda: None)
+    generator.warm_forcing()
     if prompt.device.type == "cuda":
         torch.cuda.synchronize()
     backend = getattr(generator, "backend", None)

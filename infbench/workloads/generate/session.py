@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+import time
 import traceback
 import uuid
 import zlib
@@ -55,6 +56,7 @@ def run_shape(request: dict) -> list[dict]:
         record["device"] = environment.cpu_device(request.get("threads", 1)) if device == "cpu" else environment.cuda_device()
         recs.append(record)
     names = [f"{c['key']['backend']}/{c['key']['precision']}" for c in request["cells"]]
+    clock = time.perf_counter()
     with devices.host_shared(device):
         prompt, reference, models = _prepare_models(request, recs, spec, device, batch, prompt_len, new_tokens)
         for name, cell, record in zip(names, request["cells"], recs):
@@ -65,14 +67,21 @@ def run_shape(request: dict) -> list[dict]:
                 generators[name], trackers[name] = generator, tracker
     for generator in generators.values():  # after every backend's preparation: compile counters are global
         generator.warmed()
+    phases = {"prepare_s": time.perf_counter() - clock}
+    log.info("session prepared in %.1f s: %s", phases["prepare_s"], ", ".join(
+        f"{n} {g.prepare.get('seconds', 0):.1f} s" for n, g in generators.items()))
     session = uuid.uuid4().hex[:12]
     results, errors = {}, {}
+    clock = time.perf_counter()
     if generators:
         results, errors = run_rounds({n: g.generate for n, g in generators.items()}, policy,
                                      timing.marks_for(device, new_tokens), request.get("seed", 0),
                                      hold=lambda: devices.host_exclusive(device),
                                      device_state=environment.gpu_state if device == "cuda" else None,
                                      window=timing.measure)
+    phases["rounds_s"] = time.perf_counter() - clock  # waiting for the host's timing lock included
+    log.info("rounds done in %.1f s", phases["rounds_s"])
+    clock = time.perf_counter()
     with devices.host_exclusive(device):
         # every verification before any teacher forcing: a forced pass may compile (its own cache), and the
         # compile counters that verification reads are the process's
@@ -82,6 +91,10 @@ def run_shape(request: dict) -> list[dict]:
                 _finish(record, generators[name], trackers[name], results.get(name, []), errors.get(name),
                         problems[name], reference, models, request, session, policy)
                 generators[name].close()
+    phases["finish_s"] = time.perf_counter() - clock
+    log.info("verified, profiled and judged in %.1f s", phases["finish_s"])
+    for record in recs:  # what the session's phases cost (every cell of the shape shares them)
+        record["session_phases"] = {k: round(v, 2) for k, v in phases.items()}
     return recs
 
 

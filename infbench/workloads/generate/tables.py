@@ -39,6 +39,7 @@ def _row(record: dict) -> dict:
     tpot_ci = gen.get("tpot_ci95_ms") or [None, None]
     ttft_ci = gen.get("ttft_ci95_ms") or [None, None]
     model = record.get("model") or {}
+    kernels = gen.get("kernels") or {}
     own, weights = mem.get("backend_peak_bytes"), mem.get("weights_bytes")
     return {
         **{k: record["key"].get(k) for k in KEY}, "options": json.dumps(record.get("options") or {}, sort_keys=True),
@@ -50,6 +51,8 @@ def _row(record: dict) -> dict:
         "tokens_per_s_per_sequence": (gen.get("tokens_per_s") or {}).get("per_sequence"),
         "rounds": timing.get("rounds_n"), "clock": (timing.get("policy") or {}).get("clock"), "cache": cache.get("kind"), "cache_allocated_len": cache.get("allocated_len"),
         "kv_bytes": cache.get("bytes"), "cross_kv_bytes": cache.get("cross_bytes"), "floor_ms": gen.get("floor_ms"), "tpot_over_floor": gen.get("tpot_over_floor"),
+        "kernels_per_token": kernels.get("kernels_per_token"), "kernel_ms_per_token": kernels.get("kernel_ms_per_token"),
+        "busy_share": kernels.get("busy_share"), "gap_ms": kernels.get("gap_ms"),
         "accuracy_passed": acc.get("passed"), "teacher_forced_top1": acc.get("teacher_forced_top1"),
         "clear_steps": acc.get("clear_steps"), "logits_rel_err": acc.get("logits_rel_err"),
         "first_divergence": acc.get("first_divergence"), "prepare_s": prep.get("seconds"),
@@ -57,7 +60,9 @@ def _row(record: dict) -> dict:
         "backend_peak_bytes": None if own is None else own + (weights or 0), "weights_bytes": weights,
         "memory_method": mem.get("backend_method"), "lm_head_scale": model.get("lm_head_scale"),
         "parameters": model.get("parameters"), "model_build_s": model.get("build_s"),
-        "device": (record.get("device") or {}).get("name"), "log": record.get("log"),
+        "device": (record.get("device") or {}).get("name"), "driver": (record.get("device") or {}).get("driver"),
+        "cuda": (record.get("device") or {}).get("cuda"), "git_commit": (record.get("env") or {}).get("git_commit"),
+        "torch": (record.get("env") or {}).get("torch"), "log": record.get("log"),
     }
 
 
