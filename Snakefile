@@ -30,6 +30,7 @@ include: "rules/model.smk"
 include: "rules/onnx.smk"
 include: "rules/engines.smk"
 include: "rules/bench.smk"
+include: "rules/generate_ort.smk"
 include: "rules/generate.smk"
 include: "rules/report.smk"
 

@@ -676,7 +676,8 @@ def _check_generation(config: dict) -> None:
         if extra:
             raise ConfigError(f"invalid config: generation.backends.{name}.precisions: {extra} not in "
                               f"generation.precisions {section['precisions']}")
-        if entry["engine"] == "static_loop" and options.get("cuda_graph") and config["device"] == "cpu":
+        if entry["engine"] in ("static_loop", "ort_genai", "ort_decoder") and options.get("cuda_graph") \
+                and config["device"] == "cpu":
             raise ConfigError(f"invalid config: generation.backends.{name}.options.cuda_graph: CUDA graphs need "
                               "device cuda")
     baseline = section.get("baseline")

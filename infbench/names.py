@@ -21,7 +21,7 @@ def family(engine: str, options: dict | None = None) -> str:
     options = options or {}
     if engine in ("tensorrt", "torch_tensorrt") or (engine == "onnxruntime" and options.get("provider") == "tensorrt"):
         return "TensorRT"
-    if engine == "onnxruntime":
+    if engine in ("onnxruntime", "ort_genai", "ort_decoder"):
         return "ONNX Runtime"
     if engine in ("torch", "torch_compile", "aot_inductor", "hf_generate", "static_loop"):
         return "PyTorch"
@@ -64,6 +64,10 @@ def display_name(engine: str, options: dict | None = None, label: str | None = N
         return "static-cache loop" + (f", {' + '.join(parts)}" if parts else ", eager")
     if engine == "tensorrt_llm":
         return "TensorRT-LLM"
+    if engine == "ort_genai":
+        return "onnxruntime-genai" + graphs
+    if engine == "ort_decoder":
+        return "ONNX Runtime exported decoder" + graphs
     return engine
 
 

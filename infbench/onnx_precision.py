@@ -12,7 +12,8 @@ from infbench.onnx_graphs import check_graph, write_sidecar
 KEEP_FP32_OPS = ("LayerNormalization", "Softmax")
 
 
-def to_typed(graph_path: Path, out: Path, precision: str) -> dict:
+def to_typed(graph_path: Path, out: Path, precision: str, keep_io_types: bool | list[str] = True,
+             keep_fp32_ops: tuple[str, ...] = (), external_data: bool = False) -> dict:
     """The graph with fp16 (or bf16) weights and activations, converted after fusion (the fusion patterns
     match fp32 graphs only).
 
@@ -20,6 +21,10 @@ def to_typed(graph_path: Path, out: Path, precision: str) -> dict:
     precision. LayerNormalization and Softmax stay fp32 (with casts around them) besides ORT's default list:
     this is what a strongly typed TensorRT-RTX build runs, and ORT's fused ops are unaffected. bf16 is the
     fp16 conversion retyped (ONNX Runtime's converter knows only fp16); its weights round from fp32.
+    ``keep_io_types``: the inputs and outputs that stay fp32 (a list of names), or all of them (True) -- a
+    generation decoder keeps its logits fp32 and takes and returns its KV cache typed. ``keep_fp32_ops``: more
+    ops kept fp32 (a bf16 graph: ops whose ONNX schema takes no bfloat16, e.g. Sin and Cos at opset 18).
+    ``external_data``: the weights in ``<out>.data`` beside the graph (a graph above protobuf's 2 GB).
     """
     import onnx
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
@@ -27,12 +32,16 @@ def to_typed(graph_path: Path, out: Path, precision: str) -> dict:
     source = onnx.load(str(graph_path))
     fp32_weights = {t.name: onnx.numpy_helper.to_array(t) for t in source.graph.initializer
                     if t.data_type == onnx.TensorProto.FLOAT}
-    model = convert_float_to_float16(source, keep_io_types=True,
-                                     op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(KEEP_FP32_OPS))
+    blocked = list(DEFAULT_OP_BLOCK_LIST) + list(KEEP_FP32_OPS) + list(keep_fp32_ops)
+    model = convert_float_to_float16(source, keep_io_types=keep_io_types, op_block_list=blocked)
     model = _topologically_sorted(_without_duplicate_nodes(model))
     if precision == "bf16":
         _retype_fp16_to_bf16(model, fp32_weights)
-    onnx.save(model, str(out))
+    if external_data:
+        onnx.save(model, str(out), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=f"{Path(out).name}.data")
+    else:
+        onnx.save(model, str(out))
     check_graph(out)
     return write_sidecar(out, {"converter": "onnxruntime.transformers.float16 (keep_io_types)",
                                "precision": precision, "kept_fp32_ops": list(KEEP_FP32_OPS),

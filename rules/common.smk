@@ -9,6 +9,7 @@ sys.path.insert(0, workflow.basedir)
 from infbench import config as matrix
 from infbench import aoti, devices, engines, names, trt_build, worker
 from infbench.environment import detect_device
+from infbench.workloads.generate import ort_build
 from snakemake.settings.types import DeploymentMethod
 
 USE_CONTAINERS = DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
@@ -250,10 +251,50 @@ def generation_request(wildcards):
     cells = [{"key": {"workload": "generate", "model": c.model, "backend": c.backend, "engine": c.engine,
                       "precision": c.precision, "batch": c.batch, "prompt_len": c.prompt_len,
                       "new_tokens": c.new_tokens},
-              "options": section["backends"][c.backend]["options"]}
+              "options": generation_cell_options(c)}
              for c in GEN_CELLS if (c.model, c.batch, c.prompt_len, c.new_tokens) == shape]
     # the model's spec without its batch sizes: adding a batch size leaves the other batches' sessions alone
     spec = {k: v for k, v in section["models"][wildcards.model].items() if k != "batch_sizes"}
     return matrix.canonical({"device": DEVICE, "spec": spec, "timing": config["timing"],
                              "stability": config["stability"], "seed": config["inputs"]["seed"], "batch": shape[1],
                              "prompt_len": shape[2], "new_tokens": shape[3], "cells": cells})
+
+
+# The ONNX Runtime generation backends' model directories (rules/generate_ort.smk): one per (model, engine,
+# precision), for the cells that read one (ort_build.needs_build: not an unsupported cell, nor where the library
+# is missing); each shape session that has such cells takes them as inputs.
+def generation_artifact(cell):
+    """The manifest a generation cell reads, or None."""
+    spec = config["generation"]["models"][cell.model]
+    if not ort_build.needs_build(cell.engine, spec, cell.precision, DEVICE):
+        return None
+    return ort_build.artifact_path(cell.engine, cell.model, cell.precision)
+
+
+def generation_artifacts(wildcards):
+    """The directories (manifests) a generation shape session reads: only its ORT cells'."""
+    shape = (wildcards.model, int(wildcards.batch), int(wildcards.prompt_len), int(wildcards.new_tokens))
+    paths = {generation_artifact(c) for c in GEN_CELLS if (c.model, c.batch, c.prompt_len, c.new_tokens) == shape}
+    return sorted(p for p in paths if p)
+
+
+def generation_cell_options(cell):
+    """A generation cell's options as its request carries them: the backend's, and the manifest it reads."""
+    options = dict(config["generation"]["backends"][cell.backend]["options"])
+    artifact = generation_artifact(cell)
+    if artifact:
+        options["artifact"] = artifact
+    return options
+
+
+def ort_build_params(engine, wildcards):
+    spec = config["generation"]["models"][wildcards.model]
+    return matrix.canonical(ort_build.build_params(engine, spec, wildcards.precision, DEVICE))
+
+
+def ort_genai_params(wildcards):
+    return ort_build_params("ort_genai", wildcards)
+
+
+def export_decoder_params(wildcards):
+    return ort_build_params("ort_decoder", wildcards)

@@ -5,6 +5,7 @@
 rule bench_generate:
     input:
         peaks=rules.device_peaks.output.peaks,
+        artifacts=generation_artifacts,
     output:
         bundle=f"results/shapes/{GEN_SHAPE_PATH}.json",
     params:

@@ -222,11 +222,18 @@ def test_generation_cells_tables_and_report(tiny_run):
     """The tiny config's generation part ran end to end: a record per cell, the generation tables, the report's
     generation section with its figure and answer line."""
     generation = pd.read_csv(tiny_run / "results/tables/generation.csv")
-    assert len(generation) == 3 * 2 + 3  # generate, loop, trt-llm × tiny-llama at batch 1, 2 and tiny-t5 at batch 2
+    # generate, loop, trt-llm, ort-genai, ort-decoder × tiny-llama at batch 1, 2 and tiny-t5 at batch 2
+    assert len(generation) == 5 * 3
     ok = generation[generation["status"] == "ok"]
-    assert set(ok["backend"]) == {"generate", "loop"} and ok["accuracy_passed"].all()
+    assert set(ok["backend"]) == {"generate", "loop", "ort-genai", "ort-decoder"} and ok["accuracy_passed"].all()
+    assert set(ok[ok["backend"].str.startswith("ort-")]["model"]) == {"tiny-llama"}
+    t5_ort = generation[(generation["model"] == "tiny-t5") & generation["backend"].str.startswith("ort-")]
+    assert (t5_ort["status"] == "unsupported").all() and t5_ort["reason"].str.contains("encoder–decoder").all()
     assert (ok["tpot_lo_ms"] <= ok["tpot_ms"]).all() and (ok["tpot_ms"] <= ok["tpot_hi_ms"]).all()
-    assert (ok["ttft_ms"] > 0).all() and (ok["tpot_over_floor"] > 1).all() and (ok["teacher_forced_top1"] == 1).all()
+    assert (ok["ttft_ms"] > 0).all() and (ok["tpot_over_floor"] > 0).all() and (ok["teacher_forced_top1"] == 1).all()
+    # the PyTorch paths are launch-bound, far above the floor; onnxruntime-genai's C++ loop over a 0.5 MB model that
+    # stays in the CPU's caches may step faster than the floor's copy bandwidth (memory, not cache) allows
+    assert (ok[ok["backend"].isin(["generate", "loop"])]["tpot_over_floor"] > 1).all()
     assert (generation[generation["backend"] == "trt-llm"]["status"] == "unavailable").all()
     best = pd.read_csv(tiny_run / "results/tables/generation_best.csv")
     assert sorted(best["batch"]) == [1, 2, 2] and set(best["baseline_backend"]) == {"generate"}
@@ -248,7 +255,7 @@ def test_new_prompt_len_runs_only_its_generation_sessions(tiny_run):
     assert set(jobs) == {"bench_generate", "generation_record", "aggregate_generation", "figures", "report", "all"}
     assert sorted(jobs["bench_generate"]) == [*(f"results/shapes/tiny-llama/b{b}_p16_n8.json" for b in (1, 2)),
                                               "results/shapes/tiny-t5/b2_p16_n8.json"]
-    assert len(jobs["generation_record"]) == 9
+    assert len(jobs["generation_record"]) == 15  # no ONNX Runtime model is rebuilt for a new prompt length
 
 
 def test_a_models_new_batch_size_runs_only_its_sessions(tiny_run):
@@ -256,7 +263,7 @@ def test_a_models_new_batch_size_runs_only_its_sessions(tiny_run):
     config["generation"]["models"]["tiny-t5"]["batch_sizes"] = [1, 2]
     jobs = dry_run(tiny_run, config)
     assert jobs["bench_generate"] == ["results/shapes/tiny-t5/b1_p8_n8.json"]
-    assert len(jobs["generation_record"]) == 3
+    assert len(jobs["generation_record"]) == 5
 
 
 def test_a_run_that_only_generates_reports_generation_alone(tiny_run, tmp_path):
@@ -264,7 +271,7 @@ def test_a_run_that_only_generates_reports_generation_alone(tiny_run, tmp_path):
     report is the generation's alone (no empty forward sections); the generation sessions are not redone."""
     config = tiny_config()
     config["models"] = {}
-    for part in ("results/device", "results/shapes"):
+    for part in ("results/device", "results/shapes", "results/generation"):
         shutil.copytree(tiny_run / part, tmp_path / part)
     jobs = dry_run(tmp_path, config)
     assert "bench" not in jobs and "build_model" not in jobs and "bench_generate" not in jobs, jobs

@@ -16,7 +16,10 @@ Engines (the config's ``engine``):
   fixed sequence of kernels; ``cuda_graph`` captures prefill and the step once and replays them (launch cost
   gone, kernels unchanged); ``compile`` compiles both with TorchDynamo (fullgraph; ``mode`` as inductor's),
   counted so that an eager fallback or a recompile fails the cell;
-- ``tensorrt_llm``: ``unavailable`` unless its package imports (it is not installable on this project's hosts).
+- ``tensorrt_llm``: ``unavailable`` unless its package imports (it is not installable on this project's hosts);
+- ``ort_genai``, ``ort_decoder``: ONNX Runtime -- onnxruntime-genai's generator, and infbench's loop over its own
+  exported decoder with the cache bound in place -- over directories built once per model by the workflow
+  (infbench/workloads/generate/ort.py, ort_build.py).
 
 An encoder–decoder (T5) generates through the same engines: ``generate`` builds transformers'
 ``EncoderDecoderCache`` (self-attention cache + cross-attention cache, dynamic or static) itself; the loop
@@ -36,10 +39,16 @@ import numpy as np
 
 from infbench.workloads.generate.model import decoder_start, geometry, is_seq2seq
 
-ENGINES = ("hf_generate", "static_loop", "tensorrt_llm")
+ENGINES = ("hf_generate", "static_loop", "tensorrt_llm", "ort_genai", "ort_decoder")
+ORT_ENGINES = ("ort_genai", "ort_decoder")
 
 
-def supports(engine: str, precision: str, device: str) -> str | None:
+def supports(engine: str, precision: str, device: str, spec: dict | None = None) -> str | None:
+    """Static capability; ``spec`` (the model's) lets an engine refuse a family up front."""
+    if engine in ORT_ENGINES:
+        from infbench.workloads.generate import ort_build
+
+        return ort_build.supports(engine, precision, device, spec)
     if precision == "fp16" and device == "cpu":
         return "fp16 matrix products on the CPU are an emulation no deployment uses"
     return None
@@ -55,6 +64,10 @@ def available(engine: str, device: str, options: dict) -> str | None:
             return "no CUDA device visible"
     if engine == "static_loop" and options.get("cuda_graph") and device != "cuda":
         return "CUDA graphs need a CUDA device"
+    if engine in ORT_ENGINES:
+        from infbench.workloads.generate import ort
+
+        return ort.available(engine, device, options)
     return None
 
 
@@ -480,6 +493,10 @@ def prepare(engine: str, model, prompt, new_tokens: int, options: dict) -> Gener
         generator = loop(model, prompt, new_tokens, options, fault=bool(options.get("fault_misindexed_cache")))
         if options.get("cuda_graph"):
             generator.capture()
+    elif engine in ORT_ENGINES:
+        from infbench.workloads.generate import ort
+
+        generator = ort.create(engine, model, prompt, new_tokens, options)
     else:
         raise ValueError(f"unknown generation engine {engine!r}")
     for _ in range(2):  # compiles, lazy allocations, transformers' graph recordings for this cache size

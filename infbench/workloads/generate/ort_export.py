@@ -1,0 +1,213 @@
+"""infbench's own ONNX decoder for generation: the model exported with its KV cache as explicit inputs and outputs.
+
+The graph (``ort_decoder``) takes ``input_ids`` [batch, seq], ``cache_position`` [seq] and, per layer, the past
+keys and values [batch, kv_heads, cache_len, head_dim], and returns the last position's ``logits`` [batch,
+vocab] (fp32), the greedy ``next_token`` [batch, 1] (ArgMax in the graph: the loop never reads the logits),
+``next_position`` [1] and the present keys and values, of the past's shape with this call's positions written
+in. Every output has the shape of an input it may be bound to, so the loop binds them to the same buffers:
+the cache is written in place, the token and the position advance in place, and a decode step is one
+``run_with_iobinding`` with nothing allocated and nothing copied (infbench.workloads.generate.ort).
+
+What the export needed (also written into the manifest, ``needed``):
+- a cache layer of our own (``BoundLayer``): transformers' StaticCache mutates buffers it allocates itself and
+  sizes the attention mask from a Python int, neither of which an export can take as graph inputs; this one
+  writes the step's keys and values into the past tensors out of place (``index_copy`` → ScatterND) at
+  ``cache_position`` and reports the past's (symbolic) length as the mask size;
+- position ids expanded to the batch: with (1, seq) ids the RotaryEmbedding fusion yields a graph that fails
+  at batch > 1 (infbench.fusions);
+- ``next_position`` made to depend on the chosen token, so that, bound to the ``cache_position`` buffer
+  itself, it is written only after every reader of the position has run (ONNX Runtime runs nodes in
+  dependency order);
+- varargs past tensors with one dynamic-shape spec per tensor (batch and cache length dynamic: one graph for
+  every batch, prompt length and number of new tokens).
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from pathlib import Path
+
+NEEDED = [
+    "a cache layer of infbench's (transformers CacheLayerMixin) that writes each call's keys/values into the past "
+    "tensors out of place at cache_position (ScatterND) and reports the past's symbolic length as the mask size: "
+    "StaticCache mutates its own buffers and sizes its mask from a Python int, which an export cannot take as inputs",
+    "position ids from cache_position, expanded to the batch (the RotaryEmbedding fusion breaks at batch > 1 "
+    "with (1, seq) ids)",
+    "greedy ArgMax and next_position inside the graph, next_position depending on the chosen token so that it can "
+    "be bound to the cache_position buffer itself (written after every reader)",
+    "Gemm rewritten as MatMul + Add before the fusions (GPT-2's Conv1D; ORT refuses the fused rank-3 Gemm)",
+    "weights in an external data file beside each graph (a 7B model is far above protobuf's 2 GB)",
+]
+
+
+def _layer_class():
+    """The cache layer, defined on first use (transformers is imported lazily: the workflow imports this
+    package at parse time)."""
+    from transformers.cache_utils import CacheLayerMixin
+
+    class BoundLayer(CacheLayerMixin):
+        """One layer's cache as graph inputs: the past keys and values, written at ``position``, returned."""
+
+        is_compileable = True
+        is_sliding = False
+
+        def __init__(self, keys, values, position):
+            super().__init__()
+            self.keys, self.values, self.position = keys, values, position
+            self.is_initialized = True
+
+        def lazy_initialization(self, key_states, value_states) -> None:
+            """Never needed: the tensors are the graph's inputs."""
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            self.keys = self.keys.index_copy(2, self.position, key_states)
+            self.values = self.values.index_copy(2, self.position, value_states)
+            return self.keys, self.values
+
+        def get_mask_sizes(self, query_length):
+            return self.keys.shape[2], 0
+
+        def get_seq_length(self):
+            return self.position[0]
+
+        def get_max_length(self):
+            return self.keys.shape[2]
+
+    return BoundLayer
+
+
+def wrapper(model):
+    """The module the export traces (module docstring): flat tensors in, flat tensors out."""
+    import torch
+    from transformers.cache_utils import Cache
+
+    layer = _layer_class()
+
+    class Decoder(torch.nn.Module):
+        def __init__(self, target):
+            super().__init__()
+            self.target = target
+
+        def forward(self, input_ids, cache_position, *past):
+            layers = [layer(past[2 * i], past[2 * i + 1], cache_position) for i in range(len(past) // 2)]
+            positions = cache_position.unsqueeze(0).expand(input_ids.shape[0], -1)
+            out = self.target(input_ids=input_ids, cache_position=cache_position, position_ids=positions,
+                              past_key_values=Cache(layers=layers), use_cache=True, logits_to_keep=1)
+            logits = out.logits[:, -1].float()
+            token = torch.argmax(logits, dim=-1, keepdim=True)
+            # always 1, but only once the token is chosen: see the module docstring
+            advance = (token[0] >= 0).to(cache_position.dtype)
+            present = [t for bound in layers for t in (bound.keys, bound.values)]
+            return (logits, token, cache_position[-1:] + advance, *present)
+
+    return Decoder(model).eval()
+
+
+def io_names(layers: int) -> tuple[list[str], list[str]]:
+    """The graph's input and output names (past_key_0, past_value_0, … / present_…)."""
+    past = [f"past_{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
+    return (["input_ids", "cache_position", *past],
+            ["logits", "next_token", "next_position", *[n.replace("past", "present", 1) for n in past]])
+
+
+def export(model, out: Path, opset: int = 18) -> dict:
+    """Trace ``model`` (fp32, CPU) through ``wrapper`` with the dynamo exporter; returns what it took. The weights
+    go to an external data file beside the graph (a 7B model is far above protobuf's 2 GB)."""
+    import torch
+
+    from infbench.workloads.generate.model import geometry
+
+    g = geometry(model.config)
+    batch, seq = 2, 5  # distinct example sizes, so that no two dynamic axes are unified
+    cache_len = seq + 6
+    ids = torch.randint(1, g["vocab"], (batch, seq))
+    past = tuple(torch.zeros(batch, g["kv_heads"], cache_len, g["head_dim"]) for _ in range(2 * g["layers"]))
+    limit = g["positions"] or 8192
+    dims = (torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=1, max=limit),
+            torch.export.Dim("cache_len", min=2, max=limit))
+    inputs, outputs = io_names(g["layers"])
+    start = time.perf_counter()
+    program = torch.onnx.export(
+        wrapper(model), (ids, torch.arange(seq), *past), input_names=inputs, output_names=outputs, dynamo=True,
+        opset_version=opset,
+        # forward(input_ids, cache_position, *past): the varargs are one input whose spec is a tuple
+        dynamic_shapes=({0: dims[0], 1: dims[1]}, {0: dims[1]}, tuple({0: dims[0], 2: dims[2]} for _ in past)))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    program.save(str(out), external_data=True)
+    return {"exporter": "torch.onnx dynamo", "opset": opset, "export_s": time.perf_counter() - start}
+
+
+def fuse(exported: Path, out: Path) -> dict:
+    """The forward graphs' fusion step (infbench.fusions.fuse_for_ort, every fusion: the batch-sized position
+    ids keep the rotary fusion correct), after the Gemm rewrite where the graph has Gemms; returns what each
+    fusion matched."""
+    import onnx
+    import onnx_ir as ir
+
+    from infbench.fusions import fuse_for_ort, gemm_to_matmul_add
+    from infbench.onnx_graphs import check_graph
+
+    start = time.perf_counter()
+    model, gemms = ir.load(str(exported)), 0  # weights read lazily from the external data
+    if any(node.op_type == "Gemm" for node in model.graph):  # GPT-2's Conv1D: a small model, rewritten as a proto
+        source = onnx.load(str(exported))
+        gemms = gemm_to_matmul_add(source)
+        model = ir.serde.deserialize_model(source)
+    model, counts = fuse_for_ort(model)
+    ir.save(model, str(out), external_data=f"{Path(out).name}.data")
+    check_graph(Path(out))
+    return {"fusions": {k: int(v) for k, v in counts.items() if v}, "gemm_to_matmul_add": gemms,
+            "fuse_s": time.perf_counter() - start}
+
+
+def typed(fused: Path, out: Path, precision: str) -> dict:
+    """The fused graph at fp16 / bf16, its cache too (logits stay fp32): infbench.onnx_precision after fusion."""
+    from infbench.onnx_precision import to_typed
+
+    start = time.perf_counter()
+    fp32_ops = ("Sin", "Cos") if precision == "bf16" else ()  # the rotary tables': no bfloat16 in their schema
+    to_typed(fused, out, precision, keep_io_types=["logits"], keep_fp32_ops=fp32_ops, external_data=True)
+    Path(out).with_suffix(".json").unlink(missing_ok=True)  # the manifest describes it
+    return {"convert_s": time.perf_counter() - start, "converter": "onnxruntime.transformers.float16, logits fp32",
+            "kept_fp32_ops": list(fp32_ops)}
+
+
+def op_counts(graph: Path) -> dict[str, int]:
+    import onnx
+
+    model = onnx.load(str(graph), load_external_data=False)
+    return dict(collections.Counter(node.op_type for node in model.graph.node))
+
+
+def remove(graph: Path) -> None:
+    """A graph and its external data file."""
+    for path in (graph, graph.with_name(f"{graph.name}.data")):
+        path.unlink(missing_ok=True)
+
+
+def build(load_model, out_dir: Path, precision: str, parity=None) -> dict:
+    """Export, fuse, convert: ``out_dir/decoder.onnx`` (+ ``.data``) at ``precision`` and the facts for the
+    manifest. ``load_model()`` gives the fp32 model on the CPU; ``parity(model, graph, facts)`` checks the fp32
+    graph while the model is still here. A typed build lets the model go before fusing and converting (a 7B fp32
+    model and its graphs need not share the host's memory)."""
+    from infbench.workloads.generate.model import geometry
+
+    out_dir = Path(out_dir)
+    exported, fused, graph = out_dir / "exported.onnx", out_dir / "fused.onnx", out_dir / "decoder.onnx"
+    model = load_model()
+    inputs, outputs = io_names(geometry(model.config)["layers"])
+    facts = {**export(model, exported), "graph": graph.name, "inputs": inputs, "outputs": outputs, "needed": NEEDED}
+    if precision == "fp32":
+        facts.update(fuse(exported, graph))
+        remove(exported)
+        if parity is not None:
+            facts["parity"] = parity(model, graph, facts)
+        return facts
+    del model
+    facts.update(fuse(exported, fused))
+    remove(exported)
+    facts.update(typed(fused, graph, precision))
+    remove(fused)
+    return facts

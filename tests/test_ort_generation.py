@@ -1,0 +1,257 @@
+"""ONNX Runtime generation on the CPU: onnxruntime-genai's builder and infbench's exported decoder build tiny
+Llamas (grouped-query and multi-head attention) and a GPT-2 through the workflow's own rules, once per model and
+precision; both generators reproduce the fp32 reference through their own cache paths; the exported decoder's
+loop reuses the same bound buffers at every step; a cache wired wrong fails the accuracy check; families a
+backend does not take are unsupported records decided up front; a new prompt length rebuilds nothing."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import snakemake
+
+from infbench.workloads.generate import accuracy, ort, ort_build, session
+from infbench.workloads.generate import model as decoder
+
+pytest.importorskip("onnxruntime_genai")
+
+TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "vocab_size": 512, "max_position_embeddings": 64}
+MODELS = {
+    "tiny-llama": {"model_type": "llama", "overrides": {**TINY, "num_key_value_heads": 2}},  # grouped-query
+    "tiny-llama-mha": {"model_type": "llama", "overrides": {**TINY, "num_key_value_heads": 4}},
+    "tiny-gpt2": {"model_type": "gpt2", "overrides": {"n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 512,
+                                                      "n_positions": 64}},
+    "tiny-t5": {"model_type": "t5", "overrides": {"d_model": 64, "d_ff": 128, "num_layers": 2, "num_heads": 4,
+                                                  "d_kv": 16, "vocab_size": 512}},
+}
+BACKENDS = {"ort-genai": {"engine": "ort_genai"}, "ort-decoder": {"engine": "ort_decoder"}}
+PROMPT, NEW = 8, 6
+# what each family gets: a build per engine that takes it
+BUILT = {("tiny-llama", "ort_genai"), ("tiny-llama", "ort_decoder"), ("tiny-llama-mha", "ort_genai"),
+         ("tiny-llama-mha", "ort_decoder"), ("tiny-gpt2", "ort_decoder")}
+
+
+def _config() -> dict:
+    timing = {"warmup_s": 0.0, "warmup_min_iters": 1, "min_iters": 4, "max_iters": 6, "budget_s": 0.2,
+              "target_ci_rel_width": 0.05, "rounds": 2}
+    return {"device": "cpu", "models": {}, "timing": timing,
+            "generation": {"models": MODELS, "backends": BACKENDS, "batch_sizes": [2], "prompt_lens": [PROMPT],
+                           "new_tokens": NEW}}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A working directory where the workflow's own rules built every directory the config needs."""
+    work = tmp_path_factory.mktemp("ort_generation")
+    (work / "ort.yaml").write_text(yaml.safe_dump(_config()))
+    targets = [ort_build.artifact_path(engine, model, "fp32") for model, engine in sorted(BUILT)]
+    snakemake(work, *targets, "--configfile", "ort.yaml")
+    return work
+
+
+def _manifest(workdir: Path, model: str, engine: str) -> str:
+    return str(workdir / ort_build.artifact_path(engine, model, "fp32"))
+
+
+def _reference(model: str):
+    built, _ = decoder.build({**MODELS[model], "seed": 0}, "cpu")
+    prompt = session.prompt_ids(int(built.config.vocab_size), 2, PROMPT, 0, "cpu")
+    return built, prompt, accuracy.reference(built, prompt, NEW)
+
+
+@pytest.mark.parametrize("model,engine", sorted(BUILT))
+def test_each_build_reproduces_the_reference_through_its_cache(workdir, model, engine):
+    """Teacher-forced logits within fp32 noise of the cache-free reference, greedy tokens equal, the check passes;
+    the manifest counts the fused ops."""
+    info = json.loads(Path(_manifest(workdir, model, engine)).read_text())
+    assert info["status"] == "ok", info["reason"]
+    fused = info["fused_ops"]
+    attention = "GroupQueryAttention" if engine == "ort_genai" else "MultiHeadAttention"
+    assert fused.get(attention) == 2, fused
+    if model != "tiny-gpt2":
+        assert fused.get("SkipSimplifiedLayerNormalization") and fused.get("SimplifiedLayerNormalization"), fused
+    built, prompt, reference = _reference(model)
+    generator = ort.create(engine, built, prompt, NEW, {"artifact": _manifest(workdir, model, engine)})
+    generator.generate(lambda: None)
+    tokens = generator.tokens()
+    forced = generator.teacher_forced(reference["tokens"])
+    np.testing.assert_allclose(forced, reference["logits"], rtol=0, atol=1e-4)
+    assert (tokens == reference["tokens"]).all()
+    verdict = accuracy.judge(reference["logits"], reference["tokens"], forced, tokens, "fp32")
+    assert verdict["passed"] and verdict["teacher_forced_top1"] == 1.0
+
+
+def test_the_decoder_loop_binds_its_buffers_once(workdir):
+    """Every step runs one fixed binding: after many generations no bound address has moved (ONNX Runtime wrote
+    into the buffers, allocating nothing), the position advanced in place and the cache is the same buffers."""
+    built, prompt, reference = _reference("tiny-llama")
+    artifact = _manifest(workdir, "tiny-llama", "ort_decoder")
+    generator = ort.create("ort_decoder", built, prompt, NEW, {"artifact": artifact})
+    loop = generator.loop
+    caches = [buffer.data_ptr() for buffer in loop.cache]
+    marks = []
+    for _ in range(3):
+        generator.generate(lambda: marks.append(1))
+    assert len(marks) == 3 * NEW
+    assert loop.moved() == 0 and generator.verify() is None and generator.prepare["buffers_moved"] == 0
+    assert [buffer.data_ptr() for buffer in loop.cache] == caches
+    assert int(loop.position.numpy()[0]) == PROMPT + NEW - 1  # the last step's token was fed at this position
+    assert generator.cache_info["allocated_len"] == PROMPT + NEW
+
+
+def test_a_cache_wired_wrong_fails_the_check(workdir):
+    """fault_misindexed_cache: the position never advances, every step rewrites one slot: clear steps disagree."""
+    built, prompt, reference = _reference("tiny-llama")
+    options = {"artifact": _manifest(workdir, "tiny-llama", "ort_decoder"), "fault_misindexed_cache": True}
+    generator = ort.create("ort_decoder", built, prompt, NEW, options)
+    generator.generate(lambda: None)
+    forced = generator.teacher_forced(reference["tokens"])
+    verdict = accuracy.judge(reference["logits"], reference["tokens"], forced, generator.tokens(), "fp32")
+    assert not verdict["passed"] and verdict["teacher_forced_top1"] < 1.0
+
+
+def test_a_typed_decoder_keeps_its_cache_typed_and_its_function(tmp_path):
+    """fp16 (a GPU's precision; ONNX Runtime's CPU kernels run this tiny one too): converted after the fusions,
+    weights in an external data file, the cache buffers fp16 and the logits fp32, within fp16's error."""
+    import onnx
+
+    params = ort_build.build_params("ort_decoder", {**MODELS["tiny-llama"], "seed": 0}, "fp16", "cpu")
+    info = ort_build.build(params, tmp_path / "fp16" / "manifest.json")
+    assert info["status"] == "ok", info["reason"]
+    assert info["fused_ops"]["MultiHeadAttention"] == 2 and info["fused_ops"]["RotaryEmbedding"] == 4
+    graph = tmp_path / "fp16" / info["graph"]
+    proto = onnx.load(str(graph), load_external_data=False).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*proto.input, *proto.output)}
+    assert types["past_key_0"] == types["present_value_1"] == onnx.TensorProto.FLOAT16
+    assert types["logits"] == onnx.TensorProto.FLOAT and graph.with_name("decoder.onnx.data").exists()
+    built, prompt, reference = _reference("tiny-llama")
+    loop = ort.BoundDecoder(graph, info, built.config, prompt.numpy(), NEW, "cpu", "fp16")
+    forced = loop.forced(reference["tokens"])
+    rel = np.linalg.norm(forced - reference["logits"]) / np.linalg.norm(reference["logits"])
+    assert rel < accuracy.TOLERANCE["fp16"]
+
+
+def test_families_are_decided_up_front():
+    """GPT-2 is not the builder's, T5 is neither engine's: one line each, and no build is asked for (the
+    workflow builds exactly BUILT); fp32 only on the CPU; CUDA graphs only on a GPU."""
+    gpt2, t5 = MODELS["tiny-gpt2"], MODELS["tiny-t5"]
+    assert {(m, e) for m in MODELS for e in ort_build.ENGINES if ort_build.needs_build(e, MODELS[m], "fp32", "cpu")} \
+        == BUILT
+    assert "GPT2LMHeadModel" in ort_build.family_support("ort_genai", gpt2)
+    assert ort_build.family_support("ort_decoder", gpt2) is None
+    for engine in ort_build.ENGINES:
+        assert "encoder–decoder" in ort_build.family_support(engine, t5)
+        assert not ort_build.needs_build(engine, t5, "fp32", "cpu")
+        assert "CPU" in ort_build.supports(engine, "bf16", "cpu", MODELS["tiny-llama"])
+    assert ort.available("ort_genai", "cpu", {"cuda_graph": True, "artifact": "x"}) == "CUDA graphs need a CUDA device"
+
+
+def test_a_build_of_an_unsupported_family_is_a_failed_manifest_not_a_crash(tmp_path):
+    params = ort_build.build_params("ort_genai", MODELS["tiny-t5"], "fp32", "cpu")
+    info = ort_build.build(params, tmp_path / "genai" / "manifest.json")
+    assert info["status"] == "failed" and "unsupported: t5 is an encoder–decoder" in info["reason"]
+    with pytest.raises(RuntimeError, match="encoder–decoder"):
+        ort_build.read_manifest(tmp_path / "genai" / "manifest.json")
+
+
+def _request(workdir: Path, model: str, cells: list[tuple[str, str, dict]]) -> dict:
+    """A shape session's request, each ORT cell reading the directory the workflow built (as rules/common.smk
+    passes it)."""
+    keyed = []
+    for backend, engine, options in cells:
+        artifact = workdir / ort_build.artifact_path(engine, model, "fp32")
+        keyed.append({"key": session.cell_key(model, backend, engine, "fp32", 2, PROMPT, NEW),
+                      "options": {**options, **({"artifact": str(artifact)} if artifact.exists() else {})}})
+    return {"device": "cpu", "batch": 2, "prompt_len": PROMPT, "new_tokens": NEW, "spec": {**MODELS[model], "seed": 0},
+            "seed": 0, "timing": _config()["timing"], "cells": keyed,
+            "bandwidth_bytes_per_s": 1e10}
+
+
+def test_a_session_times_both_backends_and_gates_them_on_accuracy(workdir):
+    """Through the shape session: both ORT backends timed beside the baseline in the same rounds, their
+    accuracy passed, what the build did in their prepare section; the faulty loop fails the accuracy gate."""
+    cells = [("generate", "hf_generate", {}), ("ort-genai", "ort_genai", {}), ("ort-decoder", "ort_decoder", {}),
+             ("ort-decoder-fault", "ort_decoder", {"fault_misindexed_cache": True})]
+    recs = {r["key"]["backend"]: r for r in session.run_shape(_request(workdir, "tiny-llama", cells))}
+    for name in ("generate", "ort-genai", "ort-decoder"):
+        record = recs[name]
+        assert record["status"] == "ok", record["reason"]
+        assert record["accuracy"]["passed"] and record["accuracy"]["teacher_forced_top1"] == 1.0
+        gen = record["generation"]
+        assert gen["ttft_ms"] > 0 and gen["tpot_ms"] > 0 and len(record["timing"]["rounds"]) == 2
+    decoder_prep, genai_prep = recs["ort-decoder"]["prepare"], recs["ort-genai"]["prepare"]
+    assert decoder_prep["fused_ops"]["MultiHeadAttention"] == 2 and decoder_prep["buffers_moved"] == 0
+    assert decoder_prep["needed"] and decoder_prep["build_s"] > 0
+    assert genai_prep["fused_ops"]["GroupQueryAttention"] == 2
+    assert recs["ort-decoder"]["generation"]["cache"]["allocated_len"] == PROMPT + NEW
+    assert not recs["ort-decoder-fault"]["accuracy"]["passed"]  # timed, and gated out as every backend is
+
+
+def test_unsupported_families_are_records_not_crashes(workdir):
+    """GPT-2 through onnxruntime-genai, T5 through either: unsupported, one line, no directory read."""
+    recs = session.run_shape(_request(workdir, "tiny-gpt2", [("ort-genai", "ort_genai", {})]))
+    assert recs[0]["status"] == "unsupported" and "GPT2LMHeadModel" in recs[0]["reason"]
+    both = [("ort-genai", "ort_genai", {}), ("ort-decoder", "ort_decoder", {})]
+    for record in session.run_shape(_request(workdir, "tiny-t5", both)):
+        assert record["status"] == "unsupported" and "encoder–decoder" in record["reason"], record["reason"]
+
+
+def _dry_run(workdir: Path, config: dict) -> dict[str, list[str]]:
+    """The jobs a dry run of ``config`` would run in ``workdir``: rule → outputs."""
+    (workdir / "changed.yaml").write_text(yaml.safe_dump(config))
+    jobs: dict[str, list[str]] = {}
+    rule = None
+    for line in snakemake(workdir, "-n", "--configfile", "changed.yaml").stdout.splitlines():
+        match = re.match(r"^(?:local)?rule (\w+):", line)
+        if match:
+            rule = match.group(1)
+            jobs.setdefault(rule, [])
+        elif rule and line.strip().startswith("output:"):
+            jobs[rule].extend(line.split(":", 1)[1].strip().split(", "))
+    return jobs
+
+
+def test_directories_are_built_once_per_model_and_never_for_a_new_shape(workdir):
+    """One build per model and engine, whatever the shapes: a new prompt length and a new batch size add shape
+    sessions only; a new geometry rebuilds that model's directories alone."""
+    config = _config()
+    config["generation"]["prompt_lens"].append(2 * PROMPT)
+    config["generation"]["batch_sizes"].append(1)
+    jobs = _dry_run(workdir, config)
+    assert "build_ort_genai" not in jobs and "export_decoder" not in jobs, jobs
+    assert len(jobs["bench_generate"]) == 4 * len(MODELS)
+    config = _config()
+    config["generation"]["models"]["tiny-llama"]["overrides"]["num_hidden_layers"] = 3
+    jobs = _dry_run(workdir, config)
+    assert jobs["build_ort_genai"] == [ort_build.artifact_path("ort_genai", "tiny-llama", "fp32")]
+    assert jobs["export_decoder"] == [ort_build.artifact_path("ort_decoder", "tiny-llama", "fp32")]
+
+
+@pytest.mark.parametrize("options, key", [
+    ({"cuda_graph": True}, "generation.backends.x.options.cuda_graph"),  # a CPU run
+    ({"cache": "static"}, "generation.backends.x.options"),  # another engine's option
+])
+@pytest.mark.parametrize("engine", ort_build.ENGINES)
+def test_bad_ort_options_are_one_line_naming_the_key(engine, options, key):
+    from infbench import config as config_io
+
+    generation = {"models": {"tl": MODELS["tiny-llama"]}, "backends": {"x": {"engine": engine, "options": options}}}
+    with pytest.raises(config_io.ConfigError) as error:
+        config_io.validate({"device": "cpu", "models": {}, "generation": generation})
+    message = str(error.value)
+    assert message.startswith(f"invalid config: {key}") and "\n" not in message, message
+
+
+def test_display_names_and_family():
+    from infbench import names
+
+    assert names.display_name("ort_genai", {"cuda_graph": True}) == "onnxruntime-genai + CUDA graphs"
+    assert names.display_name("ort_decoder", {}) == "ONNX Runtime exported decoder"
+    assert names.family("ort_genai") == names.family("ort_decoder") == "ONNX Runtime"
