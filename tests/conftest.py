@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 # Tests never reach a model hub: pretrained models come from local directories only.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,3 +38,22 @@ def tiny_run(tmp_path_factory) -> Path:
     shutil.copy(REPO / "config" / "tiny.yaml", workdir / "tiny.yaml")
     snakemake(workdir, "--configfile", "tiny.yaml")
     return workdir
+
+
+def dry_run(workdir: Path, config: dict | None = None, *extra: str) -> dict[str, list[str]]:
+    """Jobs a dry run would execute: rule → outputs."""
+    args = ["-n", *extra]
+    if config is not None:
+        (workdir / "changed.yaml").write_text(yaml.safe_dump(config))
+        args += ["--configfile", "changed.yaml"]
+    output = snakemake(workdir, *args).stdout
+    jobs: dict[str, list[str]] = {}
+    rule = None
+    for line in output.splitlines():
+        match = re.match(r"^(?:local)?rule (\w+):", line)
+        if match:
+            rule = match.group(1)
+            jobs.setdefault(rule, [])
+        elif rule and line.strip().startswith("output:"):
+            jobs[rule].extend(line.split(":", 1)[1].strip().split(", "))
+    return jobs

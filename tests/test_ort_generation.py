@@ -7,14 +7,13 @@ backend does not take are unsupported records decided up front; a new prompt len
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import snakemake
+from conftest import dry_run, snakemake
 
 from infbench.workloads.generate import accuracy, ort, ort_build, session
 from infbench.workloads.generate import model as decoder
@@ -203,33 +202,18 @@ def test_unsupported_families_are_records_not_crashes(workdir):
         assert record["status"] == "unsupported" and "encoder–decoder" in record["reason"], record["reason"]
 
 
-def _dry_run(workdir: Path, config: dict) -> dict[str, list[str]]:
-    """The jobs a dry run of ``config`` would run in ``workdir``: rule → outputs."""
-    (workdir / "changed.yaml").write_text(yaml.safe_dump(config))
-    jobs: dict[str, list[str]] = {}
-    rule = None
-    for line in snakemake(workdir, "-n", "--configfile", "changed.yaml").stdout.splitlines():
-        match = re.match(r"^(?:local)?rule (\w+):", line)
-        if match:
-            rule = match.group(1)
-            jobs.setdefault(rule, [])
-        elif rule and line.strip().startswith("output:"):
-            jobs[rule].extend(line.split(":", 1)[1].strip().split(", "))
-    return jobs
-
-
 def test_directories_are_built_once_per_model_and_never_for_a_new_shape(workdir):
     """One build per model and engine, whatever the shapes: a new prompt length and a new batch size add shape
     sessions only; a new geometry rebuilds that model's directories alone."""
     config = _config()
     config["generation"]["prompt_lens"].append(2 * PROMPT)
     config["generation"]["batch_sizes"].append(1)
-    jobs = _dry_run(workdir, config)
+    jobs = dry_run(workdir, config)
     assert "build_ort_genai" not in jobs and "export_decoder" not in jobs, jobs
     assert len(jobs["bench_generate"]) == 4 * len(MODELS)
     config = _config()
     config["generation"]["models"]["tiny-llama"]["overrides"]["num_hidden_layers"] = 3
-    jobs = _dry_run(workdir, config)
+    jobs = dry_run(workdir, config)
     assert jobs["build_ort_genai"] == [ort_build.artifact_path("ort_genai", "tiny-llama", "fp32")]
     assert jobs["export_decoder"] == [ort_build.artifact_path("ort_decoder", "tiny-llama", "fp32")]
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, snakemake
+from conftest import REPO, dry_run, snakemake
 
 from infbench import records
 
@@ -136,25 +136,6 @@ def test_roofline_and_cost_tables(tiny_run):
     assert (baseline["extra_setup_s"] == 0).all() and baseline["break_even_requests"].isna().all()
     inductor = cost[cost["backend"] == "inductor"]
     assert (inductor["extra_setup_s"] > 0).all()  # compilation costs something beyond loading weights
-
-
-def dry_run(workdir: Path, config: dict | None = None, *extra: str) -> dict[str, list[str]]:
-    """Jobs a dry run would execute: rule → outputs."""
-    args = ["-n", *extra]
-    if config is not None:
-        (workdir / "changed.yaml").write_text(yaml.safe_dump(config))
-        args += ["--configfile", "changed.yaml"]
-    output = snakemake(workdir, *args).stdout
-    jobs: dict[str, list[str]] = {}
-    rule = None
-    for line in output.splitlines():
-        match = re.match(r"^(?:local)?rule (\w+):", line)
-        if match:
-            rule = match.group(1)
-            jobs.setdefault(rule, [])
-        elif rule and line.strip().startswith("output:"):
-            jobs[rule].extend(line.split(":", 1)[1].strip().split(", "))
-    return jobs
 
 
 def tiny_config() -> dict:
