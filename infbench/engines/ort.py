@@ -124,22 +124,29 @@ def output_shape(session, inputs: dict[str, np.ndarray]) -> list[int]:
     return shape
 
 
-def session_options(options: dict, threads: int):
+def session_options(options: dict, threads: int | None):
+    """ONNX Runtime's session options for a cell: its threads (None: ORT's own choice), sequential execution,
+    the graph optimisation level the backend asks for."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[options.get("graph_optimization_level", "all")])
     return so
 
 
+def cuda_options(cuda_graph: bool, tf32: bool) -> dict:
+    """The CUDA provider's options: its CUDA-graph capture, and TF32 only where asked (ORT's CUDA provider uses
+    TF32 by default; fp32 means fp32 unless the backend asks for TF32)."""
+    return {"device_id": 0, "enable_cuda_graph": "1" if cuda_graph else "0", "use_tf32": "1" if tf32 else "0"}
+
+
 def providers(context: CellContext) -> list:
     if context.device == "cuda":
-        cuda = {"device_id": 0, "enable_cuda_graph": "1" if context.options.get("cuda_graph") else "0",
-                # ORT's CUDA provider uses TF32 by default; fp32 means fp32 unless the backend asks for TF32
-                "use_tf32": "1" if context.options.get("tf32") else "0"}
+        cuda = cuda_options(bool(context.options.get("cuda_graph")), bool(context.options.get("tf32")))
         if context.options.get("provider") == "tensorrt":  # the graph capture is TensorRT's, not CUDA's
             return [(TENSORRT_PROVIDER, tensorrt_options(context)), (PROVIDERS["cuda"], {**cuda, "enable_cuda_graph": "0"})]
         return [(PROVIDERS["cuda"], cuda)]

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from infbench.engines.ort import PROVIDERS, cuda_options, session_options
 from infbench.workloads.generate import ort_build
 from infbench.workloads.generate.backends import Generator
 from infbench.workloads.generate.model import geometry
@@ -187,7 +188,7 @@ class BoundDecoder:
         g = geometry(config)
         batch, length = prompt.shape
         self.allocated = length + new_tokens
-        self.session = ort.InferenceSession(str(graph), self._options(threads),
+        self.session = ort.InferenceSession(str(graph), session_options({}, threads),
                                             providers=_providers(device, cuda_graph))
         place = ("cuda", 0) if device == "cuda" else ("cpu", 0)
         host_type, onnx_type = TYPES[precision]
@@ -211,16 +212,6 @@ class BoundDecoder:
             self.prefill_options.add_run_config_entry("gpu_graph_id", "1")
             self.step_options.add_run_config_entry("gpu_graph_id", "2")
         self.pointers = self._pointers()
-
-    @staticmethod
-    def _options(threads: int | None):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        return options
 
     def _bind(self, ids, positions, next_position):
         inputs, outputs = self.names
@@ -264,9 +255,10 @@ class BoundDecoder:
 
 
 def _providers(device: str, cuda_graph: bool) -> list:
+    """The forward cells' CUDA provider options (fp32 without TF32), the CPU provider behind them."""
     if device == "cuda":
-        return [("CUDAExecutionProvider", {"enable_cuda_graph": "1" if cuda_graph else "0"}), "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
+        return [(PROVIDERS["cuda"], cuda_options(cuda_graph, tf32=False)), PROVIDERS["cpu"]]
+    return [PROVIDERS["cpu"]]
 
 
 class DecoderLoop(Generator):
