@@ -21,6 +21,10 @@ GPU_VENV ?= .venv-gpu
 GPU_BIN := $(abspath $(GPU_VENV))/bin
 GPU_INDEX ?= https://download.pytorch.org/whl/cu130
 GPUS ?= $(shell nvidia-smi -L 2>/dev/null | wc -l)
+# what generation jobs may hold at once (rules/common.smk: gpu_mem_gb, build_disk_gb): the GPUs' memory in GB and
+# the free disk in GB
+GPU_MEM_GB ?= $(shell nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | awk '{s+=$$1} END {print int(s*1.048576/1000)}')
+DISK_GB ?= $(shell df -Pk . | awk 'NR==2 {print int($$4*1.024/1e6)}')
 
 .PHONY: venv test-venv report test lint dry-run clean gpu-report reference-report
 
@@ -53,7 +57,7 @@ dry-run: venv
 
 gpu-report: $(GPU_VENV)/.installed
 	@test "$(GPUS)" -gt 0 || { echo "gpu-report: no NVIDIA GPU visible (nvidia-smi -L)"; exit 1; }
-	PATH="$(GPU_BIN):$$PATH" snakemake --configfile config/gpu.yaml --resources timing_slots=1 gpu=$(GPUS)
+	PATH="$(GPU_BIN):$$PATH" snakemake --configfile config/gpu.yaml --resources timing_slots=1 gpu=$(GPUS) gpu_mem_gb=$(GPU_MEM_GB) build_disk_gb=$(DISK_GB)
 
 # The published H100 reference's figures and page, rendered again from its own tables (no GPU needed)
 REFERENCE ?= report/reference/h100

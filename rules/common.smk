@@ -9,7 +9,7 @@ sys.path.insert(0, workflow.basedir)
 from infbench import config as matrix
 from infbench import aoti, devices, engines, names, trt_build, worker
 from infbench.environment import detect_device
-from infbench.workloads.generate import ort_build
+from infbench.workloads.generate import footprint, ort_build
 from snakemake.settings.types import DeploymentMethod
 
 USE_CONTAINERS = DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
@@ -276,6 +276,32 @@ def generation_artifacts(wildcards):
     shape = (wildcards.model, int(wildcards.batch), int(wildcards.prompt_len), int(wildcards.new_tokens))
     paths = {generation_artifact(c) for c in GEN_CELLS if (c.model, c.batch, c.prompt_len, c.new_tokens) == shape}
     return sorted(p for p in paths if p)
+
+
+# What a generation job holds (infbench/workloads/generate/footprint.py), as resources the run bounds with
+# `--resources gpu_mem_gb=<the GPUs' memory> build_disk_gb=<free disk>` (tools/offline-gpu-run.sh, make
+# gpu-report): a 7B session with its ONNX Runtime copies fills most of an 80 GB GPU, and a 7B export most of a
+# small disk, so such jobs wait for each other instead of failing. Unbounded where the run names no limit.
+def generation_gpu_gb(wildcards):
+    spec = config["generation"]["models"][wildcards.model]
+    shape = (wildcards.model, int(wildcards.batch), int(wildcards.prompt_len), int(wildcards.new_tokens))
+    cells = [(c.engine, c.precision) for c in GEN_CELLS if (c.model, c.batch, c.prompt_len, c.new_tokens) == shape]
+    return footprint.session_gb(spec, cells, *shape[1:])
+
+
+def ort_build_gb(engine, what):
+    def need(wildcards):
+        return footprint.build_gb(config["generation"]["models"][wildcards.model], engine, wildcards.precision)[what]
+
+    return need
+
+
+GEN_SESSION_MEMORY = {"gpu_mem_gb": generation_gpu_gb} if DEVICE == "cuda" else {}
+
+
+def ort_build_resources(engine):
+    memory = {"gpu_mem_gb": ort_build_gb(engine, "gpu_mem_gb")} if DEVICE == "cuda" else {}
+    return {**GPU_WORK, **memory, "build_disk_gb": ort_build_gb(engine, "disk_gb")}
 
 
 def generation_cell_options(cell):

@@ -13,6 +13,7 @@ rule bench_generate:
     threads: BENCH_THREADS
     resources:
         **TIMING,
+        **GEN_SESSION_MEMORY,
     conda:
         ENV
     container:

@@ -11,7 +11,7 @@ rule build_ort_genai:
     params:
         build=ort_genai_params,
     resources:
-        **GPU_WORK,
+        **ort_build_resources("ort_genai"),
     conda:
         ENV
     container:
@@ -30,7 +30,7 @@ rule export_decoder:
     params:
         build=export_decoder_params,
     resources:
-        **GPU_WORK,
+        **ort_build_resources("ort_decoder"),
     conda:
         ENV
     container:

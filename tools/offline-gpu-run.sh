@@ -58,7 +58,11 @@ case "${1:?pack|stage|run}" in
     smi=$!
     start=$(date +%s)
     budget=${BUDGET_S:-420}
-    sm=(python3 -m snakemake --configfile "$config" --cores "$(nproc)" --keep-going --resources timing_slots=1 gpu="$(nvidia-smi -L 2>/dev/null | wc -l)")  # an array: timeout runs programs, not functions
+    # gpu_mem_gb, build_disk_gb: the GPUs' memory and the free disk in GB, what generation jobs may hold at once
+    mem=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | awk '{s+=$1} END {print int(s*1.048576/1000)}')
+    disk=$(df -Pk . | awk 'NR==2 {print int($4*1.024/1e6)}')
+    sm=(python3 -m snakemake --configfile "$config" --cores "$(nproc)" --keep-going
+        --resources timing_slots=1 gpu="$(nvidia-smi -L 2>/dev/null | wc -l)" gpu_mem_gb="$mem" build_disk_gb="$disk")  # an array: timeout runs programs, not functions
     left() { echo $(( budget - ($(date +%s) - start) )); }
     set +e
     carried=$( { [ "${RESUME:-0}" = 1 ] && find results/shapes results/cells -name '*.json'; } 2>/dev/null || true)

@@ -188,8 +188,7 @@ class BoundDecoder:
         g = geometry(config)
         batch, length = prompt.shape
         self.allocated = length + new_tokens
-        self.session = ort.InferenceSession(str(graph), session_options({}, threads),
-                                            providers=_providers(device, cuda_graph))
+        self.session = shared_session(graph, device, cuda_graph, threads)
         place = ("cuda", 0) if device == "cuda" else ("cpu", 0)
         host_type, onnx_type = TYPES[precision]
         shape = [batch, g["kv_heads"], self.allocated, g["head_dim"]]
@@ -208,9 +207,10 @@ class BoundDecoder:
         self.prefill_binding = self._bind(self.prompt, self.prompt_positions, self.position)
         self.step_binding = self._bind(self.token, self.position, self.stuck if fault else self.position)
         self.prefill_options, self.step_options = ort.RunOptions(), ort.RunOptions()
-        if cuda_graph:  # one captured graph per fixed binding
-            self.prefill_options.add_run_config_entry("gpu_graph_id", "1")
-            self.step_options.add_run_config_entry("gpu_graph_id", "2")
+        if device == "cuda":  # one captured graph per fixed binding; -1: run uncaptured (a session that can capture)
+            ids = ("1", "2") if cuda_graph else ("-1", "-1")
+            self.prefill_options.add_run_config_entry("gpu_graph_id", ids[0])
+            self.step_options.add_run_config_entry("gpu_graph_id", ids[1])
         self.pointers = self._pointers()
 
     def _bind(self, ids, positions, next_position):
@@ -252,6 +252,41 @@ class BoundDecoder:
             self.step()
             logits.append(self.logits.numpy().copy())
         return np.stack(logits, 1)
+
+
+_SESSIONS: dict = {}
+
+
+def shared_session(graph: Path, device: str, cuda_graph: bool, threads: int | None):
+    """One ONNX Runtime session per graph in this process, shared by the cells that read it (weights are
+    read-only; each cell binds its own buffers): on a GPU it is created able to capture CUDA graphs, and a cell
+    without them runs it uncaptured (``gpu_graph_id`` -1), so the two ``ort_decoder`` backends hold one copy of
+    the weights. Where a session cannot capture (a node outside the CUDA provider), the cells without graphs
+    get a plain one and the graphed cells fail with ONNX Runtime's reason."""
+    import onnxruntime as ort
+
+    def create(graphs: bool):
+        options = session_options({}, threads)
+        # the weights in one device allocation of their size, not in an arena grown by powers of two
+        options.add_session_config_entry("session.use_device_allocator_for_initializers", "1")
+        return ort.InferenceSession(str(graph), options, providers=_providers(device, graphs))
+
+    capture = device == "cuda"
+    key = (str(graph), device, threads, capture)
+    if key not in _SESSIONS:
+        try:
+            _SESSIONS[key] = create(capture)
+        except Exception as error:  # noqa: BLE001 - kept: every graphed cell of this graph fails with it
+            _SESSIONS[key] = error
+    session = _SESSIONS[key]
+    if not isinstance(session, Exception):
+        return session
+    if cuda_graph:
+        raise session
+    plain = (str(graph), device, threads, False)
+    if plain not in _SESSIONS:
+        _SESSIONS[plain] = create(False)
+    return _SESSIONS[plain]
 
 
 def _providers(device: str, cuda_graph: bool) -> list:

@@ -130,14 +130,15 @@ def _ort_version() -> str | None:
     return _version("onnxruntime") or _version("onnxruntime-gpu")
 
 
-def save_model(spec: dict, device: str, out_dir: Path) -> dict:
-    """The session's fp32 model (same seed, same device, scaled output layer) saved with ``save_pretrained``
+def save_model(spec: dict, device: str, precision: str, out_dir: Path) -> dict:
+    """The session's model at ``precision`` (same seed, same device, scaled output layer: the weights the
+    session's own model holds, half the disk of fp32 for the builder to convert) saved with ``save_pretrained``
     beside a WordLevel tokenizer of its vocabulary; returns its build facts (the model itself is let go before
     the builder reads the files)."""
     from infbench.workloads.generate import model as decoder
 
     start = time.perf_counter()
-    model, facts = decoder.build(spec, device, "fp32")
+    model, facts = decoder.build(spec, device, precision)
     model.save_pretrained(out_dir)
     write_tokenizer(int(model.config.vocab_size), out_dir)
     return {**facts, "save_s": time.perf_counter() - start}
@@ -159,9 +160,14 @@ def build_genai(params: dict, out_dir: Path) -> dict:
     from onnxruntime_genai.models import builder
 
     precision, provider = params["precision"], PROVIDERS[params["device"]]
-    with tempfile.TemporaryDirectory(prefix="infbench-genai-") as scratch:
+    # beside the output, on the disk whose room the build checked
+    with tempfile.TemporaryDirectory(prefix="infbench-genai-", dir=out_dir.parent) as scratch:
         source, cache = Path(scratch) / "hf", Path(scratch) / "cache"
-        facts = save_model(params["spec"], params["device"], source)
+        facts = save_model(params["spec"], params["device"], precision, source)
+        if params["device"] == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()  # the model was let go: its memory back to the device before the builder runs
         start = time.perf_counter()
         # hf_token=false: offline, the builder would otherwise ask the hub for a token
         extra = builder.parse_extra_options(None, str(source), str(out_dir), precision, provider, str(cache),
@@ -219,6 +225,18 @@ def parity(model, graph: Path, facts: dict, rtol: float = 1e-4) -> dict:
 BUILDERS = {"ort_genai": build_genai, "ort_decoder": build_decoder}
 
 
+def room(params: dict, out_dir: Path) -> None:
+    """Fail at once, with both numbers, where the disk cannot hold the build's peak (footprint.build_gb):
+    a 7B export fills tens of GB, and a full disk would break every job beside it."""
+    from infbench.workloads.generate.footprint import GB, build_gb
+
+    need = build_gb(params["spec"], params["engine"], params["precision"])["disk_gb"]
+    free = shutil.disk_usage(out_dir).free / GB
+    if free < need:
+        raise OSError(f"not enough disk: the build needs about {need} GB at its peak, {free:.0f} GB free "
+                      f"under {out_dir.parent}")
+
+
 def build(params: dict, manifest: Path) -> dict:
     """Build the engine's directory (the manifest's parent) and write its manifest; a failure is a failed
     manifest with a one-line reason, never an exception."""
@@ -237,6 +255,7 @@ def build(params: dict, manifest: Path) -> dict:
         reason = family_support(params["engine"], params["spec"])
         if reason:  # the workflow never asks for this build; a direct call says why
             raise ValueError(f"unsupported: {reason}")
+        room(params, out_dir)
         info.update(BUILDERS[params["engine"]](params, out_dir))
         counts = op_counts(out_dir / info["graph"])
         info.update(op_counts=counts, fused_ops={op: counts[op] for op in FUSED_OPS if op in counts})

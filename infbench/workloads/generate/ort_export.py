@@ -122,7 +122,8 @@ def export(model, out: Path, opset: int = 18) -> dict:
     batch, seq = 2, 5  # distinct example sizes, so that no two dynamic axes are unified
     cache_len = seq + 6
     ids = torch.randint(1, g["vocab"], (batch, seq))
-    past = tuple(torch.zeros(batch, g["kv_heads"], cache_len, g["head_dim"]) for _ in range(2 * g["layers"]))
+    dtype = next(model.parameters()).dtype  # the cache's type is the model's
+    past = tuple(torch.zeros(batch, g["kv_heads"], cache_len, g["head_dim"], dtype=dtype) for _ in range(2 * g["layers"]))
     limit = g["positions"] or 8192
     dims = (torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=1, max=limit),
             torch.export.Dim("cache_len", min=2, max=limit))
