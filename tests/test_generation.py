@@ -288,3 +288,44 @@ def test_kernels_per_token_say_how_busy_a_step_was():
     assert overlapped["busy_share"] == 1.0 and overlapped["gap_ms"] == 0.0
     assert profile.with_gap(None, 1.5) is None
     assert profile.kernels_per_token(lambda mark: None, 8) is None  # no GPU here: nothing to count
+
+
+def test_a_graphed_backend_that_launched_no_graph_is_a_fallback():
+    """A backend that captured CUDA graphs but whose profiled generation launched none ran uncaptured: its cell
+    fails. Not judged without graphs, without a profile, or where the profile saw no runtime calls."""
+    from infbench.workloads.generate import profile
+
+    launched = {"kernels_per_token": 300.0, "kernel_ms_per_token": 1.2, "graph_launches_per_token": 1.0}
+    dropped = {**launched, "graph_launches_per_token": 0.0}
+    assert "launched none" in profile.graph_fallback(("onnxruntime enable_cuda_graph",), dropped)
+    assert profile.graph_fallback(("step",), launched) is None
+    assert profile.graph_fallback(None, dropped) is None
+    assert profile.graph_fallback(("step",), None) is None
+    assert profile.graph_fallback(("step",), {**launched, "graph_launches_per_token": None}) is None
+
+
+def test_a_jobs_footprint_counts_each_copy_of_the_weights_once():
+    """The memory a session is scheduled by: the meta-device parameter count is the built model's; an ort_genai
+    cell adds a copy of the weights, a second ort_decoder cell of one graph adds only its cache and margin; a
+    larger batch adds cache; the fp32 reference bounds a session of fp16 PyTorch cells from below."""
+    from infbench.workloads.generate import footprint
+
+    for family in ("llama", "gpt2", "t5"):
+        model, _ = decoder.build(_spec(family), "cpu")
+        assert footprint.parameter_count(_spec(family)) == decoder.parameters(model), family
+    big = {"model_type": "llama", "overrides": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+                                                "num_attention_heads": 32, "vocab_size": 32000}}
+    weights_gb = footprint.parameter_count(big) * 2 / footprint.GB
+    torch_only = [("hf_generate", "fp16"), ("static_loop", "fp16")]
+    base = footprint.session_gb(big, torch_only, 1, 128, 128)
+    genai = [*torch_only, ("ort_genai", "fp16")]
+    one = footprint.session_gb(big, genai, 1, 128, 128)
+    two = footprint.session_gb(big, [*genai, ("ort_genai", "fp16")], 1, 128, 128)
+    one_graph = footprint.session_gb(big, [*genai, ("ort_decoder", "fp16")], 1, 128, 128)
+    two_cells = footprint.session_gb(big, [*genai, ("ort_decoder", "fp16"), ("ort_decoder", "fp16")], 1, 128, 128)
+    assert base >= 2 * weights_gb  # the fp32 reference is the peak of a PyTorch-only fp16 session
+    assert two - one >= weights_gb and one_graph - one >= weights_gb  # (beyond the fp32 reference's peak)
+    assert two_cells - one_graph <= 2  # a cache and a margin, not another copy
+    assert footprint.session_gb(big, torch_only, 32, 128, 128) > base
+    need = footprint.build_gb(big, "ort_decoder", "fp16")
+    assert need["disk_gb"] > footprint.build_gb(big, "ort_genai", "fp16")["disk_gb"] > 2 * weights_gb - 1

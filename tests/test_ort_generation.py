@@ -239,3 +239,26 @@ def test_display_names_and_family():
     assert names.display_name("ort_genai", {"cuda_graph": True}) == "onnxruntime-genai + CUDA graphs"
     assert names.display_name("ort_decoder", {}) == "ONNX Runtime exported decoder"
     assert names.family("ort_genai") == names.family("ort_decoder") == "ONNX Runtime"
+
+
+def test_the_decoder_backends_share_one_session_per_graph(workdir):
+    """Two cells of one exported graph hold one ONNX Runtime session (one copy of the weights), each with its own
+    buffers, and both generate the reference's greedy tokens."""
+    built, prompt, reference = _reference("tiny-llama")
+    artifact = _manifest(workdir, "tiny-llama", "ort_decoder")
+    first, second = (ort.create("ort_decoder", built, prompt, NEW, {"artifact": artifact}) for _ in range(2))
+    assert first.loop.session is second.loop.session
+    assert first.loop.cache[0].data_ptr() != second.loop.cache[0].data_ptr()
+    for generator in (first, second):
+        np.testing.assert_array_equal(generator.tokens(), np.asarray(reference["tokens"]))
+
+
+def test_a_build_the_disk_cannot_hold_fails_at_once_saying_both_numbers(tmp_path, monkeypatch):
+    """Before anything is written: a failed manifest naming what the build needs and what is free."""
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12 - 10**8, 10**8))
+    params = ort_build.build_params("ort_decoder", MODELS["tiny-llama"], "fp32", "cpu")
+    info = ort_build.build(params, tmp_path / "decoder" / "manifest.json")
+    assert info["status"] == "failed" and "not enough disk" in info["reason"] and "0 GB free" in info["reason"]
+    assert "\n" not in info["reason"] and list((tmp_path / "decoder").iterdir()) == [tmp_path / "decoder" / "manifest.json"]

@@ -25,13 +25,28 @@ def kernels_per_token(generate, new_tokens: int) -> dict | None:
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         generate(lambda: None)
         torch.cuda.synchronize()
-    kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA
-               and not any(word in e.name.lower() for word in SKIP)]
+    events = prof.events()
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA and not any(word in e.name.lower() for word in SKIP)]
     if not kernels:
         return None
+    # the CUDA runtime's calls, whichever library made them (CUPTI sees ONNX Runtime's too)
+    runtime = [e.name for e in events if e.device_type == DeviceType.CPU and e.name.startswith("cuda")]
+    launches = sum(name.startswith("cudaGraphLaunch") for name in runtime)
     return {"kernels_per_token": len(kernels) / new_tokens,
             "kernel_ms_per_token": sum(e.time_range.elapsed_us() for e in kernels) / 1e3 / new_tokens,
+            "graph_launches_per_token": launches / new_tokens if runtime else None,
             "what": "one whole generation under the profiler, per generated token (prefill spread over the tokens)"}
+
+
+def graph_fallback(graphs, kernels: dict | None) -> str | None:
+    """Why a backend that captured CUDA graphs (``graphs``) is a failed cell: its profiled generation launched
+    none, so it ran uncaptured (a library may drop its graphs with only a warning). None where it launched
+    some, where it captured none, or where the profile saw no runtime calls to judge by."""
+    if not graphs or not kernels or kernels.get("graph_launches_per_token") is None:
+        return None
+    if kernels["graph_launches_per_token"] == 0:
+        return "CUDA graphs were captured, but the profiled generation launched none: it ran uncaptured"
+    return None
 
 
 def with_gap(kernels: dict | None, tpot_ms: float) -> dict | None:

@@ -168,6 +168,10 @@ def _finish(record, generator, tracker, rounds, error, problem, reference, model
         record["generation"]["kernels"] = profile.with_gap(profile.kernels_per_token(generator.generate, key["new_tokens"])
                                                            if request["device"] == "cuda" else None,
                                                            record["generation"]["tpot_ms"])
+        fallback = profile.graph_fallback(getattr(generator, "graphs", None), record["generation"]["kernels"])
+        if fallback:
+            records.finish(record, "failed", fallback)
+            return
         free = generator.tokens()  # the last timed generation's own tokens, before teacher forcing overwrites them
         forced = generator.teacher_forced(reference["tokens"])
         record["accuracy"] = accuracy.judge(reference["logits"], reference["tokens"], forced, free,
