@@ -29,9 +29,12 @@ def to_typed(graph_path: Path, out: Path, precision: str, keep_io_types: bool | 
     import onnx
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    source = onnx.load(str(graph_path))
+    # ``graph_path`` may be the graph itself (a ModelProto already in memory: a large export is converted without
+    # writing its fused fp32 copy to the disk)
+    in_memory = isinstance(graph_path, onnx.ModelProto)
+    source = graph_path if in_memory else onnx.load(str(graph_path))
     fp32_weights = {t.name: onnx.numpy_helper.to_array(t) for t in source.graph.initializer
-                    if t.data_type == onnx.TensorProto.FLOAT}
+                    if t.data_type == onnx.TensorProto.FLOAT} if precision == "bf16" else {}
     blocked = list(DEFAULT_OP_BLOCK_LIST) + list(KEEP_FP32_OPS) + list(keep_fp32_ops)
     model = convert_float_to_float16(source, keep_io_types=keep_io_types, op_block_list=blocked)
     model = _topologically_sorted(_without_duplicate_nodes(model))
@@ -45,7 +48,7 @@ def to_typed(graph_path: Path, out: Path, precision: str, keep_io_types: bool | 
     check_graph(out)
     return write_sidecar(out, {"converter": "onnxruntime.transformers.float16 (keep_io_types)",
                                "precision": precision, "kept_fp32_ops": list(KEEP_FP32_OPS),
-                               "source": Path(graph_path).name})
+                               "source": "in memory" if in_memory else Path(graph_path).name})
 
 
 def _without_duplicate_nodes(model):

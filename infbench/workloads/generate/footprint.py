@@ -8,8 +8,8 @@ resources, rules/generate*.smk).
   the ``ort_decoder`` backends), then every backend's KV cache and a margin per backend for its buffers,
   graphs and workspaces.
 - An ONNX Runtime build holds the fp32 model on the device while it draws its weights, and on the disk: the
-  saved model and the builder's output (``ort_genai``), or the fp32 export and its fused copy
-  (``ort_decoder``, whose typed graph is written once the export is removed).
+  saved model and the builder's output (``ort_genai``), or the fp32 export (``ort_decoder``: with its fused
+  copy at fp32; fused and converted in memory at fp16 / bf16, the typed graph written once the export is gone).
 """
 
 from __future__ import annotations
@@ -65,6 +65,8 @@ def build_gb(spec: dict, engine: str, precision: str) -> dict[str, int]:
     params = parameter_count(spec)
     if engine == "ort_genai":  # the model saved at the precision, then the builder's graph beside it
         disk = 2 * params * BYTES[precision]
-    else:  # the fp32 export and its fused copy
+    elif precision == "fp32":  # the fp32 export and its fused copy
         disk = 2 * params * BYTES["fp32"]
+    else:  # the fp32 export (fused and converted in memory once it is read, then removed)
+        disk = params * BYTES["fp32"]
     return {"gpu_mem_gb": math.ceil(params * BYTES["fp32"] / GB + CONTEXT_GB), "disk_gb": math.ceil(disk / GB + 1)}

@@ -140,10 +140,11 @@ def export(model, out: Path, opset: int = 18) -> dict:
     return {"exporter": "torch.onnx dynamo", "opset": opset, "export_s": time.perf_counter() - start}
 
 
-def fuse(exported: Path, out: Path) -> dict:
+def fuse(exported: Path, out: Path | None) -> dict:
     """The forward graphs' fusion step (infbench.fusions.fuse_for_ort, every fusion: the batch-sized position
     ids keep the rotary fusion correct), after the Gemm rewrite where the graph has Gemms; returns what each
-    fusion matched."""
+    fusion matched. ``out`` None: the fused graph is returned as a ModelProto (``"proto"``), weights read into
+    memory, nothing written."""
     import onnx
     import onnx_ir as ir
 
@@ -157,13 +158,16 @@ def fuse(exported: Path, out: Path) -> dict:
         gemms = gemm_to_matmul_add(source)
         model = ir.serde.deserialize_model(source)
     model, counts = fuse_for_ort(model)
+    facts = {"fusions": {k: int(v) for k, v in counts.items() if v}, "gemm_to_matmul_add": gemms}
+    if out is None:
+        ir.external_data.load_to_model(model)  # the weights into memory: the proto no longer names the export
+        return {**facts, "proto": ir.serde.serialize_model(model), "fuse_s": time.perf_counter() - start}
     ir.save(model, str(out), external_data=f"{Path(out).name}.data")
     check_graph(Path(out))
-    return {"fusions": {k: int(v) for k, v in counts.items() if v}, "gemm_to_matmul_add": gemms,
-            "fuse_s": time.perf_counter() - start}
+    return {**facts, "fuse_s": time.perf_counter() - start}
 
 
-def typed(fused: Path, out: Path, precision: str) -> dict:
+def typed(fused, out: Path, precision: str) -> dict:
     """The fused graph at fp16 / bf16, its cache too (logits stay fp32): infbench.onnx_precision after fusion."""
     from infbench.onnx_precision import to_typed
 
@@ -192,11 +196,12 @@ def build(load_model, out_dir: Path, precision: str, parity=None) -> dict:
     """Export, fuse, convert: ``out_dir/decoder.onnx`` (+ ``.data``) at ``precision`` and the facts for the
     manifest. ``load_model()`` gives the fp32 model on the CPU; ``parity(model, graph, facts)`` checks the fp32
     graph while the model is still here. A typed build lets the model go before fusing and converting (a 7B fp32
-    model and its graphs need not share the host's memory)."""
+    model and its graphs need not share the host's memory), fuses in memory and removes the export before it
+    writes the typed graph: its disk peak is the fp32 export alone (footprint.build_gb)."""
     from infbench.workloads.generate.model import geometry
 
     out_dir = Path(out_dir)
-    exported, fused, graph = out_dir / "exported.onnx", out_dir / "fused.onnx", out_dir / "decoder.onnx"
+    exported, graph = out_dir / "exported.onnx", out_dir / "decoder.onnx"
     model = load_model()
     inputs, outputs = io_names(geometry(model.config)["layers"])
     facts = {**export(model, exported), "graph": graph.name, "inputs": inputs, "outputs": outputs, "needed": NEEDED}
@@ -207,8 +212,9 @@ def build(load_model, out_dir: Path, precision: str, parity=None) -> dict:
             facts["parity"] = parity(model, graph, facts)
         return facts
     del model
-    facts.update(fuse(exported, fused))
+    fused = fuse(exported, None)
+    proto = fused.pop("proto")  # every weight read into memory: the export can go
     remove(exported)
-    facts.update(typed(fused, graph, precision))
-    remove(fused)
+    facts.update(fused)
+    facts.update(typed(proto, graph, precision))
     return facts
