@@ -36,7 +36,8 @@ def to_typed(graph_path: Path, out: Path, precision: str, keep_io_types: bool | 
     fp32_weights = {t.name: onnx.numpy_helper.to_array(t) for t in source.graph.initializer
                     if t.data_type == onnx.TensorProto.FLOAT} if precision == "bf16" else {}
     blocked = list(DEFAULT_OP_BLOCK_LIST) + list(KEEP_FP32_OPS) + list(keep_fp32_ops)
-    model = convert_float_to_float16(source, keep_io_types=keep_io_types, op_block_list=blocked)
+    model = convert_float_to_float16(_with_shapes(source), keep_io_types=keep_io_types, op_block_list=blocked,
+                                     disable_shape_infer=True)
     model = _topologically_sorted(_without_duplicate_nodes(model))
     if precision == "bf16":
         _retype_fp16_to_bf16(model, fp32_weights)
@@ -49,6 +50,25 @@ def to_typed(graph_path: Path, out: Path, precision: str, keep_io_types: bool | 
     return write_sidecar(out, {"converter": "onnxruntime.transformers.float16 (keep_io_types)",
                                "precision": precision, "kept_fp32_ops": list(KEEP_FP32_OPS),
                                "source": "in memory" if in_memory else Path(graph_path).name})
+
+
+def _with_shapes(model):
+    """``model`` with its value types inferred, as the converter needs them. Inferred on the graph without its
+    weights' bytes (their shapes and types are in the initializers' headers): a model above protobuf's 2 GB
+    cannot be serialized for ONNX's shape inference, which the converter would otherwise run on it."""
+    import onnx
+
+    stash = [t.raw_data for t in model.graph.initializer]
+    for tensor in model.graph.initializer:
+        tensor.ClearField("raw_data")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    finally:
+        for tensor, raw in zip(model.graph.initializer, stash):
+            tensor.raw_data = raw
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(inferred.graph.value_info)
+    return model
 
 
 def _without_duplicate_nodes(model):

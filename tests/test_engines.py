@@ -180,6 +180,28 @@ def test_fp16_conversion_keeps_io_types_and_fusions(tiny_run, tmp_path):
     assert json.loads((tmp_path / "optimized_fp16.json").read_text())["source"] == "optimized.onnx"
 
 
+def test_fp16_conversion_never_serializes_the_weights_for_shape_inference(tiny_run, tmp_path, monkeypatch):
+    """ONNX's shape inference serializes the model it is given, which fails above protobuf's 2 GB (a 7B export):
+    the conversion infers types on the graph without its weights' bytes, then converts the whole graph."""
+    import onnx
+
+    from infbench import onnx_precision
+
+    source = tiny_run / "results/onnx/tiny-bert/optimized.onnx"
+    weights = sum(len(t.raw_data) for t in onnx.load(str(source)).graph.initializer)
+    seen, infer = [], onnx.shape_inference.infer_shapes
+
+    def spy(model, *args, **kwargs):
+        seen.append(sum(len(t.raw_data) for t in model.graph.initializer))
+        return infer(model, *args, **kwargs)
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", spy)
+    info = onnx_precision.to_typed(source, tmp_path / "optimized_fp16.onnx", "fp16")
+    assert weights > 0 and seen == [0] and info["fused_ops"]["Attention"] == 2
+    converted = onnx.load(str(tmp_path / "optimized_fp16.onnx"))
+    assert sum(len(t.raw_data) for t in converted.graph.initializer) > weights / 3  # the weights came through
+
+
 def test_missing_attention_fusion_is_an_error(tiny_run):
     from infbench import fusions
 

@@ -88,9 +88,12 @@ def run_shape(request: dict) -> list[dict]:
         problems = {name: generator.verify() for name, generator in generators.items()}
         for name, record in zip(names, recs):
             if name in generators:
+                start = time.perf_counter()
                 _finish(record, generators[name], trackers[name], results.get(name, []), errors.get(name),
                         problems[name], reference, models, request, session, policy)
                 generators[name].close()
+                record["finish_s"] = round(time.perf_counter() - start, 2)
+                log.info("%s: profiled, forced and judged in %.1f s", name, record["finish_s"])
     phases["finish_s"] = time.perf_counter() - clock
     log.info("verified, profiled and judged in %.1f s", phases["finish_s"])
     for record in recs:  # what the session's phases cost (every cell of the shape shares them)
