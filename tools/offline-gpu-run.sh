@@ -8,8 +8,9 @@
 #   tools/offline-gpu-run.sh stage PART          copy one carried part (.offline/pack/part-NN) to /root/stage
 #   tools/offline-gpu-run.sh run CONFIG [ARGS]   install the staged wheels, run snakemake on CONFIG, and put
 #                                                the report and a tarball of tables, records, logs under $OUT
-#   tools/offline-gpu-run.sh start CONFIG [ARGS] `run` in the background, in a process session of its own, so
-#                                                that a run longer than one device call goes on between calls
+#   tools/offline-gpu-run.sh start CONFIG [ARGS] `run` in the background, in a process session of its own and in
+#                                                a copy of the checkout (/root/runs/tree), so that a run longer
+#                                                than one device call goes on between calls whatever they send
 #                                                (its outputs go to /root/runs/out, its log to /root/runs/run.log)
 #   tools/offline-gpu-run.sh wait [SECONDS]      follow the started run for at most SECONDS (default 540), then
 #                                                copy its outputs to $OUT; exit 0 once it has ended, 3 while it runs
@@ -34,11 +35,17 @@ case "${1:?pack|stage|run}" in
     bash "$pack/unpack.sh" stage "${2:?part}" /root/stage ;;
   start)
     shift
-    runs=/root/runs; rm -rf "$runs/out"; mkdir -p "$runs/out"
-    OUT=$runs/out BUDGET_S=${BUDGET_S:-3600} setsid nohup "$0" run "$@" > "$runs/run.log" 2>&1 < /dev/null &
-    echo $! > "$runs/pid"; echo "started $* (pid $!) in $PWD at $(date -u +%FT%TZ)" ;;
+    runs=/root/runs; rm -rf "$runs/out" "$runs/tree"; mkdir -p "$runs/out" "$runs/tree"
+    # the run works in its own copy of this checkout (less the wheel packs): a later device call re-sends the
+    # checkout and replaces every carried path there, which would delete a running pipeline's results
+    tar -c --exclude=./.offline . | tar -x -C "$runs/tree"
+    pack=$(realpath -m "$pack")
+    (cd "$runs/tree" && PACK=$pack OUT=$runs/out BUDGET_S=${BUDGET_S:-3600} setsid nohup tools/offline-gpu-run.sh run "$@" \
+      > "$runs/run.log" 2>&1 < /dev/null & echo $! > "$runs/pid")
+    echo "started $* (pid $(cat "$runs/pid")) in $runs/tree at $(date -u +%FT%TZ)" ;;
   wait)
     runs=/root/runs; pid=$(cat "$runs/pid"); deadline=$(( $(date +%s) + ${2:-540} ))
+    cd "$runs/tree"
     while kill -0 "$pid" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 5; done
     out=${OUT:-/tmp/out}; mkdir -p "$out"
     if kill -0 "$pid" 2>/dev/null; then
