@@ -96,7 +96,7 @@ def _group_line(group: pd.DataFrame, every: int) -> dict:
     tie = bool(first["tie"])
     shapes = shapes_text(list(zip(group["batch"].astype(int), group["seq_len"].astype(int))), every)
     widths = 100 * group["half_width"]
-    latency = f"{_span(group['median_ms'], ms)} ms (95 % interval ±{_span(widths, lambda v: f'{v:.0f}')} %)"
+    latency = f"{_span(group['median_ms'], ms)} ms (95 % interval ±{_span(widths, _percent)} %)"
     runner_ups = sorted(set(group["runner_up_use"].dropna()))
     if tie:
         use = f"Either {first['use']} or {first['runner_up_use']}"
@@ -302,7 +302,7 @@ def generation_groups(best: pd.DataFrame, cells: pd.DataFrame, catalogue: pd.Dat
             first = group.iloc[0]
             use = f"Either {first['use']} or {first['runner_up_use']}" if bool(first["tie"]) else first["use"]
             batches = ", ".join(str(int(b)) for b in group["batch"])
-            text = (f"{_span(group['tpot_ms'], ms)} ms per token (±{_span(100 * group['half_width'], lambda v: f'{v:.0f}')} %), "
+            text = (f"{_span(group['tpot_ms'], ms)} ms per token (±{_span(100 * group['half_width'], _percent)} %), "
                     f"first token after {_span(group['ttft_ms'], ms)} ms")
             if group["speedup"].notna().any() and isinstance(first.get("baseline_display"), str):
                 text += (f"; {_span(group['speedup'], times)} faster per token than {first['baseline_display']} "
@@ -337,3 +337,8 @@ def generation_table(best: pd.DataFrame, cells: pd.DataFrame, catalogue: pd.Data
                      "vs baseline": times(r.speedup), "Call": "either" if bool(r.tie) else "lead", "tie": bool(r.tie)})
     out = pd.DataFrame(rows, columns=columns)
     return out.drop(columns=["Model"]) if out["Model"].nunique() == 1 else out
+
+
+def _percent(value: float) -> str:
+    """A half-width in percent: whole percents, one decimal below 1 % (a ±0.3 % interval is not ±0 %)."""
+    return f"{value:.1f}" if value < 1 else f"{value:.0f}"

@@ -60,7 +60,8 @@ def display_name(engine: str, options: dict | None = None, label: str | None = N
     if engine == "hf_generate":  # the generation workload's engines
         return "transformers generate" + (", static cache" if options.get("cache") == "static" else "")
     if engine == "static_loop":
-        parts = [p for p, on in (("compiled", options.get("compile")), ("CUDA graphs", options.get("cuda_graph"))) if on]
+        compiled = "compiled" + (" (coordinate descent)" if options.get("coordinate_descent") else "") + _compile_mode(options)
+        parts = [p for p, on in ((compiled, options.get("compile")), ("CUDA graphs", options.get("cuda_graph"))) if on]
         return "static-cache loop" + (f", {' + '.join(parts)}" if parts else ", eager")
     if engine == "tensorrt_llm":
         return "TensorRT-LLM"

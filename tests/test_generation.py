@@ -290,6 +290,16 @@ def test_kernels_per_token_say_how_busy_a_step_was():
     assert profile.kernels_per_token(lambda mark: None, 8) is None  # no GPU here: nothing to count
 
 
+def test_the_top_kernels_say_where_a_step_goes():
+    from infbench.workloads.generate import profile
+
+    named = [("gemv", 30.0)] * 8 + [("attention", 10.0)] * 8 + [("norm", 1.0)] * 16 + [("x" * 300, 0.5)]
+    top = profile.top_kernels(named, new_tokens=8, keep=3)
+    assert [k["name"] for k in top] == ["gemv", "attention", "norm"]
+    assert top[0] == {"name": "gemv", "ms_per_token": pytest.approx(0.03), "per_token": 1.0}
+    assert top[2]["per_token"] == 2.0 and len(profile.top_kernels(named, 8)[-1]["name"]) == 120
+
+
 def test_a_graphed_backend_that_launched_no_graph_is_a_fallback():
     """A backend that captured CUDA graphs but whose profiled generation launched none ran uncaptured: its cell
     fails. Not judged without graphs, without a profile, or where the profile saw no runtime calls."""

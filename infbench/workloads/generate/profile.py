@@ -10,6 +10,8 @@ which CUDA graphs remove and which no bandwidth floor counts.
 
 from __future__ import annotations
 
+import collections
+
 SKIP = ("memcpy", "memset")  # copies and fills are not kernels of the model
 
 
@@ -26,7 +28,9 @@ def kernels_per_token(generate, new_tokens: int) -> dict | None:
         generate(lambda: None)
         torch.cuda.synchronize()
     events = _events(prof)
-    kernels = [us for name, device, us in events if device == DeviceType.CUDA and not any(w in name.lower() for w in SKIP)]
+    named = [(name, us) for name, device, us in events
+             if device == DeviceType.CUDA and not any(w in name.lower() for w in SKIP)]
+    kernels = [us for _, us in named]
     if not kernels:
         return None
     # the CUDA runtime's calls, whichever library made them (CUPTI sees ONNX Runtime's too)
@@ -35,7 +39,19 @@ def kernels_per_token(generate, new_tokens: int) -> dict | None:
     return {"kernels_per_token": len(kernels) / new_tokens,
             "kernel_ms_per_token": sum(kernels) / 1e3 / new_tokens,
             "graph_launches_per_token": launches / new_tokens if runtime else None,
+            "top": top_kernels(named, new_tokens),
             "what": "one whole generation under the profiler, per generated token (prefill spread over the tokens)"}
+
+
+def top_kernels(named: list[tuple[str, float]], new_tokens: int, keep: int = 6) -> list[dict]:
+    """The kernels that took the most device time, per generated token: where a step's time goes, by name
+    (cut to 120 characters: templated names run to thousands)."""
+    time, count = collections.Counter(), collections.Counter()
+    for name, us in named:
+        time[name[:120]] += us
+        count[name[:120]] += 1
+    return [{"name": name, "ms_per_token": us / 1e3 / new_tokens, "per_token": count[name] / new_tokens}
+            for name, us in time.most_common(keep)]
 
 
 def _events(prof) -> list[tuple[str, object, float]]:
