@@ -13,7 +13,8 @@
   graph writes the cache in place; next_token = input_ids; next_position = cache_position), so prefill and
   each decode step are one ``run_with_iobinding`` of a fixed binding -- no allocation, no host copy, greedy
   ArgMax in the graph. Fixed bindings are what ONNX Runtime's CUDA graphs need (``cuda_graph``: prefill and
-  step each captured under its own ``gpu_graph_id``).
+  step each captured under its own ``gpu_graph_id``). The cells of one graph share its session, hence one copy
+  of the weights (``shared_session``).
 
 Accuracy goes through each engine's own cache path: ``ort_decoder`` writes the reference token into its token
 buffer before each step; ``ort_genai`` lets its generator compute every step's logits, then replaces them
