@@ -296,12 +296,15 @@ def ort_build_gb(engine, what):
     return need
 
 
+# On a GPU only: the estimates import torch and transformers in Snakemake's own process, seconds that a CPU
+# run of small models need not pay (its builds still check the disk before they write: ort_build.room).
 GEN_SESSION_MEMORY = {"gpu_mem_gb": generation_gpu_gb} if DEVICE == "cuda" else {}
 
 
 def ort_build_resources(engine):
-    memory = {"gpu_mem_gb": ort_build_gb(engine, "gpu_mem_gb")} if DEVICE == "cuda" else {}
-    return {**GPU_WORK, **memory, "build_disk_gb": ort_build_gb(engine, "disk_gb")}
+    if DEVICE != "cuda":
+        return {}
+    return {**GPU_WORK, "gpu_mem_gb": ort_build_gb(engine, "gpu_mem_gb"), "build_disk_gb": ort_build_gb(engine, "disk_gb")}
 
 
 def generation_cell_options(cell):

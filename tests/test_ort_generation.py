@@ -6,6 +6,7 @@ backend does not take are unsupported records decided up front; a new prompt len
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -40,8 +41,9 @@ BUILT = {("tiny-llama", "ort_genai"), ("tiny-llama", "ort_decoder"), ("tiny-llam
 def _config() -> dict:
     timing = {"warmup_s": 0.0, "warmup_min_iters": 1, "min_iters": 4, "max_iters": 6, "budget_s": 0.2,
               "target_ci_rel_width": 0.05, "rounds": 2}
+    # copies: a test that changes a model's geometry must not change it for the tests after it
     return {"device": "cpu", "models": {}, "timing": timing,
-            "generation": {"models": MODELS, "backends": BACKENDS, "batch_sizes": [2], "prompt_lens": [PROMPT],
+            "generation": {"models": copy.deepcopy(MODELS), "backends": copy.deepcopy(BACKENDS), "batch_sizes": [2], "prompt_lens": [PROMPT],
                            "new_tokens": NEW}}
 
 
