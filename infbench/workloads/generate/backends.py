@@ -38,9 +38,9 @@ from typing import Callable
 import numpy as np
 
 from infbench.workloads.generate.model import decoder_start, geometry, is_seq2seq
+from infbench.workloads.generate.ort_build import ENGINES as ORT_ENGINES
 
-ENGINES = ("hf_generate", "static_loop", "tensorrt_llm", "ort_genai", "ort_decoder")
-ORT_ENGINES = ("ort_genai", "ort_decoder")
+ENGINES = ("hf_generate", "static_loop", "tensorrt_llm", *ORT_ENGINES)
 
 
 def supports(engine: str, precision: str, device: str, spec: dict | None = None) -> str | None:

@@ -19,9 +19,8 @@ import math
 from infbench.workloads.generate.model import BYTES, config_of, kv_bytes
 
 GB = 1e9
-PER_BACKEND_GB = 1.0  # a backend's graphs, workspaces, logits and allocator slack (measured 0.2-0.8 GB on the H100)
+PER_BACKEND_GB = 1.0  # a backend's graphs, workspaces, logits and allocator slack: an allowance, not yet measured
 CONTEXT_GB = 1.0  # the process's CUDA context and libraries
-ORT_ENGINES = ("ort_genai", "ort_decoder")
 
 
 def parameter_count(spec: dict) -> int:
