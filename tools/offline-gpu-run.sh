@@ -12,6 +12,11 @@
 #                                                a copy of the checkout (/root/runs/tree), so that a run longer
 #                                                than one device call goes on between calls whatever they send
 #                                                (its outputs go to /root/runs/out, its log to /root/runs/run.log)
+#   tools/offline-gpu-run.sh again CONFIG [ARGS] after a started run has ended: `start` once more in the same tree,
+#                                                every timed shape session rerun (--forcerun bench_generate bench)
+#                                                and every prepared build kept -- the rerun minutes later whose
+#                                                medians scripts.compare_runs checks against the first run's
+#                                                intervals (the first run's outputs move to /root/runs/first)
 #   tools/offline-gpu-run.sh wait [SECONDS]      follow the started run for at most SECONDS (default 540), then
 #                                                copy its outputs to $OUT; exit 0 once it has ended, 3 while it runs
 # BUDGET_S: seconds before Snakemake is stopped (SIGINT) so that outputs still come back. RESUME=1: shape bundles
@@ -43,6 +48,14 @@ case "${1:?pack|stage|run}" in
     (cd "$runs/tree" && PACK=$pack OUT=$runs/out BUDGET_S=${BUDGET_S:-3600} setsid nohup tools/offline-gpu-run.sh run "$@" \
       > "$runs/run.log" 2>&1 < /dev/null & echo $! > "$runs/pid")
     echo "started $* (pid $(cat "$runs/pid")) in $runs/tree at $(date -u +%FT%TZ)" ;;
+  again)
+    shift
+    runs=/root/runs; ! kill -0 "$(cat "$runs/pid")" 2>/dev/null || { echo "the started run is still running" >&2; exit 2; }
+    rm -rf "$runs/first"; mv "$runs/out" "$runs/first"; mkdir -p "$runs/out"
+    pack=$(realpath -m "$pack")
+    (cd "$runs/tree" && PACK=$pack OUT=$runs/out BUDGET_S=${BUDGET_S:-3600} setsid nohup tools/offline-gpu-run.sh run "$@" \
+      --forcerun bench_generate bench > "$runs/run.log" 2>&1 < /dev/null & echo $! > "$runs/pid")
+    echo "started again $* (pid $(cat "$runs/pid")) in $runs/tree at $(date -u +%FT%TZ)" ;;
   wait)
     runs=/root/runs; pid=$(cat "$runs/pid"); deadline=$(( $(date +%s) + ${2:-540} ))
     cd "$runs/tree"
