@@ -46,7 +46,12 @@ def package_version(distribution: str) -> str | None:
 def git_commit() -> str | None:
     """The checkout's commit, with ``+dirty`` when tracked files differ from it: a copied working tree (a
     device machine's copy, an edited checkout) keeps an older .git, and its records must not name a commit
-    whose code they were not measured with."""
+    whose code they were not measured with. ``INFBENCH_GIT_COMMIT``, where set, names it instead: a copy made
+    without .git (tools/offline-gpu-run.sh's run tree) says which commit it was copied from."""
+    named = os.environ.get("INFBENCH_GIT_COMMIT", "").strip()
+    if named:
+        return named
+
     def git(*args: str) -> subprocess.CompletedProcess | None:
         try:
             return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10)

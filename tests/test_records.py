@@ -65,6 +65,7 @@ def test_git_commit_marks_a_tree_that_differs_from_its_commit(tmp_path, monkeypa
         subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
                        capture_output=True)
 
+    monkeypatch.delenv("INFBENCH_GIT_COMMIT", raising=False)
     git("init", "-q")
     (tmp_path / "code.py").write_text("a = 1\n")
     git("add", "code.py")
@@ -78,3 +79,5 @@ def test_git_commit_marks_a_tree_that_differs_from_its_commit(tmp_path, monkeypa
     assert environment.git_commit() == head + "+dirty"
     monkeypatch.setattr(environment, "REPO_ROOT", tmp_path / "nowhere")
     assert environment.git_commit() is None
+    monkeypatch.setenv("INFBENCH_GIT_COMMIT", "abc1234")  # a copy without .git names the commit it came from
+    assert environment.git_commit() == "abc1234"

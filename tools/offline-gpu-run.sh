@@ -19,7 +19,8 @@
 #                                                intervals (the first run's outputs move to /root/runs/first)
 #   tools/offline-gpu-run.sh wait [SECONDS]      follow the started run for at most SECONDS (default 540), then
 #                                                copy its outputs to $OUT; exit 0 once it has ended, 3 while it runs
-# BUDGET_S: seconds before Snakemake is stopped (SIGINT) so that outputs still come back. RESUME=1: shape bundles
+# INFBENCH_GIT_COMMIT: the commit the carried tree was made from, written into every record (a copy without .git
+# cannot say it). BUDGET_S: seconds before Snakemake is stopped (SIGINT) so that outputs still come back. RESUME=1: shape bundles
 # and records carried in results/shapes and results/cells (run's `carry`) are marked done, not redone -- only
 # for records of this very config and code: a second run on a warm machine must not take old records as current.
 # pack runs offline-wheels' pack.sh (PACK_SH; default ../shared/offline-wheels/pack.sh, which other machines
