@@ -107,6 +107,29 @@ def test_the_decoder_loop_binds_its_buffers_once(workdir):
     assert generator.cache_info["allocated_len"] == PROMPT + NEW
 
 
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-gpt2"])
+def test_the_exported_cache_write_is_one_scatter_from_past_to_present(workdir, model):
+    """Each layer's present keys/values come from one ScatterND whose data is its past, read by nothing else (but
+    its shape), so
+    ONNX Runtime writes it in place in the bound buffer: no Transpose or copy of the whole cache per step."""
+    import onnx
+
+    graph = onnx.load(str(Path(_manifest(workdir, model, "ort_decoder")).parent / "decoder.onnx"),
+                      load_external_data=False).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    readers = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node.op_type)
+    presents = [out.name for out in graph.output if out.name.startswith("present_")]
+    assert presents
+    for present in presents:
+        node = producer[present]
+        assert node.op_type == "ScatterND" and node.input[0] == present.replace("present", "past", 1), present
+        data_readers = [op for op in readers[node.input[0]] if op != "Shape"]  # Shape reads no data
+        assert data_readers == ["ScatterND"], (present, readers[node.input[0]])
+
+
 def test_a_cache_wired_wrong_fails_the_check(workdir):
     """fault_misindexed_cache: the position never advances, every step rewrites one slot: clear steps disagree."""
     built, prompt, reference = _reference("tiny-llama")

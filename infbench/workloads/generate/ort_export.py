@@ -11,8 +11,10 @@ the cache is written in place, the token and the position advance in place, and 
 What the export needed (also written into the manifest, ``needed``):
 - a cache layer of our own (``BoundLayer``): transformers' StaticCache mutates buffers it allocates itself and
   sizes the attention mask from a Python int, neither of which an export can take as graph inputs; this one
-  writes the step's keys and values into the past tensors out of place (``index_copy`` → ScatterND) at
-  ``cache_position`` and reports the past's (symbolic) length as the mask size;
+  writes the step's keys and values into the past tensors out of place at ``cache_position``, every axis indexed
+  (``index_put`` → one ScatterND from past to present, which ONNX Runtime runs in place when both are bound to
+  one buffer; ``index_copy`` on the position axis would add a Transpose of the whole past and one back), and
+  reports the past's (symbolic) length as the mask size;
 - position ids expanded to the batch: with (1, seq) ids the RotaryEmbedding fusion yields a graph that fails
   at batch > 1 (infbench.fusions);
 - ``next_position`` made to depend on the chosen token, so that, bound to the ``cache_position`` buffer
@@ -30,7 +32,8 @@ from pathlib import Path
 
 NEEDED = [
     "a cache layer of infbench's (transformers CacheLayerMixin) that writes each call's keys/values into the past "
-    "tensors out of place at cache_position (ScatterND) and reports the past's symbolic length as the mask size: "
+    "tensors out of place at cache_position, every axis indexed (one ScatterND from past to present, no transposes), "
+    "and reports the past's symbolic length as the mask size: "
     "StaticCache mutates its own buffers and sizes its mask from a Python int, which an export cannot take as inputs",
     "position ids from cache_position, expanded to the batch (the RotaryEmbedding fusion breaks at batch > 1 "
     "with (1, seq) ids)",
@@ -44,6 +47,7 @@ NEEDED = [
 def _layer_class():
     """The cache layer, defined on first use (transformers is imported lazily: the workflow imports this
     package at parse time)."""
+    import torch
     from transformers.cache_utils import CacheLayerMixin
 
     class BoundLayer(CacheLayerMixin):
@@ -61,8 +65,14 @@ def _layer_class():
             """Never needed: the tensors are the graph's inputs."""
 
         def update(self, key_states, value_states, *args, **kwargs):
-            self.keys = self.keys.index_copy(2, self.position, key_states)
-            self.values = self.values.index_copy(2, self.position, value_states)
+            # every axis indexed (batch, head, position): one ScatterND straight from past to present. index_copy
+            # on the position axis exports as a Transpose of the whole past, a ScatterND and a Transpose back
+            batch, heads = self.keys.shape[:2]
+            device = self.keys.device
+            at = (torch.arange(batch, device=device).view(-1, 1, 1), torch.arange(heads, device=device).view(1, -1, 1),
+                  self.position.view(1, 1, -1))
+            self.keys = self.keys.index_put(at, key_states)
+            self.values = self.values.index_put(at, value_states)
             return self.keys, self.values
 
         def get_mask_sizes(self, query_length):
