@@ -150,16 +150,14 @@ def export(model, out: Path, opset: int = 18) -> dict:
     return {"exporter": "torch.onnx dynamo", "opset": opset, "export_s": time.perf_counter() - start}
 
 
-def fuse(exported: Path, out: Path | None) -> dict:
+def fuse(exported: Path):
     """The forward graphs' fusion step (infbench.fusions.fuse_for_ort, every fusion: the batch-sized position
-    ids keep the rotary fusion correct), after the Gemm rewrite where the graph has Gemms; returns what each
-    fusion matched. ``out`` None: the fused graph is returned as a ModelProto (``"proto"``), weights read into
-    memory, nothing written."""
+    ids keep the rotary fusion correct), after the Gemm rewrite where the graph has Gemms. Returns the fused
+    model (onnx_ir; its weights still read lazily from the export's data file) and what each fusion matched."""
     import onnx
     import onnx_ir as ir
 
     from infbench.fusions import fuse_for_ort, gemm_to_matmul_add
-    from infbench.onnx_graphs import check_graph
 
     start = time.perf_counter()
     model, gemms = ir.load(str(exported)), 0  # weights read lazily from the external data
@@ -168,13 +166,8 @@ def fuse(exported: Path, out: Path | None) -> dict:
         gemms = gemm_to_matmul_add(source)
         model = ir.serde.deserialize_model(source)
     model, counts = fuse_for_ort(model)
-    facts = {"fusions": {k: int(v) for k, v in counts.items() if v}, "gemm_to_matmul_add": gemms}
-    if out is None:
-        ir.external_data.load_to_model(model)  # the weights into memory: the proto no longer names the export
-        return {**facts, "proto": ir.serde.serialize_model(model), "fuse_s": time.perf_counter() - start}
-    ir.save(model, str(out), external_data=f"{Path(out).name}.data")
-    check_graph(Path(out))
-    return {**facts, "fuse_s": time.perf_counter() - start}
+    return model, {"fusions": {k: int(v) for k, v in counts.items() if v}, "gemm_to_matmul_add": gemms,
+                   "fuse_s": time.perf_counter() - start}
 
 
 def typed(fused, out: Path, precision: str) -> dict:
@@ -208,6 +201,9 @@ def build(load_model, out_dir: Path, precision: str, parity=None) -> dict:
     graph while the model is still here. A typed build lets the model go before fusing and converting (a 7B fp32
     model and its graphs need not share the host's memory), fuses in memory and removes the export before it
     writes the typed graph: its disk peak is the fp32 export alone (footprint.build_gb)."""
+    import onnx_ir as ir
+
+    from infbench.onnx_graphs import check_graph
     from infbench.workloads.generate.model import geometry
 
     out_dir = Path(out_dir)
@@ -216,15 +212,20 @@ def build(load_model, out_dir: Path, precision: str, parity=None) -> dict:
     inputs, outputs = io_names(geometry(model.config)["layers"])
     facts = {**export(model, exported), "graph": graph.name, "inputs": inputs, "outputs": outputs, "needed": NEEDED}
     if precision == "fp32":
-        facts.update(fuse(exported, graph))
+        fused, found = fuse(exported)
+        ir.save(fused, str(graph), external_data=f"{graph.name}.data")
+        check_graph(graph)
         remove(exported)
+        facts.update(found)
         if parity is not None:
             facts["parity"] = parity(model, graph, facts)
         return facts
     del model
-    fused = fuse(exported, None)
-    proto = fused.pop("proto")  # every weight read into memory: the export can go
+    fused, found = fuse(exported)
+    facts.update(found)
+    ir.external_data.load_to_model(fused)  # every weight into memory: the export can go
+    proto = ir.serde.serialize_model(fused)
+    del fused
     remove(exported)
-    facts.update(fused)
     facts.update(typed(proto, graph, precision))
     return facts
