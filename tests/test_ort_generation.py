@@ -109,9 +109,8 @@ def test_the_decoder_loop_binds_its_buffers_once(workdir):
 
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-gpt2"])
 def test_the_exported_cache_write_is_one_scatter_from_past_to_present(workdir, model):
-    """Each layer's present keys/values come from one ScatterND whose data is its past, read by nothing else (but
-    its shape), so
-    ONNX Runtime writes it in place in the bound buffer: no Transpose or copy of the whole cache per step."""
+    """Each layer's present keys/values come from one ScatterND whose data is its past, read by nothing else but
+    a Shape, so ONNX Runtime writes it in place in the bound buffer: no Transpose or copy of the whole cache."""
     import onnx
 
     graph = onnx.load(str(Path(_manifest(workdir, model, "ort_decoder")).parent / "decoder.onnx"),
