@@ -28,7 +28,16 @@
 # built into .offline/built first. .offline/ is git-ignored.
 set -euo pipefail
 pack=${PACK:-.offline/pack}  # PACK: another pack directory, e.g. re-split into smaller parts
-case "${1:?pack|stage|run}" in
+runs=/root/runs  # start / again / wait: the background run's tree, outputs, log and pid
+# launch WHAT ARGS...: `run ARGS` in the background, in $runs/tree and a process session of its own
+launch() {
+  local what=$1; shift
+  local packs; packs=$(realpath -m "$pack")
+  (cd "$runs/tree" && PACK=$packs OUT=$runs/out BUDGET_S=${BUDGET_S:-3600} setsid nohup tools/offline-gpu-run.sh run "$@" \
+    > "$runs/run.log" 2>&1 < /dev/null & echo $! > "$runs/pid")
+  echo "$what $* (pid $(cat "$runs/pid")) in $runs/tree at $(date -u +%FT%TZ)"
+}
+case "${1:?pack|stage|start|again|wait|run}" in
   pack)
     pack_sh=${PACK_SH:-../shared/offline-wheels/pack.sh}
     [ -f "$pack_sh" ] || { echo "no $pack_sh: set PACK_SH to offline-wheels' pack.sh" >&2; exit 2; }
@@ -41,24 +50,18 @@ case "${1:?pack|stage|run}" in
     bash "$pack/unpack.sh" stage "${2:?part}" /root/stage ;;
   start)
     shift
-    runs=/root/runs; rm -rf "$runs/out" "$runs/tree"; mkdir -p "$runs/out" "$runs/tree"
+    rm -rf "$runs/out" "$runs/tree"; mkdir -p "$runs/out" "$runs/tree"
     # the run works in its own copy of this checkout (less the wheel packs): a later device call re-sends the
     # checkout and replaces every carried path there, which would delete a running pipeline's results
     tar -c --exclude=./.offline . | tar -x -C "$runs/tree"
-    pack=$(realpath -m "$pack")
-    (cd "$runs/tree" && PACK=$pack OUT=$runs/out BUDGET_S=${BUDGET_S:-3600} setsid nohup tools/offline-gpu-run.sh run "$@" \
-      > "$runs/run.log" 2>&1 < /dev/null & echo $! > "$runs/pid")
-    echo "started $* (pid $(cat "$runs/pid")) in $runs/tree at $(date -u +%FT%TZ)" ;;
+    launch started "$@" ;;
   again)
     shift
-    runs=/root/runs; ! kill -0 "$(cat "$runs/pid")" 2>/dev/null || { echo "the started run is still running" >&2; exit 2; }
+    ! kill -0 "$(cat "$runs/pid")" 2>/dev/null || { echo "the started run is still running" >&2; exit 2; }
     rm -rf "$runs/first"; mv "$runs/out" "$runs/first"; mkdir -p "$runs/out"
-    pack=$(realpath -m "$pack")
-    (cd "$runs/tree" && PACK=$pack OUT=$runs/out BUDGET_S=${BUDGET_S:-3600} setsid nohup tools/offline-gpu-run.sh run "$@" \
-      --forcerun bench_generate bench > "$runs/run.log" 2>&1 < /dev/null & echo $! > "$runs/pid")
-    echo "started again $* (pid $(cat "$runs/pid")) in $runs/tree at $(date -u +%FT%TZ)" ;;
+    launch "started again" "$@" --forcerun bench_generate bench ;;
   wait)
-    runs=/root/runs; pid=$(cat "$runs/pid"); deadline=$(( $(date +%s) + ${2:-540} ))
+    pid=$(cat "$runs/pid"); deadline=$(( $(date +%s) + ${2:-540} ))
     cd "$runs/tree"
     while kill -0 "$pid" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 5; done
     out=${OUT:-/tmp/out}; mkdir -p "$out"
