@@ -68,7 +68,8 @@ def display_name(engine: str, options: dict | None = None, label: str | None = N
     if engine == "ort_genai":
         return "onnxruntime-genai" + graphs
     if engine == "ort_decoder":
-        return "ONNX Runtime exported decoder" + graphs
+        attention = ", SDPA as exported" if options.get("attention") == "sdpa" else ""
+        return "ONNX Runtime exported decoder" + attention + graphs
     return engine
 
 

@@ -9,7 +9,7 @@ sys.path.insert(0, workflow.basedir)
 from infbench import config as matrix
 from infbench import aoti, devices, engines, names, trt_build, worker
 from infbench.environment import detect_device
-from infbench.workloads.generate import footprint, ort_build
+from infbench.workloads.generate import footprint, ort_build, ort_export
 from snakemake.settings.types import DeploymentMethod
 
 USE_CONTAINERS = DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
@@ -260,15 +260,16 @@ def generation_request(wildcards):
                              "prompt_len": shape[2], "new_tokens": shape[3], "cells": cells})
 
 
-# The ONNX Runtime generation backends' model directories (rules/generate_ort.smk): one per (model, engine,
-# precision), for the cells that read one (ort_build.needs_build: not an unsupported cell, nor where the library
+# The ONNX Runtime generation backends' model directories (rules/generate_ort.smk): one per (model, engine and
+# its build options -- the exported decoder's attention --, precision), for the cells that read one (ort_build.needs_build: not an unsupported cell, nor where the library
 # is missing); each shape session that has such cells takes them as inputs.
 def generation_artifact(cell):
     """The manifest a generation cell reads, or None."""
     spec = config["generation"]["models"][cell.model]
     if not ort_build.needs_build(cell.engine, spec, cell.precision, DEVICE):
         return None
-    return ort_build.artifact_path(cell.engine, cell.model, cell.precision)
+    options = config["generation"]["backends"][cell.backend]["options"]
+    return ort_build.artifact_path(cell.engine, cell.model, cell.precision, options)
 
 
 def generation_artifacts(wildcards):
@@ -316,9 +317,9 @@ def generation_cell_options(cell):
     return options
 
 
-def ort_build_params(engine, wildcards):
+def ort_build_params(engine, wildcards, options=None):
     spec = config["generation"]["models"][wildcards.model]
-    return matrix.canonical(ort_build.build_params(engine, spec, wildcards.precision, DEVICE))
+    return matrix.canonical(ort_build.build_params(engine, spec, wildcards.precision, DEVICE, options))
 
 
 def ort_genai_params(wildcards):
@@ -326,4 +327,4 @@ def ort_genai_params(wildcards):
 
 
 def export_decoder_params(wildcards):
-    return ort_build_params("ort_decoder", wildcards)
+    return ort_build_params("ort_decoder", wildcards, {"attention": wildcards.attention})

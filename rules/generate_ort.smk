@@ -1,9 +1,10 @@
 # ONNX Runtime generation backends (infbench/workloads/generate/ort*.py): each model directory is built once per
-# (model, engine, precision) on the run's device, and read by every shape session of that model that times the
-# engine. Its params are the model's spec, precision, device and the building libraries' versions -- not the
-# prompt, batch or new tokens -- so a new shape reuses it. Cells that are unsupported (family, precision on the
-# CPU) or whose library is missing get no directory: their records say why. Input and params functions:
-# rules/common.smk (generation_artifacts, ort_genai_params, export_decoder_params).
+# (model, engine, precision) on the run's device -- the exported decoder once per attention (ort_export.ATTENTIONS)
+# -- and read by every shape session of that model that times the engine. Its params are the model's spec,
+# precision, device, the building libraries' versions and the attention -- not the prompt, batch or new tokens --
+# so a new shape reuses it. Cells that are unsupported (family, precision on the CPU) or whose library is missing
+# get no directory: their records say why. Input and params functions: rules/common.smk (generation_artifacts,
+# ort_genai_params, export_decoder_params).
 
 rule build_ort_genai:
     output:
@@ -25,8 +26,10 @@ rule build_ort_genai:
 
 
 rule export_decoder:
+    wildcard_constraints:
+        attention="|".join(ort_export.ATTENTIONS),
     output:
-        manifest=ort_build.artifact_path("ort_decoder", "{model}", "{precision}"),
+        manifest=ort_build.artifact_path("ort_decoder", "{model}", "{precision}", {"attention": "{attention}"}),
     params:
         build=export_decoder_params,
     resources:
@@ -36,8 +39,8 @@ rule export_decoder:
     container:
         COMPUTE_IMAGE
     log:
-        "logs/generation/{model}/ort_decoder/{precision}.log",
+        "logs/generation/{model}/ort_decoder-{attention}/{precision}.log",
     benchmark:
-        "benchmarks/generation/{model}/ort_decoder/{precision}.tsv"
+        "benchmarks/generation/{model}/ort_decoder-{attention}/{precision}.tsv"
     shell:
         "python3 -m scripts.build_ort_generation --build {params.build:q} --out {output.manifest:q} > {log:q} 2>&1"

@@ -1,6 +1,7 @@
 """ONNX Runtime generation on the CPU: onnxruntime-genai's builder and infbench's exported decoder build tiny
 Llamas (grouped-query and multi-head attention) and a GPT-2 through the workflow's own rules, once per model and
-precision; both generators reproduce the fp32 reference through their own cache paths; the exported decoder's
+precision; both generators reproduce the fp32 reference through their own cache paths, the exported decoder
+with its attention emitted as GroupQueryAttention (the default) and as exported SDPA; the exported decoder's
 loop reuses the same bound buffers at every step; a cache wired wrong fails the accuracy check; families a
 backend does not take are unsupported records decided up front; a new prompt length rebuilds nothing."""
 
@@ -36,6 +37,8 @@ PROMPT, NEW = 8, 6
 # what each family gets: a build per engine that takes it
 BUILT = {("tiny-llama", "ort_genai"), ("tiny-llama", "ort_decoder"), ("tiny-llama-mha", "ort_genai"),
          ("tiny-llama-mha", "ort_decoder"), ("tiny-gpt2", "ort_decoder")}
+SDPA = {"attention": "sdpa"}  # the exported decoder's other attention, built for two of them (sdpa fixture)
+SDPA_BUILT = ("tiny-llama", "tiny-gpt2")
 
 
 def _config() -> dict:
@@ -57,8 +60,28 @@ def workdir(tmp_path_factory) -> Path:
     return work
 
 
+@pytest.fixture(scope="module")
+def sdpa(tmp_path_factory) -> dict[str, str]:
+    """The exported decoder with transformers' SDPA as exported, per model of SDPA_BUILT: its manifest."""
+    work = tmp_path_factory.mktemp("ort_sdpa")
+    built = {}
+    for model in SDPA_BUILT:
+        manifest = work / ort_build.artifact_path("ort_decoder", model, "fp32", SDPA)
+        info = ort_build.build(ort_build.build_params("ort_decoder", {**MODELS[model], "seed": 0}, "fp32", "cpu",
+                                                      SDPA), manifest)
+        assert info["status"] == "ok", info["reason"]
+        built[model] = str(manifest)
+    return built
+
+
 def _manifest(workdir: Path, model: str, engine: str) -> str:
     return str(workdir / ort_build.artifact_path(engine, model, "fp32"))
+
+
+def _graph(manifest: str):
+    import onnx
+
+    return onnx.load(str(Path(manifest).parent / "decoder.onnx"), load_external_data=False).graph
 
 
 def _reference(model: str):
@@ -67,19 +90,23 @@ def _reference(model: str):
     return built, prompt, accuracy.reference(built, prompt, NEW)
 
 
-@pytest.mark.parametrize("model,engine", sorted(BUILT))
-def test_each_build_reproduces_the_reference_through_its_cache(workdir, model, engine):
+BUILDS = sorted((model, engine, None) for model, engine in BUILT) + [(m, "ort_decoder", "sdpa") for m in SDPA_BUILT]
+
+
+@pytest.mark.parametrize("model,engine,attention", BUILDS)
+def test_each_build_reproduces_the_reference_through_its_cache(workdir, sdpa, model, engine, attention):
     """Teacher-forced logits within fp32 noise of the cache-free reference, greedy tokens equal, the check passes;
-    the manifest counts the fused ops."""
-    info = json.loads(Path(_manifest(workdir, model, engine)).read_text())
+    the manifest counts the fused ops: GroupQueryAttention but where the exported decoder keeps SDPA."""
+    manifest = sdpa[model] if attention == "sdpa" else _manifest(workdir, model, engine)
+    info = json.loads(Path(manifest).read_text())
     assert info["status"] == "ok", info["reason"]
     fused = info["fused_ops"]
-    attention = "GroupQueryAttention" if engine == "ort_genai" else "MultiHeadAttention"
-    assert fused.get(attention) == 2, fused
+    fused_attention = "MultiHeadAttention" if attention == "sdpa" else "GroupQueryAttention"
+    assert fused.get(fused_attention) == 2, fused
     if model != "tiny-gpt2":
         assert fused.get("SkipSimplifiedLayerNormalization") and fused.get("SimplifiedLayerNormalization"), fused
     built, prompt, reference = _reference(model)
-    generator = ort.create(engine, built, prompt, NEW, {"artifact": _manifest(workdir, model, engine)})
+    generator = ort.create(engine, built, prompt, NEW, {"artifact": manifest})
     generator.generate(lambda: None)
     tokens = generator.tokens()
     forced = generator.teacher_forced(reference["tokens"])
@@ -104,17 +131,44 @@ def test_the_decoder_loop_binds_its_buffers_once(workdir):
     assert loop.moved() == 0 and generator.verify() is None and generator.prepare["buffers_moved"] == 0
     assert [buffer.data_ptr() for buffer in loop.cache] == caches
     assert int(loop.position.numpy()[0]) == PROMPT + NEW - 1  # the last step's token was fed at this position
-    assert generator.cache_info["allocated_len"] == PROMPT + NEW
+    # GroupQueryAttention reads the filled positions of buffers of prompt + new tokens
+    assert generator.cache_info["allocated_len"] is None and generator.cache_info["buffer_len"] == PROMPT + NEW
 
 
-@pytest.mark.parametrize("model", ["tiny-llama", "tiny-gpt2"])
-def test_the_exported_cache_write_is_one_scatter_from_past_to_present(workdir, model):
-    """Each layer's present keys/values come from one ScatterND whose data is its past, read by nothing else but
-    a Shape, so ONNX Runtime writes it in place in the bound buffer: no Transpose or copy of the whole cache."""
-    import onnx
+def test_the_emitted_attention_writes_the_cache_and_reads_no_length_from_the_device(workdir):
+    """One GroupQueryAttention per layer takes the layer's past and gives its present (the cache write is
+    inside it, in place where both are bound to one buffer); its total_sequence_length, a host input of the
+    CUDA kernel, is computed from shapes alone, so no step copies from the device to find it."""
+    graph = _graph(_manifest(workdir, "tiny-llama", "ort_decoder"))
+    producer = {out: node for node in graph.node for out in node.output}
+    inputs = {value.name for value in graph.input}
 
-    graph = onnx.load(str(Path(_manifest(workdir, model, "ort_decoder")).parent / "decoder.onnx"),
-                      load_external_data=False).graph
+    def sources(name: str) -> set[str]:
+        """The graph inputs ``name`` is computed from, a Shape's input marked as read for its shape only."""
+        if name in inputs:
+            return {name}
+        node = producer.get(name)
+        if node is None:  # an initializer or a constant
+            return set()
+        if node.op_type == "Shape":
+            return {f"shape of {node.input[0]}"}
+        return set().union(*(sources(i) for i in node.input if i))
+
+    attention = [node for node in graph.node if node.op_type == "GroupQueryAttention"]
+    assert len(attention) == 2
+    for layer, node in enumerate(attention):
+        assert list(node.input[3:5]) == [f"past_key_{layer}", f"past_value_{layer}"]
+        assert list(node.output[1:3]) == [f"present_key_{layer}", f"present_value_{layer}"]
+        assert all(source.startswith("shape of") for source in sources(node.input[6])), sources(node.input[6])
+        assert "cache_position" in sources(node.input[5])  # seqlens_k: the filled length, on the device
+
+
+@pytest.mark.parametrize("model", SDPA_BUILT)
+def test_the_exported_cache_write_is_one_scatter_from_past_to_present(sdpa, model):
+    """With SDPA as exported, each layer's present keys/values come from one ScatterND whose data is its past,
+    read by nothing else but a Shape, so ONNX Runtime writes it in place in the bound buffer: no Transpose or
+    copy of the whole cache."""
+    graph = _graph(sdpa[model])
     producer = {out: node for node in graph.node for out in node.output}
     readers = {}
     for node in graph.node:
@@ -148,7 +202,7 @@ def test_a_typed_decoder_keeps_its_cache_typed_and_its_function(tmp_path):
     params = ort_build.build_params("ort_decoder", {**MODELS["tiny-llama"], "seed": 0}, "fp16", "cpu")
     info = ort_build.build(params, tmp_path / "fp16" / "manifest.json")
     assert info["status"] == "ok", info["reason"]
-    assert info["fused_ops"]["MultiHeadAttention"] == 2 and info["fused_ops"]["RotaryEmbedding"] == 4
+    assert info["fused_ops"]["GroupQueryAttention"] == 2 and info["fused_ops"]["RotaryEmbedding"] == 4
     graph = tmp_path / "fp16" / info["graph"]
     proto = onnx.load(str(graph), load_external_data=False).graph
     types = {v.name: v.type.tensor_type.elem_type for v in (*proto.input, *proto.output)}
@@ -210,10 +264,10 @@ def test_a_session_times_both_backends_and_gates_them_on_accuracy(workdir):
         gen = record["generation"]
         assert gen["ttft_ms"] > 0 and gen["tpot_ms"] > 0 and len(record["timing"]["rounds"]) == 2
     decoder_prep, genai_prep = recs["ort-decoder"]["prepare"], recs["ort-genai"]["prepare"]
-    assert decoder_prep["fused_ops"]["MultiHeadAttention"] == 2 and decoder_prep["buffers_moved"] == 0
+    assert decoder_prep["fused_ops"]["GroupQueryAttention"] == 2 and decoder_prep["buffers_moved"] == 0
     assert decoder_prep["needed"] and decoder_prep["build_s"] > 0
     assert genai_prep["fused_ops"]["GroupQueryAttention"] == 2
-    assert recs["ort-decoder"]["generation"]["cache"]["allocated_len"] == PROMPT + NEW
+    assert recs["ort-decoder"]["generation"]["cache"]["buffer_len"] == PROMPT + NEW
     assert not recs["ort-decoder-fault"]["accuracy"]["passed"]  # timed, and gated out as every backend is
 
 
@@ -242,11 +296,27 @@ def test_directories_are_built_once_per_model_and_never_for_a_new_shape(workdir)
     assert jobs["export_decoder"] == [ort_build.artifact_path("ort_decoder", "tiny-llama", "fp32")]
 
 
-@pytest.mark.parametrize("options, key", [
-    ({"cuda_graph": True}, "generation.backends.x.options.cuda_graph"),  # a CPU run
-    ({"cache": "static"}, "generation.backends.x.options"),  # another engine's option
+def test_the_exported_decoders_attention_is_a_build_of_its_own(workdir):
+    """A backend with the other attention asks for one more export per model that takes it, and leaves the
+    built ones alone; its cells read that directory."""
+    config = _config()
+    config["generation"]["backends"]["ort-decoder-sdpa"] = {"engine": "ort_decoder", "options": SDPA}
+    jobs = dry_run(workdir, config)
+    assert "build_ort_genai" not in jobs
+    assert sorted(jobs["export_decoder"]) == sorted(ort_build.artifact_path("ort_decoder", m, "fp32", SDPA)
+                                                    for m, e in BUILT if e == "ort_decoder")
+    assert ort_build.build_name("ort_decoder", SDPA) == "ort_decoder-sdpa"
+    assert ort_build.build_name("ort_decoder", {}) == "ort_decoder-gqa"
+
+
+@pytest.mark.parametrize("engine, options, key", [
+    *[(engine, options, key) for engine in ort_build.ENGINES for options, key in [
+        ({"cuda_graph": True}, "generation.backends.x.options.cuda_graph"),  # a CPU run
+        ({"cache": "static"}, "generation.backends.x.options"),  # another engine's option
+    ]],
+    ("ort_decoder", {"attention": "flash"}, "generation.backends.x.options.attention"),
+    ("ort_genai", SDPA, "generation.backends.x.options"),  # the builder's attention is its own
 ])
-@pytest.mark.parametrize("engine", ort_build.ENGINES)
 def test_bad_ort_options_are_one_line_naming_the_key(engine, options, key):
     from infbench import config as config_io
 
@@ -262,6 +332,7 @@ def test_display_names_and_family():
 
     assert names.display_name("ort_genai", {"cuda_graph": True}) == "onnxruntime-genai + CUDA graphs"
     assert names.display_name("ort_decoder", {}) == "ONNX Runtime exported decoder"
+    assert names.display_name("ort_decoder", SDPA) == "ONNX Runtime exported decoder, SDPA as exported"
     assert names.family("ort_genai") == names.family("ort_decoder") == "ONNX Runtime"
 
 

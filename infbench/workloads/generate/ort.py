@@ -13,7 +13,8 @@
   graph writes the cache in place; next_token = input_ids; next_position = cache_position), so prefill and
   each decode step are one ``run_with_iobinding`` of a fixed binding -- no allocation, no host copy, greedy
   ArgMax in the graph. Fixed bindings are what ONNX Runtime's CUDA graphs need (``cuda_graph``: prefill and
-  step each captured under its own ``gpu_graph_id``). The cells of one graph share its session, hence one copy
+  step each captured under its own ``gpu_graph_id``). With GroupQueryAttention (the default export) the step
+  reads the filled positions of its cache buffers; with the exported SDPA it reads all of them behind a mask. The cells of one graph share its session, hence one copy
   of the weights (``shared_session``).
 
 Accuracy goes through each engine's own cache path: ``ort_decoder`` writes the reference token into its token
@@ -309,8 +310,12 @@ class DecoderLoop(Generator):
                                  cuda_graph=bool(options.get("cuda_graph")),
                                  threads=_threads() if self.device == "cpu" else None)
         self.graphs = ("onnxruntime enable_cuda_graph",) if options.get("cuda_graph") else None
-        self.cache_info = {"kind": "static", "allocated_len": self.loop.allocated,
-                           "buffers": "one per layer and kind, bound as past and present (written in place)"}
+        buffers = "one per layer and kind, bound as past and present (written in place)"
+        if facts.get("attention") == "gqa":  # GroupQueryAttention reads the filled positions only (seqlens_k)
+            self.cache_info = {"kind": "static", "allocated_len": None, "buffer_len": self.loop.allocated,
+                               "buffers": buffers, "reads": "the filled positions (seqlens_k)"}
+        else:  # MultiHeadAttention reads the whole allocated cache behind its mask
+            self.cache_info = {"kind": "static", "allocated_len": self.loop.allocated, "buffers": buffers}
         self.prepare.update(_prepare_facts(facts, self.device), providers=self.loop.session.get_providers(),
                             export_s=facts.get("export_s"), fusions=facts.get("fusions"),
                             per_step="one run_with_iobinding of a fixed binding: no allocation, no host copy; "

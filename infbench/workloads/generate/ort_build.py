@@ -6,8 +6,10 @@ built by a rule of its own (rules/generate_ort.smk) and read by every shape sess
   is -- beside a ``tokenizers`` WordLevel tokenizer of its vocabulary (the builder copies one; generation feeds
   token ids, so its words never matter), converted by onnxruntime-genai's model builder for the device's
   provider at the precision;
-- ``ort_decoder``: the same model exported by infbench with its KV cache as inputs and outputs, fused by the
-  forward graphs' fusion step and converted to fp16 / bf16 where asked (infbench.workloads.generate.ort_export).
+- ``ort_decoder``: the same model exported by infbench with its KV cache as inputs and outputs, its attention
+  emitted as GroupQueryAttention (``attention: gqa``, the default) or exported as transformers' SDPA
+  (``attention: sdpa``), fused by the forward graphs' fusion step and converted to fp16 / bf16 where asked
+  (infbench.workloads.generate.ort_export). One directory per attention: ``ort_decoder-gqa``, ``ort_decoder-sdpa``.
 
 Each directory holds ``manifest.json``: status (a failed build is a manifest with its one-line reason, so the
 cells record it and the DAG goes on), seconds, op counts and the fused ones (GroupQueryAttention,
@@ -35,9 +37,17 @@ PROVIDERS = {"cpu": "cpu", "cuda": "cuda"}  # the builder's -e per device
 log = logging.getLogger("infbench.generate.ort")
 
 
-def artifact_path(engine: str, model: str, precision: str) -> str:
+def build_name(engine: str, options: dict | None = None) -> str:
+    """The name of an engine's build for a backend's options: ``ort_decoder-gqa`` / ``ort_decoder-sdpa`` (the
+    exported decoder's attention, ort_export.ATTENTIONS, is a build option), ``ort_genai``."""
+    if engine == "ort_decoder":
+        return f"{engine}-{(options or {}).get('attention', 'gqa')}"
+    return engine
+
+
+def artifact_path(engine: str, model: str, precision: str, options: dict | None = None) -> str:
     """Where a model's prepared directory lives: its manifest is the rule's output."""
-    return f"results/generation/{model}/{engine}/{precision}/manifest.json"
+    return f"results/generation/{model}/{build_name(engine, options)}/{precision}/manifest.json"
 
 
 def library_version(engine: str) -> str | None:
@@ -108,15 +118,17 @@ def _family_reason(engine: str, spec: dict) -> str | None:
     return None
 
 
-def build_params(engine: str, spec: dict, precision: str, device: str) -> dict:
+def build_params(engine: str, spec: dict, precision: str, device: str, options: dict | None = None) -> dict:
     """Everything a prepared directory depends on: the model's spec, precision, device (its provider and its
-    random weights) and the libraries that build it. Not the prompt, batch or new tokens: one directory serves
-    every shape."""
+    random weights), the libraries that build it and the exported decoder's attention. Not the prompt, batch or
+    new tokens: one directory serves every shape."""
     libraries = {"torch": _version("torch"), "transformers": _version("transformers"), "onnxruntime": _ort_version(),
                  engine: library_version(engine)}
+    params = {"engine": engine, "spec": spec, "precision": precision, "device": device, "libraries": libraries}
     if engine == "ort_decoder":
         libraries["onnxscript"] = _version("onnxscript")
-    return {"engine": engine, "spec": spec, "precision": precision, "device": device, "libraries": libraries}
+        params["attention"] = (options or {}).get("attention", "gqa")
+    return params
 
 
 def _version(package: str) -> str | None:
@@ -197,7 +209,7 @@ def build_decoder(params: dict, out_dir: Path) -> dict:
         timings["weights_s"] = time.perf_counter() - start
         return model.cpu()
 
-    facts = ort_export.build(load_model, out_dir, params["precision"], parity)
+    facts = ort_export.build(load_model, out_dir, params["precision"], params["attention"], parity)
     return {**facts, **timings}
 
 

@@ -44,6 +44,22 @@ NEEDED = [
 ]
 
 
+ATTENTIONS = {
+    "gqa": "infbench's attention function emits com.microsoft::GroupQueryAttention, which writes the step's keys "
+           "and values into the shared past/present buffer and attends over the filled positions at the cache's "
+           "own (key-value) head count",
+    "sdpa": "transformers' SDPA attention, as exported: the cache written by ScatterND, repeat_kv an Expand to "
+            "every query head, the fusions' MultiHeadAttention over the whole allocated cache behind a mask",
+}
+GQA_NEEDED = (
+    "GroupQueryAttention emitted by the export (a torch custom op, infbench::group_query_attention, translated "
+    "through torch.onnx's custom_translation_table; transformers' AttentionInterface routes attention to it and "
+    "the cache layer hands it the step's keys and values unwritten): the fusions do not turn a cache written by "
+    "ScatterND and repeated by Expand into GroupQueryAttention"
+)
+_BOUND: list = []  # the cache layers of the forward being traced, read by the attention function (gqa)
+
+
 def _layer_class():
     """The cache layer, defined on first use (transformers is imported lazily: the workflow imports this
     package at parse time)."""
@@ -51,20 +67,24 @@ def _layer_class():
     from transformers.cache_utils import CacheLayerMixin
 
     class BoundLayer(CacheLayerMixin):
-        """One layer's cache as graph inputs: the past keys and values, written at ``position``, returned."""
+        """One layer's cache as graph inputs: the past keys and values, written at ``position``, returned.
+        ``deferred`` (gqa): ``update`` hands the step's keys and values back unwritten; the attention function
+        writes them with GroupQueryAttention and sets ``keys``/``values`` to its present outputs."""
 
         is_compileable = True
         is_sliding = False
 
-        def __init__(self, keys, values, position):
+        def __init__(self, keys, values, position, deferred=False):
             super().__init__()
-            self.keys, self.values, self.position = keys, values, position
+            self.keys, self.values, self.position, self.deferred = keys, values, position, deferred
             self.is_initialized = True
 
         def lazy_initialization(self, key_states, value_states) -> None:
             """Never needed: the tensors are the graph's inputs."""
 
         def update(self, key_states, value_states, *args, **kwargs):
+            if self.deferred:
+                return key_states, value_states
             # every axis indexed (batch, head, position): one ScatterND straight from past to present. index_copy
             # on the position axis exports as a Transpose of the whole past, a ScatterND and a Transpose back
             batch, heads = self.keys.shape[:2]
@@ -87,12 +107,103 @@ def _layer_class():
     return BoundLayer
 
 
-def wrapper(model):
-    """The module the export traces (module docstring): flat tensors in, flat tensors out."""
+_GQA: dict = {}
+
+
+def _gqa() -> dict:
+    """The custom op, its ONNX translation and the attention function that calls it, registered once:
+    ``infbench::group_query_attention(query, key, value, past_key, past_value, seqlens_k, total_sequence_length,
+    num_heads, kv_num_heads, scale) -> (output, present_key, present_value)`` with ONNX Runtime's contrib op's
+    semantics: query/key/value [batch, seq, heads * head_dim]; seqlens_k [batch] the filled length - 1 after this
+    call, the step's keys and values written at its last ``seq`` positions of the past (present has the past's
+    shape); causal attention over the filled positions, each key-value head serving num_heads / kv_num_heads
+    query heads; total_sequence_length tells a first prompt (= seq) from a step (seq 1, any bound)."""
+    if _GQA:
+        return _GQA
+    import onnxscript
+    import torch
+    from onnx.defs import OpSchema
+    from onnxscript._internal.values import Op
+    from transformers import AttentionInterface
+
+    # the schema spelled out: this module's annotations are strings (from __future__), which torch cannot read
+    @torch.library.custom_op(
+        "infbench::group_query_attention", mutates_args=(),
+        schema="(Tensor query, Tensor key, Tensor value, Tensor past_key, Tensor past_value, Tensor seqlens_k, "
+               "Tensor total_sequence_length, int num_heads, int kv_num_heads, float scale) -> (Tensor, Tensor, Tensor)")
+    def group_query_attention(query, key, value, past_key, past_value, seqlens_k, total_sequence_length, num_heads,
+                              kv_num_heads, scale):
+        batch, seq, _ = query.shape
+        dim, total = past_key.shape[-1], int(seqlens_k[0]) + 1  # every sequence of the batch at one length
+        start = total - seq
+        present_key, present_value = past_key.clone(), past_value.clone()
+        present_key[:, :, start:total] = key.view(batch, seq, kv_num_heads, dim).transpose(1, 2)
+        present_value[:, :, start:total] = value.view(batch, seq, kv_num_heads, dim).transpose(1, 2)
+        groups = num_heads // kv_num_heads
+        keys = present_key[:, :, :total].repeat_interleave(groups, 1)
+        values = present_value[:, :, :total].repeat_interleave(groups, 1)
+        causal = (torch.arange(total, device=query.device).view(1, -1)
+                  <= torch.arange(start, total, device=query.device).view(-1, 1))
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query.view(batch, seq, num_heads, dim).transpose(1, 2), keys, values, attn_mask=causal, scale=scale)
+        return out.transpose(1, 2).reshape(batch, seq, num_heads * dim), present_key, present_value
+
+    @group_query_attention.register_fake
+    def _(query, key, value, past_key, past_value, seqlens_k, total_sequence_length, num_heads, kv_num_heads, scale):
+        return torch.empty_like(query), torch.empty_like(past_key), torch.empty_like(past_value)
+
+    formal = OpSchema.FormalParameter
+    schema = OpSchema(
+        "GroupQueryAttention", "com.microsoft", 1,
+        inputs=[formal(name, "T") for name in ("query", "key", "value", "past_key", "past_value")]
+        + [formal("seqlens_k", "M"), formal("total_sequence_length", "M")],
+        outputs=[formal(name, "T") for name in ("output", "present_key", "present_value")],
+        type_constraints=[("T", ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"], ""),
+                          ("M", ["tensor(int32)"], "")],
+        attributes=[OpSchema.Attribute("num_heads", OpSchema.AttrType.INT, ""),
+                    OpSchema.Attribute("kv_num_heads", OpSchema.AttrType.INT, ""),
+                    OpSchema.Attribute("scale", OpSchema.AttrType.FLOAT, "")])
+    contrib = Op(onnxscript.values.Opset("com.microsoft", 1), "GroupQueryAttention", schema)
+
+    def to_onnx(query, key, value, past_key, past_value, seqlens_k, total_sequence_length, num_heads: int,
+                kv_num_heads: int, scale: float):
+        return contrib(query, key, value, past_key, past_value, seqlens_k, total_sequence_length,
+                       num_heads=num_heads, kv_num_heads=kv_num_heads, scale=scale)
+
+    def attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
+        """transformers' attention interface: query [batch, heads, seq, dim] and the step's key/value [batch,
+        kv_heads, seq, dim] (the deferred cache layer's); returns [batch, seq, heads, dim] and no weights."""
+        bound = _BOUND[module.layer_idx]
+        batch, heads, seq, dim = query.shape
+        flat = lambda t: t.transpose(1, 2).reshape(batch, seq, -1)  # noqa: E731
+        # seqlens_k (on the device): the filled length - 1, from the position. total_sequence_length (a host
+        # input of the CUDA kernel) from shapes alone, so that reading it copies nothing from the device: the
+        # prompt's length for a multi-token call (GroupQueryAttention's first prompt), the buffer's for a step
+        # (its bound on seqlens_k). A multi-token call after the first (chunked prefill) is not supported.
+        seqlens = bound.position[-1:].to(torch.int32).expand(batch)
+        length = bound.keys.shape[2]
+        total = torch.full((), seq + (length - seq) * torch.sym_max(0, 2 - seq), dtype=torch.int32)
+        out, bound.keys, bound.values = torch.ops.infbench.group_query_attention(
+            flat(query), flat(key), flat(value), bound.keys, bound.values, seqlens, total,
+            heads, key.shape[1], float(scaling if scaling is not None else dim ** -0.5))
+        return out.view(batch, seq, heads, dim), None
+
+    AttentionInterface.register("infbench_gqa", attention)
+    _GQA.update(translation={torch.ops.infbench.group_query_attention.default: to_onnx},
+                implementation="infbench_gqa")
+    return _GQA
+
+
+def wrapper(model, attention: str = "sdpa"):
+    """The module the export traces (module docstring): flat tensors in, flat tensors out. ``attention``
+    (ATTENTIONS): ``gqa`` routes the model's attention to GroupQueryAttention (``_gqa``) while the wrapper
+    runs, and gives the model back its own implementation afterwards."""
     import torch
     from transformers.cache_utils import Cache
 
     layer = _layer_class()
+    deferred = attention == "gqa"
+    implementation = _gqa()["implementation"] if deferred else None
 
     class Decoder(torch.nn.Module):
         def __init__(self, target):
@@ -100,10 +211,19 @@ def wrapper(model):
             self.target = target
 
         def forward(self, input_ids, cache_position, *past):
-            layers = [layer(past[2 * i], past[2 * i + 1], cache_position) for i in range(len(past) // 2)]
+            layers = [layer(past[2 * i], past[2 * i + 1], cache_position, deferred) for i in range(len(past) // 2)]
             positions = cache_position.unsqueeze(0).expand(input_ids.shape[0], -1)
-            out = self.target(input_ids=input_ids, cache_position=cache_position, position_ids=positions,
-                              past_key_values=Cache(layers=layers), use_cache=True, logits_to_keep=1)
+            own = self.target.config._attn_implementation
+            if deferred:
+                _BOUND[:] = layers
+                self.target.set_attn_implementation(implementation)
+            try:
+                out = self.target(input_ids=input_ids, cache_position=cache_position, position_ids=positions,
+                                  past_key_values=Cache(layers=layers), use_cache=True, logits_to_keep=1)
+            finally:
+                if deferred:
+                    _BOUND.clear()
+                    self.target.set_attn_implementation(own)
             logits = out.logits[:, -1].float()
             token = torch.argmax(logits, dim=-1, keepdim=True)
             # always 1, but only once the token is chosen: see the module docstring
@@ -121,7 +241,7 @@ def io_names(layers: int) -> tuple[list[str], list[str]]:
             ["logits", "next_token", "next_position", *[n.replace("past", "present", 1) for n in past]])
 
 
-def export(model, out: Path, opset: int = 18) -> dict:
+def export(model, out: Path, attention: str = "sdpa", opset: int = 18) -> dict:
     """Trace ``model`` (fp32, CPU) through ``wrapper`` with the dynamo exporter; returns what it took. The weights
     go to an external data file beside the graph (a 7B model is far above protobuf's 2 GB)."""
     import torch
@@ -139,15 +259,16 @@ def export(model, out: Path, opset: int = 18) -> dict:
             torch.export.Dim("cache_len", min=2, max=limit))
     inputs, outputs = io_names(g["layers"])
     start = time.perf_counter()
+    translation = _gqa()["translation"] if attention == "gqa" else None
     program = torch.onnx.export(
-        wrapper(model), (ids, torch.arange(seq), *past), input_names=inputs, output_names=outputs, dynamo=True,
-        opset_version=opset,
+        wrapper(model, attention), (ids, torch.arange(seq), *past), input_names=inputs, output_names=outputs,
+        dynamo=True, opset_version=opset, custom_translation_table=translation,
         # forward(input_ids, cache_position, *past): the varargs are one input whose spec is a tuple
         dynamic_shapes=({0: dims[0], 1: dims[1]}, {0: dims[1]}, tuple({0: dims[0], 2: dims[2]} for _ in past)))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(out), external_data=True)
-    return {"exporter": "torch.onnx dynamo", "opset": opset, "export_s": time.perf_counter() - start}
+    return {"exporter": "torch.onnx dynamo", "opset": opset, "attention": attention, "export_s": time.perf_counter() - start}
 
 
 def fuse(exported: Path):
@@ -195,7 +316,7 @@ def remove(graph: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def build(load_model, out_dir: Path, precision: str, parity=None) -> dict:
+def build(load_model, out_dir: Path, precision: str, attention: str = "gqa", parity=None) -> dict:
     """Export, fuse, convert: ``out_dir/decoder.onnx`` (+ ``.data``) at ``precision`` and the facts for the
     manifest. ``load_model()`` gives the fp32 model on the CPU; ``parity(model, graph, facts)`` checks the fp32
     graph while the model is still here. A typed build lets the model go before fusing and converting (a 7B fp32
@@ -210,7 +331,9 @@ def build(load_model, out_dir: Path, precision: str, parity=None) -> dict:
     exported, graph = out_dir / "exported.onnx", out_dir / "decoder.onnx"
     model = load_model()
     inputs, outputs = io_names(geometry(model.config)["layers"])
-    facts = {**export(model, exported), "graph": graph.name, "inputs": inputs, "outputs": outputs, "needed": NEEDED}
+    needed = [*NEEDED, GQA_NEEDED] if attention == "gqa" else NEEDED
+    facts = {**export(model, exported, attention), "graph": graph.name, "inputs": inputs, "outputs": outputs,
+             "needed": needed}
     if precision == "fp32":
         fused, found = fuse(exported)
         ir.save(fused, str(graph), external_data=f"{graph.name}.data")
