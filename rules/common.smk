@@ -286,7 +286,9 @@ def generation_artifacts(wildcards):
 def generation_gpu_gb(wildcards):
     spec = config["generation"]["models"][wildcards.model]
     shape = (wildcards.model, int(wildcards.batch), int(wildcards.prompt_len), int(wildcards.new_tokens))
-    cells = [(c.engine, c.precision) for c in GEN_CELLS if (c.model, c.batch, c.prompt_len, c.new_tokens) == shape]
+    backends = config["generation"]["backends"]
+    cells = [(ort_build.build_name(c.engine, backends[c.backend]["options"]), c.precision) for c in GEN_CELLS
+             if (c.model, c.batch, c.prompt_len, c.new_tokens) == shape]
     return footprint.session_gb(spec, cells, *shape[1:])
 
 

@@ -316,7 +316,8 @@ def test_a_graphed_backend_that_launched_no_graph_is_a_fallback():
 
 def test_a_jobs_footprint_counts_each_copy_of_the_weights_once():
     """The memory a session is scheduled by: the meta-device parameter count is the built model's; an ort_genai
-    cell adds a copy of the weights, a second ort_decoder cell of one graph adds only its cache and margin; a
+    cell adds a copy of the weights, a second ort_decoder cell of one graph (build) adds only its cache and
+    margin, a cell of the other attention's graph a copy; a
     larger batch adds cache; the fp32 reference bounds a session of fp16 PyTorch cells from below."""
     from infbench.workloads.generate import footprint
 
@@ -331,11 +332,14 @@ def test_a_jobs_footprint_counts_each_copy_of_the_weights_once():
     genai = [*torch_only, ("ort_genai", "fp16")]
     one = footprint.session_gb(big, genai, 1, 128, 128)
     two = footprint.session_gb(big, [*genai, ("ort_genai", "fp16")], 1, 128, 128)
-    one_graph = footprint.session_gb(big, [*genai, ("ort_decoder", "fp16")], 1, 128, 128)
-    two_cells = footprint.session_gb(big, [*genai, ("ort_decoder", "fp16"), ("ort_decoder", "fp16")], 1, 128, 128)
+    gqa, sdpa = ("ort_decoder-gqa", "fp16"), ("ort_decoder-sdpa", "fp16")  # two builds: two graphs
+    one_graph = footprint.session_gb(big, [*genai, gqa], 1, 128, 128)
+    two_cells = footprint.session_gb(big, [*genai, gqa, gqa], 1, 128, 128)
+    two_graphs = footprint.session_gb(big, [*genai, gqa, sdpa], 1, 128, 128)
     assert base >= 2 * weights_gb  # the fp32 reference is the peak of a PyTorch-only fp16 session
     assert two - one >= weights_gb and one_graph - one >= weights_gb  # (beyond the fp32 reference's peak)
     assert two_cells - one_graph <= 2  # a cache and a margin, not another copy
+    assert two_graphs - two_cells >= weights_gb - 1
     assert footprint.session_gb(big, torch_only, 32, 128, 128) > base
     disk = {(engine, precision): footprint.build_gb(big, engine, precision)["disk_gb"]
             for engine in ("ort_genai", "ort_decoder") for precision in ("fp32", "fp16")}

@@ -45,14 +45,15 @@ def parameter_count(spec: dict) -> int:
 
 
 def session_gb(spec: dict, cells: list[tuple[str, str]], batch: int, prompt_len: int, new_tokens: int) -> int:
-    """A shape session's peak device memory in GB (rounded up), for its cells' (engine, precision)."""
+    """A shape session's peak device memory in GB (rounded up), for its cells' (engine or build, precision): an
+    exported decoder's cells name their build (ort_build.build_name, one graph per attention)."""
     params = parameter_count(spec)
     config = config_of(spec)
     copies: dict[str, int] = {}
     for i, (engine, precision) in enumerate(cells):
         copies.setdefault(precision, 1)
         # an og.Model per ort_genai cell; one session per exported graph, shared by its ort_decoder cells
-        copies[precision] += engine == "ort_genai" or (engine == "ort_decoder" and ("ort_decoder", precision) not in cells[:i])
+        copies[precision] += engine == "ort_genai" or (engine.startswith("ort_decoder") and (engine, precision) not in cells[:i])
     weights = sum(params * BYTES[p] * n for p, n in copies.items())
     caches = sum(kv_bytes(config, p, batch, prompt_len + new_tokens) for _, p in cells)
     peak = max(params * BYTES["fp32"], weights) + caches
