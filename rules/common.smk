@@ -261,14 +261,15 @@ def generation_request(wildcards):
 
 
 # The ONNX Runtime generation backends' model directories (rules/generate_ort.smk): one per (model, engine and
-# its build options -- the exported decoder's attention --, precision), for the cells that read one (ort_build.needs_build: not an unsupported cell, nor where the library
-# is missing); each shape session that has such cells takes them as inputs.
+# its build options -- the exported decoder's attention --, precision), for the cells that read one
+# (ort_build.needs_build: not an unsupported cell, nor where the library is missing); each shape session that has
+# such cells takes them as inputs.
 def generation_artifact(cell):
     """The manifest a generation cell reads, or None."""
     spec = config["generation"]["models"][cell.model]
-    if not ort_build.needs_build(cell.engine, spec, cell.precision, DEVICE):
-        return None
     options = config["generation"]["backends"][cell.backend]["options"]
+    if not ort_build.needs_build(cell.engine, spec, cell.precision, DEVICE, options):
+        return None
     return ort_build.artifact_path(cell.engine, cell.model, cell.precision, options)
 
 

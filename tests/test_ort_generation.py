@@ -163,6 +163,73 @@ def test_the_emitted_attention_writes_the_cache_and_reads_no_length_from_the_dev
         assert "cache_position" in sources(node.input[5])  # seqlens_k: the filled length, on the device
 
 
+def test_the_custom_op_computes_what_onnx_runtimes_kernel_computes():
+    """infbench::group_query_attention (the op the export traces) against ONNX Runtime's GroupQueryAttention
+    on one shared past/present buffer: a first prompt, then steps whose total_sequence_length is the buffer's,
+    with and without a sliding window; a multi-token call after the prompt is refused, as ONNX Runtime does."""
+    import onnxruntime
+    import torch
+    from onnx import TensorProto, helper
+
+    from infbench.workloads.generate import ort_export
+
+    ort_export._gqa()  # registers the op
+    op = torch.ops.infbench.group_query_attention
+    batch, heads, kv_heads, dim, length = 2, 4, 2, 8, 10
+    rng = np.random.default_rng(0)
+    for window in (-1, 3):
+        node = helper.make_node("GroupQueryAttention", ["q", "k", "v", "pk", "pv", "seqlens_k", "total"],
+                                ["out", "present_k", "present_v"], domain="com.microsoft", num_heads=heads,
+                                kv_num_heads=kv_heads, local_window_size=window)
+        tensor = lambda name, kind, shape: helper.make_tensor_value_info(name, kind, shape)  # noqa: E731
+        graph = helper.make_graph([node], "gqa", [
+            tensor("q", TensorProto.FLOAT, [batch, "s", heads * dim]), tensor("k", TensorProto.FLOAT, [batch, "s", kv_heads * dim]),
+            tensor("v", TensorProto.FLOAT, [batch, "s", kv_heads * dim]),
+            tensor("pk", TensorProto.FLOAT, [batch, kv_heads, length, dim]), tensor("pv", TensorProto.FLOAT, [batch, kv_heads, length, dim]),
+            tensor("seqlens_k", TensorProto.INT32, [batch]), tensor("total", TensorProto.INT32, [])],
+            [tensor(n, TensorProto.FLOAT, None) for n in ("out", "present_k", "present_v")])
+        model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 18),
+                                                                       helper.make_opsetid("com.microsoft", 1)])
+        session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        cache = [onnxruntime.OrtValue.ortvalue_from_numpy(np.zeros((batch, kv_heads, length, dim), np.float32))
+                 for _ in range(2)]
+        past = [torch.zeros(batch, kv_heads, length, dim) for _ in range(2)]
+        for filled, seq in [(0, 6), (6, 1), (7, 1), (8, 1)]:
+            q, k, v = (rng.standard_normal((batch, seq, n * dim)).astype(np.float32) for n in (heads, kv_heads, kv_heads))
+            total = seq if filled == 0 else length  # as the export computes it: the prompt's, the buffer's
+            seqlens = np.full(batch, filled + seq - 1, np.int32)
+            binding = session.io_binding()
+            for name, value in (("q", q), ("k", k), ("v", v), ("seqlens_k", seqlens), ("total", np.array(total, np.int32))):
+                binding.bind_cpu_input(name, value)
+            for name, buffer in zip(("pk", "pv"), cache):
+                binding.bind_ortvalue_input(name, buffer)
+            binding.bind_output("out")
+            for name, buffer in zip(("present_k", "present_v"), cache):
+                binding.bind_ortvalue_output(name, buffer)
+            session.run_with_iobinding(binding)
+            out, *past = op(*(torch.from_numpy(x) for x in (q, k, v)), *past, torch.from_numpy(seqlens),
+                            torch.tensor(total, dtype=torch.int32), heads, kv_heads, dim ** -0.5, window)
+            np.testing.assert_allclose(binding.get_outputs()[0].numpy(), out.numpy(), atol=1e-5)
+            for buffer, ours in zip(cache, past):
+                np.testing.assert_allclose(buffer.numpy(), ours.numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="chunked prefill"):
+        op(*(torch.zeros(batch, 3, n * dim) for n in (heads, kv_heads, kv_heads)), *past,
+           torch.full((batch,), 10, dtype=torch.int32), torch.tensor(length, dtype=torch.int32), heads, kv_heads, 1.0, -1)
+
+
+def test_a_sliding_window_is_the_attentions_local_window(tmp_path):
+    """Mistral with a 3-position window: the export sets GroupQueryAttention's local_window_size, and the fp32
+    graph passes the build's parity check over 9 positions (a window ignored would not)."""
+    spec = {"model_type": "mistral", "seed": 0, "overrides": {**TINY, "num_key_value_heads": 2, "sliding_window": 3}}
+    info = ort_build.build(ort_build.build_params("ort_decoder", spec, "fp32", "cpu"), tmp_path / "manifest.json")
+    assert info["status"] == "ok", info["reason"]
+    assert info["parity"]["prompt_len"] + info["parity"]["steps"] > 3
+    windows = {attribute.i for node in _graph(str(tmp_path / "manifest.json")).node
+               if node.op_type == "GroupQueryAttention" for attribute in node.attribute
+               if attribute.name == "local_window_size"}
+    assert windows == {3}
+
+
 @pytest.mark.parametrize("model", SDPA_BUILT)
 def test_the_exported_cache_write_is_one_scatter_from_past_to_present(sdpa, model):
     """With SDPA as exported, each layer's present keys/values come from one ScatterND whose data is its past,

@@ -43,12 +43,13 @@ from infbench.workloads.generate.ort_build import ENGINES as ORT_ENGINES
 ENGINES = ("hf_generate", "static_loop", "tensorrt_llm", *ORT_ENGINES)
 
 
-def supports(engine: str, precision: str, device: str, spec: dict | None = None) -> str | None:
-    """Static capability; ``spec`` (the model's) lets an engine refuse a family up front."""
+def supports(engine: str, precision: str, device: str, spec: dict | None = None, options: dict | None = None) -> str | None:
+    """Static capability; ``spec`` (the model's) lets an engine refuse a family up front, ``options`` (the
+    backend's) a build option the device has no kernels for."""
     if engine in ORT_ENGINES:
         from infbench.workloads.generate import ort_build
 
-        return ort_build.supports(engine, precision, device, spec)
+        return ort_build.supports(engine, precision, device, spec, options)
     if precision == "fp16" and device == "cpu":
         return "fp16 matrix products on the CPU are an emulation no deployment uses"
     return None

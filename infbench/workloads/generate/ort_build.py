@@ -76,17 +76,21 @@ def builder_architectures() -> set[str]:
     return set(re.findall(r'config\.architectures\[0\] == "(\w+)"', source.read_text()))
 
 
-def supports(engine: str, precision: str, device: str, spec: dict | None = None) -> str | None:
-    """Static capability: fp32 only on the CPU provider, and the model's family (``family_support``)."""
+def supports(engine: str, precision: str, device: str, spec: dict | None = None, options: dict | None = None) -> str | None:
+    """Static capability: fp32 only on the CPU provider, fp16 / bf16 only for GroupQueryAttention on CUDA, and
+    the model's family (``family_support``)."""
     if device == "cpu" and precision != "fp32":
         return f"{precision} on ONNX Runtime's CPU provider: the ORT generation backends are built fp32 on the CPU"
+    if build_name(engine, options) == "ort_decoder-gqa" and device == "cuda" and precision == "fp32":
+        return ("fp32 GroupQueryAttention on CUDA: ONNX Runtime's CUDA kernel is fp16 / bf16 only (it would run on "
+                "the CPU, the cache copied to the host every step); attention: sdpa exports fp32 for a GPU")
     return family_support(engine, spec) if spec else None
 
 
-def needs_build(engine: str, spec: dict, precision: str, device: str) -> bool:
-    """Does a cell of ``engine`` read a prepared directory? Not where it is unsupported or its library is
-    missing: its record says so without one."""
-    return engine in ENGINES and importable(engine) and supports(engine, precision, device, spec) is None
+def needs_build(engine: str, spec: dict, precision: str, device: str, options: dict | None = None) -> bool:
+    """Does a cell of ``engine`` (with the backend's ``options``) read a prepared directory? Not where it is
+    unsupported or its library is missing: its record says so without one."""
+    return engine in ENGINES and importable(engine) and supports(engine, precision, device, spec, options) is None
 
 
 def family_support(engine: str, spec: dict) -> str | None:

@@ -27,6 +27,7 @@ What the export needed (also written into the manifest, ``needed``):
 from __future__ import annotations
 
 import collections
+import contextvars
 import time
 from pathlib import Path
 
@@ -57,7 +58,8 @@ GQA_NEEDED = (
     "the cache layer hands it the step's keys and values unwritten): the fusions do not turn a cache written by "
     "ScatterND and repeated by Expand into GroupQueryAttention"
 )
-_BOUND: list = []  # the cache layers of the forward being traced, read by the attention function (gqa)
+# the cache layers of the forward being run or traced, which the attention function (gqa) writes
+_BOUND = contextvars.ContextVar("infbench_bound_layers")
 
 
 def _layer_class():
@@ -78,6 +80,7 @@ def _layer_class():
             super().__init__()
             self.keys, self.values, self.position, self.deferred = keys, values, position, deferred
             self.is_initialized = True
+            self.written = not deferred  # deferred: until GroupQueryAttention has written the step
 
         def lazy_initialization(self, key_states, value_states) -> None:
             """Never needed: the tensors are the graph's inputs."""
@@ -123,33 +126,46 @@ def _gqa() -> dict:
     import onnxscript
     import torch
     from onnx.defs import OpSchema
-    from onnxscript._internal.values import Op
     from transformers import AttentionInterface
 
     # the schema spelled out: this module's annotations are strings (from __future__), which torch cannot read
     @torch.library.custom_op(
         "infbench::group_query_attention", mutates_args=(),
         schema="(Tensor query, Tensor key, Tensor value, Tensor past_key, Tensor past_value, Tensor seqlens_k, "
-               "Tensor total_sequence_length, int num_heads, int kv_num_heads, float scale) -> (Tensor, Tensor, Tensor)")
+               "Tensor total_sequence_length, int num_heads, int kv_num_heads, float scale, int local_window_size) "
+               "-> (Tensor, Tensor, Tensor)")
     def group_query_attention(query, key, value, past_key, past_value, seqlens_k, total_sequence_length, num_heads,
-                              kv_num_heads, scale):
+                              kv_num_heads, scale, local_window_size):
         batch, seq, _ = query.shape
-        dim, total = past_key.shape[-1], int(seqlens_k[0]) + 1  # every sequence of the batch at one length
-        start = total - seq
+        dim = past_key.shape[-1]
+        # ONNX Runtime's rule: seq == total_sequence_length is a first prompt (written from position 0), seq 1 a
+        # step after seqlens_k[b] filled positions; anything else (a chunked prefill) it refuses above batch 1
+        if seq == int(total_sequence_length):
+            start = 0
+        elif seq == 1:
+            start = int(seqlens_k[0])  # every sequence of the batch at one length
+        else:
+            raise ValueError(f"group_query_attention: {seq} new positions after a first prompt (chunked prefill) "
+                             "is not supported")
+        total = start + seq
         present_key, present_value = past_key.clone(), past_value.clone()
         present_key[:, :, start:total] = key.view(batch, seq, kv_num_heads, dim).transpose(1, 2)
         present_value[:, :, start:total] = value.view(batch, seq, kv_num_heads, dim).transpose(1, 2)
         groups = num_heads // kv_num_heads
         keys = present_key[:, :, :total].repeat_interleave(groups, 1)
         values = present_value[:, :, :total].repeat_interleave(groups, 1)
-        causal = (torch.arange(total, device=query.device).view(1, -1)
-                  <= torch.arange(start, total, device=query.device).view(-1, 1))
+        keys_at = torch.arange(total, device=query.device).view(1, -1)
+        queries_at = torch.arange(start, total, device=query.device).view(-1, 1)
+        causal = keys_at <= queries_at
+        if local_window_size >= 0:  # transformers' sliding window: the last local_window_size positions
+            causal &= keys_at > queries_at - local_window_size
         out = torch.nn.functional.scaled_dot_product_attention(
             query.view(batch, seq, num_heads, dim).transpose(1, 2), keys, values, attn_mask=causal, scale=scale)
         return out.transpose(1, 2).reshape(batch, seq, num_heads * dim), present_key, present_value
 
     @group_query_attention.register_fake
-    def _(query, key, value, past_key, past_value, seqlens_k, total_sequence_length, num_heads, kv_num_heads, scale):
+    def _(query, key, value, past_key, past_value, seqlens_k, total_sequence_length, num_heads, kv_num_heads, scale,
+          local_window_size):
         return torch.empty_like(query), torch.empty_like(past_key), torch.empty_like(past_value)
 
     formal = OpSchema.FormalParameter
@@ -162,18 +178,24 @@ def _gqa() -> dict:
                           ("M", ["tensor(int32)"], "")],
         attributes=[OpSchema.Attribute("num_heads", OpSchema.AttrType.INT, ""),
                     OpSchema.Attribute("kv_num_heads", OpSchema.AttrType.INT, ""),
-                    OpSchema.Attribute("scale", OpSchema.AttrType.FLOAT, "")])
-    contrib = Op(onnxscript.values.Opset("com.microsoft", 1), "GroupQueryAttention", schema)
+                    OpSchema.Attribute("scale", OpSchema.AttrType.FLOAT, ""),
+                    OpSchema.Attribute("local_window_size", OpSchema.AttrType.INT, "")])
+    contrib = onnxscript.values.Op(onnxscript.values.Opset("com.microsoft", 1), "GroupQueryAttention", schema)
 
     def to_onnx(query, key, value, past_key, past_value, seqlens_k, total_sequence_length, num_heads: int,
-                kv_num_heads: int, scale: float):
+                kv_num_heads: int, scale: float, local_window_size: int):
         return contrib(query, key, value, past_key, past_value, seqlens_k, total_sequence_length,
-                       num_heads=num_heads, kv_num_heads=kv_num_heads, scale=scale)
+                       num_heads=num_heads, kv_num_heads=kv_num_heads, scale=scale,
+                       local_window_size=local_window_size)
 
-    def attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
+    def attention(module, query, key, value, attention_mask, scaling=None, sliding_window=None, **kwargs):
         """transformers' attention interface: query [batch, heads, seq, dim] and the step's key/value [batch,
-        kv_heads, seq, dim] (the deferred cache layer's); returns [batch, seq, heads, dim] and no weights."""
-        bound = _BOUND[module.layer_idx]
+        kv_heads, seq, dim] (the deferred cache layer's); returns [batch, seq, heads, dim] and no weights.
+        A sliding window is GroupQueryAttention's local_window_size; what it has no attribute for raises."""
+        unsupported = sorted(k for k in ("softcap", "s_aux") if kwargs.get(k) is not None)
+        if unsupported:
+            raise ValueError(f"the GroupQueryAttention export has no {', '.join(unsupported)}: use attention: sdpa")
+        bound = _BOUND.get()[module.layer_idx]
         batch, heads, seq, dim = query.shape
         flat = lambda t: t.transpose(1, 2).reshape(batch, seq, -1)  # noqa: E731
         # seqlens_k (on the device): the filled length - 1, from the position. total_sequence_length (a host
@@ -185,7 +207,9 @@ def _gqa() -> dict:
         total = torch.full((), seq + (length - seq) * torch.sym_max(0, 2 - seq), dtype=torch.int32)
         out, bound.keys, bound.values = torch.ops.infbench.group_query_attention(
             flat(query), flat(key), flat(value), bound.keys, bound.values, seqlens, total,
-            heads, key.shape[1], float(scaling if scaling is not None else dim ** -0.5))
+            heads, key.shape[1], float(scaling if scaling is not None else dim ** -0.5),
+            -1 if sliding_window is None else int(sliding_window))
+        bound.written = True
         return out.view(batch, seq, heads, dim), None
 
     AttentionInterface.register("infbench_gqa", attention)
@@ -194,36 +218,43 @@ def _gqa() -> dict:
     return _GQA
 
 
-def wrapper(model, attention: str = "sdpa"):
+def wrapper(model, attention: str = "gqa"):
     """The module the export traces (module docstring): flat tensors in, flat tensors out. ``attention``
-    (ATTENTIONS): ``gqa`` routes the model's attention to GroupQueryAttention (``_gqa``) while the wrapper
-    runs, and gives the model back its own implementation afterwards."""
+    (ATTENTIONS): ``gqa`` routes the model's attention to GroupQueryAttention (``_gqa``) from here on;
+    ``restore()`` gives the model back its own implementation."""
     import torch
     from transformers.cache_utils import Cache
 
     layer = _layer_class()
     deferred = attention == "gqa"
-    implementation = _gqa()["implementation"] if deferred else None
 
     class Decoder(torch.nn.Module):
         def __init__(self, target):
             super().__init__()
             self.target = target
+            self.own = target.config._attn_implementation
+            if deferred:
+                target.set_attn_implementation(_gqa()["implementation"])
+                if target.config._attn_implementation != _gqa()["implementation"]:  # transformers only warns
+                    raise ValueError(f"{type(target).__name__} does not route its attention through transformers' "
+                                     "AttentionInterface: use attention: sdpa")
+
+        def restore(self):
+            self.target.set_attn_implementation(self.own)
 
         def forward(self, input_ids, cache_position, *past):
             layers = [layer(past[2 * i], past[2 * i + 1], cache_position, deferred) for i in range(len(past) // 2)]
             positions = cache_position.unsqueeze(0).expand(input_ids.shape[0], -1)
-            own = self.target.config._attn_implementation
-            if deferred:
-                _BOUND[:] = layers
-                self.target.set_attn_implementation(implementation)
+            context = _BOUND.set(layers)
             try:
                 out = self.target(input_ids=input_ids, cache_position=cache_position, position_ids=positions,
                                   past_key_values=Cache(layers=layers), use_cache=True, logits_to_keep=1)
             finally:
-                if deferred:
-                    _BOUND.clear()
-                    self.target.set_attn_implementation(own)
+                _BOUND.reset(context)
+            unwritten = [i for i, cached in enumerate(layers) if not cached.written]
+            if unwritten:  # a layer whose attention did not come through the attention function
+                raise ValueError(f"{type(self.target).__name__}: layers {unwritten} never called the attention "
+                                 "interface with their cache: use attention: sdpa")
             logits = out.logits[:, -1].float()
             token = torch.argmax(logits, dim=-1, keepdim=True)
             # always 1, but only once the token is chosen: see the module docstring
@@ -241,7 +272,7 @@ def io_names(layers: int) -> tuple[list[str], list[str]]:
             ["logits", "next_token", "next_position", *[n.replace("past", "present", 1) for n in past]])
 
 
-def export(model, out: Path, attention: str = "sdpa", opset: int = 18) -> dict:
+def export(model, out: Path, attention: str = "gqa", opset: int = 18) -> dict:
     """Trace ``model`` (fp32, CPU) through ``wrapper`` with the dynamo exporter; returns what it took. The weights
     go to an external data file beside the graph (a 7B model is far above protobuf's 2 GB)."""
     import torch
@@ -260,11 +291,15 @@ def export(model, out: Path, attention: str = "sdpa", opset: int = 18) -> dict:
     inputs, outputs = io_names(g["layers"])
     start = time.perf_counter()
     translation = _gqa()["translation"] if attention == "gqa" else None
-    program = torch.onnx.export(
-        wrapper(model, attention), (ids, torch.arange(seq), *past), input_names=inputs, output_names=outputs,
-        dynamo=True, opset_version=opset, custom_translation_table=translation,
-        # forward(input_ids, cache_position, *past): the varargs are one input whose spec is a tuple
-        dynamic_shapes=({0: dims[0], 1: dims[1]}, {0: dims[1]}, tuple({0: dims[0], 2: dims[2]} for _ in past)))
+    traced = wrapper(model, attention)
+    try:
+        program = torch.onnx.export(
+            traced, (ids, torch.arange(seq), *past), input_names=inputs, output_names=outputs,
+            dynamo=True, opset_version=opset, custom_translation_table=translation,
+            # forward(input_ids, cache_position, *past): the varargs are one input whose spec is a tuple
+            dynamic_shapes=({0: dims[0], 1: dims[1]}, {0: dims[1]}, tuple({0: dims[0], 2: dims[2]} for _ in past)))
+    finally:
+        traced.restore()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(out), external_data=True)
@@ -330,7 +365,8 @@ def build(load_model, out_dir: Path, precision: str, attention: str = "gqa", par
     out_dir = Path(out_dir)
     exported, graph = out_dir / "exported.onnx", out_dir / "decoder.onnx"
     model = load_model()
-    inputs, outputs = io_names(geometry(model.config)["layers"])
+    layers = geometry(model.config)["layers"]
+    inputs, outputs = io_names(layers)
     needed = [*NEEDED, GQA_NEEDED] if attention == "gqa" else NEEDED
     facts = {**export(model, exported, attention), "graph": graph.name, "inputs": inputs, "outputs": outputs,
              "needed": needed}
@@ -340,6 +376,7 @@ def build(load_model, out_dir: Path, precision: str, attention: str = "gqa", par
         check_graph(graph)
         remove(exported)
         facts.update(found)
+        _check_attention(graph, attention, layers)
         if parity is not None:
             facts["parity"] = parity(model, graph, facts)
         return facts
@@ -351,4 +388,13 @@ def build(load_model, out_dir: Path, precision: str, attention: str = "gqa", par
     del fused
     remove(exported)
     facts.update(typed(proto, graph, precision))
+    _check_attention(graph, attention, layers)
     return facts
+
+
+def _check_attention(graph: Path, attention: str, layers: int) -> None:
+    """A GroupQueryAttention export has one per layer (the typed build has no parity check to catch a layer
+    that escaped it)."""
+    found = op_counts(graph).get("GroupQueryAttention", 0)
+    if attention == "gqa" and found != layers:
+        raise ValueError(f"the export has {found} GroupQueryAttention nodes for {layers} layers")

@@ -106,7 +106,7 @@ def _prepare_models(request, recs, spec, device, batch, prompt_len, new_tokens):
     precisions = []
     for cell, record in zip(request["cells"], recs):
         key = cell["key"]
-        reason = backends.supports(key["engine"], key["precision"], device, spec)
+        reason = backends.supports(key["engine"], key["precision"], device, spec, cell["options"])
         status = "unsupported"
         if reason is None:
             reason, status = backends.available(key["engine"], device, cell["options"]), "unavailable"
