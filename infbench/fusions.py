@@ -34,6 +34,24 @@ FAMILIES = {
 }
 
 
+def _cos_sin_cache(max_positions: int):
+    """onnxscript's cos/sin cache fusion with its tables sized up front: without a size it computes them every
+    call from ReduceMax(position_ids) and a Range whose limit ONNX Runtime's CUDA kernel reads on the host -- a
+    copy from the device in every step, which also rules out CUDA graphs (the exported decoder's positions are
+    a graph input)."""
+    from onnxscript.rewriter import _fusion_utils, pattern
+    from onnxscript.rewriter.ort_fusions.cos_sin_cache import CosSinCacheFusion
+
+    class Sized(CosSinCacheFusion):
+        def __init__(self, name, **kwargs):
+            super().__init__(name, **kwargs)
+            self.max_pos_id = max_positions - 1
+
+    rules = [Sized.rule(f"CosSinCache_sized_{i}", cast=cast, const_freqs=const)
+             for i, (cast, const) in enumerate([(True, False), (True, True), (False, True), (False, False)])]
+    return _fusion_utils.apply_fusion_rules(pattern.RewriteRuleSet(rules))
+
+
 def fusion_summary(fused_ops: dict[str, int], attention_blocks: int, model_type: str | None, family: dict) -> dict:
     """Which fusions were found and which are missing, in one line the cells can carry (prepare.fusion).
 
@@ -52,9 +70,10 @@ def fusion_summary(fused_ops: dict[str, int], attention_blocks: int, model_type:
     return summary
 
 
-def fuse_for_ort(model, skip=()) -> tuple:
+def fuse_for_ort(model, skip=(), max_positions: int | None = None) -> tuple:
     """onnxscript 0.7's optimize_for_ort, step by step, so that a family can leave out a fusion that breaks
-    its graph (optimize_for_ort takes no such option). Same order and passes as onnxscript's _core."""
+    its graph (optimize_for_ort takes no such option). Same order and passes as onnxscript's _core.
+    ``max_positions``: the rotary cos/sin tables as constants of that many positions (``_cos_sin_cache``)."""
     import onnx_ir as ir
     import onnx_ir.passes.common as common_passes
     from onnxscript.rewriter import rewrite
@@ -71,7 +90,8 @@ def fuse_for_ort(model, skip=()) -> tuple:
     for name, func in (("erf_gelu", _core.fuse_erfgelu), ("rms_normalization", _core.fuse_rms_normalization),
                        ("skip_layer_normalization", _core.fuse_skip_layer_normalization),
                        ("skip_rms_normalization", _core.fuse_skip_rms_normalization),
-                       ("rotary_embedding", _core.fuse_rotary_embedding), ("cos_sin_cache", _core.fuse_cos_sin_cache)):
+                       ("rotary_embedding", _core.fuse_rotary_embedding),
+                       ("cos_sin_cache", _cos_sin_cache(max_positions) if max_positions else _core.fuse_cos_sin_cache)):
         fuse(name, func)
     common_passes.CommonSubexpressionEliminationPass()(model)
     fuse("partial_rotary_embedding", _core.fuse_partial_rotary_embedding)

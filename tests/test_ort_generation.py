@@ -135,32 +135,44 @@ def test_the_decoder_loop_binds_its_buffers_once(workdir):
     assert generator.cache_info["allocated_len"] is None and generator.cache_info["buffer_len"] == PROMPT + NEW
 
 
-def test_the_emitted_attention_writes_the_cache_and_reads_no_length_from_the_device(workdir):
+def test_the_emitted_attention_writes_the_cache_in_place(workdir):
     """One GroupQueryAttention per layer takes the layer's past and gives its present (the cache write is
-    inside it, in place where both are bound to one buffer); its total_sequence_length, a host input of the
-    CUDA kernel, is computed from shapes alone, so no step copies from the device to find it."""
+    inside it, in place where both are bound to one buffer), its seqlens_k computed from cache_position."""
     graph = _graph(_manifest(workdir, "tiny-llama", "ort_decoder"))
     producer = {out: node for node in graph.node for out in node.output}
-    inputs = {value.name for value in graph.input}
 
-    def sources(name: str) -> set[str]:
-        """The graph inputs ``name`` is computed from, a Shape's input marked as read for its shape only."""
-        if name in inputs:
-            return {name}
+    def reads(name: str) -> set[str]:
         node = producer.get(name)
-        if node is None:  # an initializer or a constant
-            return set()
-        if node.op_type == "Shape":
-            return {f"shape of {node.input[0]}"}
-        return set().union(*(sources(i) for i in node.input if i))
+        return {name} if node is None else set().union(*(reads(i) for i in node.input if i))
 
     attention = [node for node in graph.node if node.op_type == "GroupQueryAttention"]
     assert len(attention) == 2
     for layer, node in enumerate(attention):
         assert list(node.input[3:5]) == [f"past_key_{layer}", f"past_value_{layer}"]
         assert list(node.output[1:3]) == [f"present_key_{layer}", f"present_value_{layer}"]
-        assert all(source.startswith("shape of") for source in sources(node.input[6])), sources(node.input[6])
-        assert "cache_position" in sources(node.input[5])  # seqlens_k: the filled length, on the device
+        assert "cache_position" in reads(node.input[5])
+
+
+def test_no_graph_reads_a_device_value_on_the_host(workdir, sdpa):
+    """Every input ONNX Runtime's CUDA kernels read on the host (GroupQueryAttention's total_sequence_length,
+    a Range's limit, a Reshape's shape …) comes from shapes and constants in every exported graph, so no step
+    copies from the device (which would synchronize and rule out CUDA graphs); a Range sized by a position, as
+    the rotary tables were before they got a fixed size, is found."""
+    from onnx import TensorProto, helper
+
+    from infbench.workloads.generate import ort_export
+
+    for manifest in [_manifest(workdir, m, "ort_decoder") for m, e in BUILT if e == "ort_decoder"] + list(sdpa.values()):
+        assert ort_export.device_reads(Path(manifest).parent / "decoder.onnx") == [], manifest
+    zero, one = (helper.make_tensor(n, TensorProto.INT64, [], [v]) for n, v in (("zero", 0), ("one", 1)))
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMax", ["cache_position"], ["last"], keepdims=0),
+         helper.make_node("Range", ["zero", "last", "one"], ["positions"])], "sized",
+        [helper.make_tensor_value_info("cache_position", TensorProto.INT64, ["s"])],
+        [helper.make_tensor_value_info("positions", TensorProto.INT64, None)], initializer=[zero, one])
+    path = workdir / "sized.onnx"
+    path.write_bytes(helper.make_model(graph).SerializeToString())
+    assert ort_export.device_reads(path) == ["Range  input 1 from ['cache_position']"]
 
 
 def test_the_custom_op_computes_what_onnx_runtimes_kernel_computes():

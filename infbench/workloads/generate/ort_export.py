@@ -60,6 +60,7 @@ GQA_NEEDED = (
 )
 # the cache layers of the forward being run or traced, which the attention function (gqa) writes
 _BOUND = contextvars.ContextVar("infbench_bound_layers")
+EXPORT_POSITIONS = 8192  # the positions a graph serves where the model sets no limit (GPT-2 and Llama do)
 
 
 def _layer_class():
@@ -285,7 +286,7 @@ def export(model, out: Path, attention: str = "gqa", opset: int = 18) -> dict:
     ids = torch.randint(1, g["vocab"], (batch, seq))
     dtype = next(model.parameters()).dtype  # the cache's type is the model's
     past = tuple(torch.zeros(batch, g["kv_heads"], cache_len, g["head_dim"], dtype=dtype) for _ in range(2 * g["layers"]))
-    limit = g["positions"] or 8192
+    limit = g["positions"] or EXPORT_POSITIONS
     dims = (torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=1, max=limit),
             torch.export.Dim("cache_len", min=2, max=limit))
     inputs, outputs = io_names(g["layers"])
@@ -306,10 +307,11 @@ def export(model, out: Path, attention: str = "gqa", opset: int = 18) -> dict:
     return {"exporter": "torch.onnx dynamo", "opset": opset, "attention": attention, "export_s": time.perf_counter() - start}
 
 
-def fuse(exported: Path):
+def fuse(exported: Path, max_positions: int | None = None):
     """The forward graphs' fusion step (infbench.fusions.fuse_for_ort, every fusion: the batch-sized position
-    ids keep the rotary fusion correct), after the Gemm rewrite where the graph has Gemms. Returns the fused
-    model (onnx_ir; its weights still read lazily from the export's data file) and what each fusion matched."""
+    ids keep the rotary fusion correct), after the Gemm rewrite where the graph has Gemms, the rotary tables
+    constants of ``max_positions`` rows. Returns the fused model (onnx_ir; its weights still read lazily from
+    the export's data file) and what each fusion matched."""
     import onnx
     import onnx_ir as ir
 
@@ -321,7 +323,7 @@ def fuse(exported: Path):
         source = onnx.load(str(exported))
         gemms = gemm_to_matmul_add(source)
         model = ir.serde.deserialize_model(source)
-    model, counts = fuse_for_ort(model)
+    model, counts = fuse_for_ort(model, max_positions=max_positions)
     return model, {"fusions": {k: int(v) for k, v in counts.items() if v}, "gemm_to_matmul_add": gemms,
                    "fuse_s": time.perf_counter() - start}
 
@@ -336,6 +338,38 @@ def typed(fused, out: Path, precision: str) -> dict:
     Path(out).with_suffix(".json").unlink(missing_ok=True)  # the manifest describes it
     return {"convert_s": time.perf_counter() - start, "converter": "onnxruntime.transformers.float16, logits fp32",
             "kept_fp32_ops": list(fp32_ops)}
+
+
+# Inputs that ONNX Runtime's CUDA kernels read on the host (their kernels' CPU inputs), by op
+HOST_INPUTS = {"Reshape": (1,), "Expand": (1,), "Slice": (1, 2, 3, 4), "Squeeze": (1,), "Unsqueeze": (1,),
+               "Range": (0, 1, 2), "ConstantOfShape": (0,), "Tile": (1,), "Split": (1,), "ReduceMax": (1,),
+               "ReduceSum": (1,), "TopK": (1,), "Pad": (1, 2, 3), "GroupQueryAttention": (6,)}
+
+
+def device_reads(graph: Path) -> list[str]:
+    """The nodes whose host-read inputs (HOST_INPUTS) are computed from a graph input's values rather than from
+    shapes and constants: each would copy from the device, and synchronize, in every step, and rules out CUDA
+    graphs. Empty for a graph fit for a decode loop."""
+    import onnx
+
+    graph = onnx.load(str(graph), load_external_data=False).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    inputs = {value.name for value in graph.input}
+    memo: dict[str, set[str]] = {}
+
+    def sources(name: str) -> set[str]:
+        if name not in memo:
+            memo[name] = set()  # (a graph has no cycles; this only guards the recursion)
+            node = producer.get(name)
+            if name in inputs:
+                memo[name] = {name}
+            elif node is not None and node.op_type != "Shape":  # a Shape reads no values
+                memo[name] = set().union(*(sources(i) for i in node.input if i))
+        return memo[name]
+
+    return [f"{node.op_type} {node.name} input {i} from {sorted(sources(node.input[i]))}"
+            for node in graph.node for i in HOST_INPUTS.get(node.op_type, ())
+            if i < len(node.input) and node.input[i] and sources(node.input[i])]
 
 
 def op_counts(graph: Path) -> dict[str, int]:
@@ -365,36 +399,39 @@ def build(load_model, out_dir: Path, precision: str, attention: str = "gqa", par
     out_dir = Path(out_dir)
     exported, graph = out_dir / "exported.onnx", out_dir / "decoder.onnx"
     model = load_model()
-    layers = geometry(model.config)["layers"]
+    layers, positions = geometry(model.config)["layers"], geometry(model.config)["positions"] or EXPORT_POSITIONS
     inputs, outputs = io_names(layers)
     needed = [*NEEDED, GQA_NEEDED] if attention == "gqa" else NEEDED
     facts = {**export(model, exported, attention), "graph": graph.name, "inputs": inputs, "outputs": outputs,
              "needed": needed}
     if precision == "fp32":
-        fused, found = fuse(exported)
+        fused, found = fuse(exported, positions)
         ir.save(fused, str(graph), external_data=f"{graph.name}.data")
         check_graph(graph)
         remove(exported)
         facts.update(found)
-        _check_attention(graph, attention, layers)
+        _check_decoder(graph, attention, layers)
         if parity is not None:
             facts["parity"] = parity(model, graph, facts)
         return facts
     del model
-    fused, found = fuse(exported)
+    fused, found = fuse(exported, positions)
     facts.update(found)
     ir.external_data.load_to_model(fused)  # every weight into memory: the export can go
     proto = ir.serde.serialize_model(fused)
     del fused
     remove(exported)
     facts.update(typed(proto, graph, precision))
-    _check_attention(graph, attention, layers)
+    _check_decoder(graph, attention, layers)
     return facts
 
 
-def _check_attention(graph: Path, attention: str, layers: int) -> None:
+def _check_decoder(graph: Path, attention: str, layers: int) -> None:
     """A GroupQueryAttention export has one per layer (the typed build has no parity check to catch a layer
-    that escaped it)."""
+    that escaped it), and no graph reads a value from the device on the host (``device_reads``)."""
     found = op_counts(graph).get("GroupQueryAttention", 0)
     if attention == "gqa" and found != layers:
         raise ValueError(f"the export has {found} GroupQueryAttention nodes for {layers} layers")
+    reads = device_reads(graph)
+    if reads:
+        raise ValueError(f"the graph reads device values on the host in every step: {'; '.join(reads)}")
