@@ -202,19 +202,10 @@ def build_genai(params: dict, out_dir: Path) -> dict:
 def build_decoder(params: dict, out_dir: Path) -> dict:
     """infbench's export of the decoder with its cache (ort_export), the fp32 graph parity-checked against the
     model."""
-    from infbench.workloads.generate import model as decoder
     from infbench.workloads.generate import ort_export
 
-    timings = {}
-
-    def load_model():
-        start = time.perf_counter()
-        model, _ = decoder.build(params["spec"], params["device"], "fp32")
-        timings["weights_s"] = time.perf_counter() - start
-        return model.cpu()
-
-    facts = ort_export.build(load_model, out_dir, params["precision"], params["attention"], parity)
-    return {**facts, **timings}
+    return ort_export.build(params["spec"], params["device"], out_dir, params["precision"], params["attention"],
+                            parity)
 
 
 def parity(model, graph: Path, facts: dict, rtol: float = 1e-4) -> dict:

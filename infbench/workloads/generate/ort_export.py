@@ -385,12 +385,34 @@ def remove(graph: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def build(load_model, out_dir: Path, precision: str, attention: str = "gqa", parity=None) -> dict:
+def load_fp32(spec: dict, device: str):
+    """The fp32 model of ``spec`` (drawn on ``device``, as the session's are) on the CPU, and the seconds it took."""
+    from infbench.workloads.generate import model as decoder
+
+    start = time.perf_counter()
+    model, _ = decoder.build(spec, device, "fp32")
+    return model.cpu(), time.perf_counter() - start
+
+
+def _export_fp32(spec: dict, device: str, out: Path, attention: str) -> dict:
+    """Build the model and export it, in a process of its own (``build``)."""
+    from infbench.workloads.generate.model import geometry
+
+    model, seconds = load_fp32(spec, device)
+    return {**export(model, out, attention), "weights_s": seconds, "geometry": geometry(model.config)}
+
+
+def build(spec: dict, device: str, out_dir: Path, precision: str, attention: str = "gqa", parity=None) -> dict:
     """Export, fuse, convert: ``out_dir/decoder.onnx`` (+ ``.data``) at ``precision`` and the facts for the
-    manifest. ``load_model()`` gives the fp32 model on the CPU; ``parity(model, graph, facts)`` checks the fp32
-    graph while the model is still here. A typed build lets the model go before fusing and converting (a 7B fp32
-    model and its graphs need not share the host's memory), fuses in memory and removes the export before it
-    writes the typed graph: its disk peak is the fp32 export alone (footprint.build_gb)."""
+    manifest, for the model of ``spec`` drawn on ``device``. ``parity(model, graph, facts)`` checks the fp32
+    graph against the model. A typed build exports in a child process -- torch.onnx keeps every weight it traced
+    alive until its process ends, and a 7B fp32 model is 27 GB --, then fuses the export, serializes it (reading
+    each weight from the export's data file once) and converts it: its host-memory peak is the serialized fp32
+    graph and the converter's copies, its disk peak the fp32 export alone (footprint.build_gb)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import onnx
     import onnx_ir as ir
 
     from infbench.onnx_graphs import check_graph
@@ -398,31 +420,33 @@ def build(load_model, out_dir: Path, precision: str, attention: str = "gqa", par
 
     out_dir = Path(out_dir)
     exported, graph = out_dir / "exported.onnx", out_dir / "decoder.onnx"
-    model = load_model()
-    layers, positions = geometry(model.config)["layers"], geometry(model.config)["positions"] or EXPORT_POSITIONS
+    model = None
+    if precision == "fp32":  # the model stays for the parity check
+        model, seconds = load_fp32(spec, device)
+        facts = {**export(model, exported, attention), "weights_s": seconds, "geometry": geometry(model.config)}
+    else:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+            facts = child.submit(_export_fp32, spec, device, exported, attention).result()
+    shape = facts.pop("geometry")
+    layers, positions = shape["layers"], shape["positions"] or EXPORT_POSITIONS
     inputs, outputs = io_names(layers)
-    needed = [*NEEDED, GQA_NEEDED] if attention == "gqa" else NEEDED
-    facts = {**export(model, exported, attention), "graph": graph.name, "inputs": inputs, "outputs": outputs,
-             "needed": needed}
+    facts.update(graph=graph.name, inputs=inputs, outputs=outputs,
+                 needed=[*NEEDED, GQA_NEEDED] if attention == "gqa" else NEEDED)
+    fused, found = fuse(exported, positions)
+    facts.update(found)
     if precision == "fp32":
-        fused, found = fuse(exported, positions)
         ir.save(fused, str(graph), external_data=f"{graph.name}.data")
         check_graph(graph)
         remove(exported)
-        facts.update(found)
-        _check_decoder(graph, attention, layers)
-        if parity is not None:
-            facts["parity"] = parity(model, graph, facts)
-        return facts
-    del model
-    fused, found = fuse(exported, positions)
-    facts.update(found)
-    ir.external_data.load_to_model(fused)  # every weight into memory: the export can go
-    proto = ir.serde.serialize_model(fused)
-    del fused
-    remove(exported)
-    facts.update(typed(proto, graph, precision))
+    else:
+        proto = ir.serde.serialize_model(fused)  # its weights still in the export's data file
+        del fused
+        onnx.external_data_helper.load_external_data_for_model(proto, str(out_dir))  # read once: the export can go
+        remove(exported)
+        facts.update(typed(proto, graph, precision))
     _check_decoder(graph, attention, layers)
+    if parity is not None and model is not None:
+        facts["parity"] = parity(model, graph, facts)
     return facts
 
 
