@@ -72,7 +72,7 @@ case "${1:?pack|stage|start|again|wait|run}" in
     cat "$runs/run.log"; cp -r "$runs/out/." "$out/" ;;
   run)
     config=${2:?config}; shift 2
-    [ -d /root/site/snakemake ] || bash "$pack/unpack.sh" install /root/stage "$PWD/$pack/MANIFEST.sha256" /root/site > /tmp/install.log 2>&1 \
+    [ -d /root/site/snakemake ] || bash "$pack/unpack.sh" install /root/stage "$(realpath -m "$pack/MANIFEST.sha256")" /root/site > /tmp/install.log 2>&1 \
       || { tail -20 /tmp/install.log; exit 1; }
     export PYTHONPATH=/root/site${PYTHONPATH:+:$PYTHONPATH}
     out=${OUT:-/tmp/out}; mkdir -p "$out"
