@@ -37,6 +37,14 @@ launch() {
     > "$runs/run.log" 2>&1 < /dev/null & echo $! > "$runs/pid")
   echo "$what $* (pid $(cat "$runs/pid")) in $runs/tree at $(date -u +%FT%TZ)"
 }
+# running: the started run's script, or its Snakemake (on the H100 the script's process was once gone while its
+# Snakemake ran on)
+running() { kill -0 "$(cat "$runs/pid")" 2>/dev/null || pgrep -f "python3 -m snakemake --configfile" > /dev/null; }
+# pack_results OUT: tables, records, shape bundles, logs in one tarball (at most a few files come back)
+pack_results() {
+  tar czf "$1/results.tgz" results/tables results/figures results/shapes results/cells results/onnx/*/*.json \
+    results/device results/generation/*/*/*/manifest.json results/.workers/*.log logs benchmarks 2>/dev/null || true
+}
 case "${1:?pack|stage|start|again|wait|run}" in
   pack)
     pack_sh=${PACK_SH:-../shared/offline-wheels/pack.sh}
@@ -57,18 +65,19 @@ case "${1:?pack|stage|start|again|wait|run}" in
     launch started "$@" ;;
   again)
     shift
-    ! kill -0 "$(cat "$runs/pid")" 2>/dev/null || { echo "the started run is still running" >&2; exit 2; }
+    ! running || { echo "the started run is still running" >&2; exit 2; }
     rm -rf "$runs/first"; mv "$runs/out" "$runs/first"; mkdir -p "$runs/out"
     launch "started again" "$@" --forcerun bench_generate bench ;;
   wait)
-    pid=$(cat "$runs/pid"); deadline=$(( $(date +%s) + ${2:-540} ))
+    deadline=$(( $(date +%s) + ${2:-540} ))
     cd "$runs/tree"
-    while kill -0 "$pid" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 5; done
+    while running && [ "$(date +%s)" -lt "$deadline" ]; do sleep 5; done
     out=${OUT:-/tmp/out}; mkdir -p "$out"
-    if kill -0 "$pid" 2>/dev/null; then
+    if running; then
       echo "still running at $(date -u +%FT%TZ): $(find results/shapes -name '*.json' 2>/dev/null | wc -l) shape sessions done"
       tail -5 "$runs/out/snakemake.log"; cp "$runs/out/snakemake.log" "$runs/out/smi.csv" "$out/" 2>/dev/null; exit 3
     fi
+    [ -f "$runs/out/results.tgz" ] || pack_results "$runs/out"  # the script did not live to pack them
     cat "$runs/run.log"; cp -r "$runs/out/." "$out/" ;;
   run)
     config=${2:?config}; shift 2
@@ -108,8 +117,6 @@ case "${1:?pack|stage|start|again|wait|run}" in
       echo "=== $log"; tail -15 "$log"
     done | tee -a "$out/snakemake.log" | tail -60
     cp report/index.html "$out/" 2>/dev/null || true
-    # at most a few files come back: everything else travels in one tarball
-    tar czf "$out/results.tgz" results/tables results/figures results/shapes results/cells results/onnx/*/*.json results/device results/.workers/*.log logs benchmarks \
-      2>/dev/null || true
+    pack_results "$out"
     exit $status ;;
 esac
