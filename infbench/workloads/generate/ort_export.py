@@ -8,20 +8,14 @@ in. Every output has the shape of an input it may be bound to, so the loop binds
 the cache is written in place, the token and the position advance in place, and a decode step is one
 ``run_with_iobinding`` with nothing allocated and nothing copied (infbench.workloads.generate.ort).
 
-What the export needed (also written into the manifest, ``needed``):
-- a cache layer of our own (``BoundLayer``): transformers' StaticCache mutates buffers it allocates itself and
-  sizes the attention mask from a Python int, neither of which an export can take as graph inputs; this one
-  writes the step's keys and values into the past tensors out of place at ``cache_position``, every axis indexed
-  (``index_put`` → one ScatterND from past to present, which ONNX Runtime runs in place when both are bound to
-  one buffer; ``index_copy`` on the position axis would add a Transpose of the whole past and one back), and
-  reports the past's (symbolic) length as the mask size;
-- position ids expanded to the batch: with (1, seq) ids the RotaryEmbedding fusion yields a graph that fails
-  at batch > 1 (infbench.fusions);
-- ``next_position`` made to depend on the chosen token, so that, bound to the ``cache_position`` buffer
-  itself, it is written only after every reader of the position has run (ONNX Runtime runs nodes in
-  dependency order);
-- varargs past tensors with one dynamic-shape spec per tensor (batch and cache length dynamic: one graph for
-  every batch, prompt length and number of new tokens).
+Attention (``ATTENTIONS``, a build option): ``gqa`` (the default) emits ONNX Runtime's GroupQueryAttention, which
+writes the step into the cache and reads its filled positions at the cache's own head count; ``sdpa`` exports
+transformers' SDPA as it is, which the fusions turn into a ScatterND cache write, an Expand of the cache to every
+query head and MultiHeadAttention over the whole allocated cache (docs/generation.md says what that costs).
+
+What the export needed is ``NEEDED`` and ``CACHE_WRITE`` (written into the manifest, ``needed``); a graph whose
+host-read inputs depend on device values (``device_reads``) or whose layers escaped GroupQueryAttention fails
+its build.
 """
 
 from __future__ import annotations
@@ -32,19 +26,18 @@ import time
 from pathlib import Path
 
 NEEDED = [
-    "a cache layer of infbench's (transformers CacheLayerMixin) that writes each call's keys/values into the past "
-    "tensors out of place at cache_position, every axis indexed (one ScatterND from past to present, no transposes), "
-    "and reports the past's symbolic length as the mask size: "
-    "StaticCache mutates its own buffers and sizes its mask from a Python int, which an export cannot take as inputs",
+    "a cache layer of infbench's (transformers CacheLayerMixin) whose tensors are the graph's past inputs: "
+    "StaticCache mutates buffers it allocates itself and sizes its mask from a Python int, which an export cannot "
+    "take as inputs",
     "position ids from cache_position, expanded to the batch (the RotaryEmbedding fusion breaks at batch > 1 "
     "with (1, seq) ids)",
     "greedy ArgMax and next_position inside the graph, next_position depending on the chosen token so that it can "
     "be bound to the cache_position buffer itself (written after every reader)",
+    "the rotary cos/sin tables as constants of the model's positions (the fusion otherwise sizes them per call "
+    "with a Range whose limit the CUDA kernel reads on the host: a copy from the device every step, no CUDA graphs)",
     "Gemm rewritten as MatMul + Add before the fusions (GPT-2's Conv1D; ORT refuses the fused rank-3 Gemm)",
     "weights in an external data file beside each graph (a 7B model is far above protobuf's 2 GB)",
 ]
-
-
 ATTENTIONS = {
     "gqa": "infbench's attention function emits com.microsoft::GroupQueryAttention, which writes the step's keys "
            "and values into the shared past/present buffer and attends over the filled positions at the cache's "
@@ -52,12 +45,18 @@ ATTENTIONS = {
     "sdpa": "transformers' SDPA attention, as exported: the cache written by ScatterND, repeat_kv an Expand to "
             "every query head, the fusions' MultiHeadAttention over the whole allocated cache behind a mask",
 }
-GQA_NEEDED = (
-    "GroupQueryAttention emitted by the export (a torch custom op, infbench::group_query_attention, translated "
-    "through torch.onnx's custom_translation_table; transformers' AttentionInterface routes attention to it and "
-    "the cache layer hands it the step's keys and values unwritten): the fusions do not turn a cache written by "
-    "ScatterND and repeated by Expand into GroupQueryAttention"
-)
+# how each attention's graph writes the cache (the last item of the manifest's ``needed``)
+CACHE_WRITE = {
+    "gqa": "GroupQueryAttention emitted by the export (a torch custom op, infbench::group_query_attention, "
+           "translated through torch.onnx's custom_translation_table; transformers' AttentionInterface routes "
+           "attention to it and the cache layer hands it the step's keys and values unwritten; its "
+           "total_sequence_length, read on the host, computed from shapes alone): the fusions do not turn a cache "
+           "written by ScatterND and repeated by Expand into GroupQueryAttention",
+    "sdpa": "the cache layer writes each call's keys/values into the past tensors out of place at cache_position, "
+            "every axis indexed (index_put: one ScatterND from past to present, run in place when both are bound "
+            "to one buffer; index_copy on the position axis exports a Transpose of the whole past and one back), "
+            "and reports the past's symbolic length as the mask size",
+}
 # the cache layers of the forward being run or traced, which the attention function (gqa) writes
 _BOUND = contextvars.ContextVar("infbench_bound_layers")
 EXPORT_POSITIONS = 8192  # the positions a graph serves where the model sets no limit (GPT-2 and Llama do)
@@ -431,7 +430,7 @@ def build(spec: dict, device: str, out_dir: Path, precision: str, attention: str
     layers, positions = shape["layers"], shape["positions"] or EXPORT_POSITIONS
     inputs, outputs = io_names(layers)
     facts.update(graph=graph.name, inputs=inputs, outputs=outputs,
-                 needed=[*NEEDED, GQA_NEEDED] if attention == "gqa" else NEEDED)
+                 needed=[*NEEDED, CACHE_WRITE[attention]])
     fused, found = fuse(exported, positions)
     facts.update(found)
     if precision == "fp32":
