@@ -14,8 +14,8 @@
   each decode step are one ``run_with_iobinding`` of a fixed binding -- no allocation, no host copy, greedy
   ArgMax in the graph. Fixed bindings are what ONNX Runtime's CUDA graphs need (``cuda_graph``: prefill and
   step each captured under its own ``gpu_graph_id``). With GroupQueryAttention (the default export) the step
-  reads the filled positions of its cache buffers; with the exported SDPA it reads all of them behind a mask. The cells of one graph share its session, hence one copy
-  of the weights (``shared_session``).
+  reads the filled positions of its cache buffers; with the exported SDPA it reads all of them behind a mask.
+  The cells of one graph share its session, hence one copy of the weights (``shared_session``).
 
 Accuracy goes through each engine's own cache path: ``ort_decoder`` writes the reference token into its token
 buffer before each step; ``ort_genai`` lets its generator compute every step's logits, then replaces them
