@@ -303,7 +303,8 @@ def export(model, out: Path, attention: str = "gqa", opset: int = 18) -> dict:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(out), external_data=True)
-    return {"exporter": "torch.onnx dynamo", "opset": opset, "attention": attention, "export_s": time.perf_counter() - start}
+    return {"exporter": "torch.onnx dynamo", "opset": opset, "attention": attention,
+            "export_s": time.perf_counter() - start}
 
 
 def fuse(exported: Path, max_positions: int | None = None):
@@ -352,23 +353,15 @@ def device_reads(graph: Path) -> list[str]:
     import onnx
 
     graph = onnx.load(str(graph), load_external_data=False).graph
-    producer = {out: node for node in graph.node for out in node.output}
-    inputs = {value.name for value in graph.input}
-    memo: dict[str, set[str]] = {}
-
-    def sources(name: str) -> set[str]:
-        if name not in memo:
-            memo[name] = set()  # (a graph has no cycles; this only guards the recursion)
-            node = producer.get(name)
-            if name in inputs:
-                memo[name] = {name}
-            elif node is not None and node.op_type != "Shape":  # a Shape reads no values
-                memo[name] = set().union(*(sources(i) for i in node.input if i))
-        return memo[name]
-
-    return [f"{node.op_type} {node.name} input {i} from {sorted(sources(node.input[i]))}"
+    # the graph inputs each value is computed from, in the nodes' (topological) order; a Shape reads no values
+    sources: dict[str, frozenset] = {value.name: frozenset([value.name]) for value in graph.input}
+    for node in graph.node:
+        read = frozenset() if node.op_type == "Shape" else frozenset().union(
+            *(sources.get(name, frozenset()) for name in node.input if name))
+        sources.update((name, read) for name in node.output)
+    return [f"{node.op_type} {node.name} input {i} from {sorted(sources[node.input[i]])}"
             for node in graph.node for i in HOST_INPUTS.get(node.op_type, ())
-            if i < len(node.input) and node.input[i] and sources(node.input[i])]
+            if i < len(node.input) and node.input[i] and sources.get(node.input[i])]
 
 
 def op_counts(graph: Path) -> dict[str, int]:
