@@ -37,12 +37,15 @@ PROVIDERS = {"cpu": "cpu", "cuda": "cuda"}  # the builder's -e per device
 log = logging.getLogger("infbench.generate.ort")
 
 
+def attention(options: dict | None) -> str:
+    """The exported decoder's attention (ort_export.ATTENTIONS, a build option) for a backend's options."""
+    return (options or {}).get("attention", "gqa")
+
+
 def build_name(engine: str, options: dict | None = None) -> str:
-    """The name of an engine's build for a backend's options: ``ort_decoder-gqa`` / ``ort_decoder-sdpa`` (the
-    exported decoder's attention, ort_export.ATTENTIONS, is a build option), ``ort_genai``."""
-    if engine == "ort_decoder":
-        return f"{engine}-{(options or {}).get('attention', 'gqa')}"
-    return engine
+    """The name of an engine's build for a backend's options: ``ort_decoder-gqa`` / ``ort_decoder-sdpa`` (one
+    per ``attention``), ``ort_genai``."""
+    return f"{engine}-{attention(options)}" if engine == "ort_decoder" else engine
 
 
 def artifact_path(engine: str, model: str, precision: str, options: dict | None = None) -> str:
@@ -131,7 +134,7 @@ def build_params(engine: str, spec: dict, precision: str, device: str, options: 
     params = {"engine": engine, "spec": spec, "precision": precision, "device": device, "libraries": libraries}
     if engine == "ort_decoder":
         libraries["onnxscript"] = _version("onnxscript")
-        params["attention"] = (options or {}).get("attention", "gqa")
+        params["attention"] = attention(options)
     return params
 
 
