@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,10 @@ def to_typed(graph_path: Path, out: Path, precision: str, keep_io_types: bool | 
     ops kept fp32 (a bf16 graph: ops whose ONNX schema takes no bfloat16, e.g. Sin and Cos at opset 18).
     ``external_data``: the weights in ``<out>.data`` beside the graph (a graph above protobuf's 2 GB).
     """
+    from unittest import mock
+
     import onnx
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+    from onnxruntime.transformers import float16
 
     # ``graph_path`` may be the graph itself (a ModelProto already in memory: a large export is converted without
     # writing its fused fp32 copy to the disk)
@@ -35,13 +38,15 @@ def to_typed(graph_path: Path, out: Path, precision: str, keep_io_types: bool | 
     source = graph_path if in_memory else onnx.load(str(graph_path))
     fp32_weights = {t.name: onnx.numpy_helper.to_array(t) for t in source.graph.initializer
                     if t.data_type == onnx.TensorProto.FLOAT} if precision == "bf16" else {}
-    blocked = list(DEFAULT_OP_BLOCK_LIST) + list(KEEP_FP32_OPS) + list(keep_fp32_ops)
-    model = convert_float_to_float16(_with_shapes(source), keep_io_types=keep_io_types, op_block_list=blocked,
-                                     disable_shape_infer=True)
+    blocked = list(float16.DEFAULT_OP_BLOCK_LIST) + list(KEEP_FP32_OPS) + list(keep_fp32_ops)
+    with mock.patch.object(float16, "convert_np_to_float16", clamped_float16):  # the same values, in fewer passes
+        model = float16.convert_float_to_float16(_with_shapes(source), keep_io_types=keep_io_types,
+                                                 op_block_list=blocked, disable_shape_infer=True)
     model = _topologically_sorted(_without_duplicate_nodes(model))
     if precision == "bf16":
         _retype_fp16_to_bf16(model, fp32_weights)
     if external_data:
+        Path(f"{out}.data").unlink(missing_ok=True)  # onnx.save appends to an existing data file
         onnx.save(model, str(out), save_as_external_data=True, all_tensors_to_one_file=True,
                   location=f"{Path(out).name}.data")
     else:
@@ -52,20 +57,38 @@ def to_typed(graph_path: Path, out: Path, precision: str, keep_io_types: bool | 
                                "source": "in memory" if in_memory else Path(graph_path).name})
 
 
+def clamped_float16(values, min_positive_val: float = 5.96e-08, max_finite_val: float = 65504.0) -> np.ndarray:
+    """ONNX Runtime's ``float16.convert_np_to_float16``, value for value, in a few whole-array passes: magnitudes
+    below ``min_positive_val`` round up to it and finite ones above ``max_finite_val`` down to it, sign kept; 0,
+    NaN and infinities unchanged. (Its own finds each range's extremes with index arrays, to log them: minutes for
+    a 7B model's weights.)"""
+    values = np.asarray(values)
+    magnitude = np.abs(values)
+    clamp = np.flatnonzero((magnitude > 0) & (magnitude < min_positive_val)
+                           | (magnitude > max_finite_val) & np.isfinite(values))
+    with np.errstate(over="ignore"):  # the overflowing values are clamped next
+        typed = values.astype(np.float16)
+    if clamp.size:
+        bound = np.where(magnitude.flat[clamp] < min_positive_val, min_positive_val, max_finite_val)
+        typed.flat[clamp] = np.copysign(bound, values.flat[clamp])
+    return typed
+
+
 def _with_shapes(model):
-    """``model`` with its value types inferred, as the converter needs them. Inferred on the graph without its
-    weights' bytes (their shapes and types are in the initializers' headers): a model above protobuf's 2 GB
-    cannot be serialized for ONNX's shape inference, which the converter would otherwise run on it."""
+    """``model`` with its value types inferred, as the converter needs them. Inferred on a copy of the graph whose
+    large initializers are headers only (shape and type, no bytes): a model above protobuf's 2 GB cannot be
+    serialized for ONNX's shape inference, which the converter would otherwise run on it, and copying a 7B
+    model's bytes costs minutes."""
     import onnx
 
-    stash = [t.raw_data for t in model.graph.initializer]
-    for tensor in model.graph.initializer:
-        tensor.ClearField("raw_data")
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    finally:
-        for tensor, raw in zip(model.graph.initializer, stash):
-            tensor.raw_data = raw
+    graph = model.graph
+    headers = [t if math.prod(t.dims) < 1024 else onnx.TensorProto(name=t.name, data_type=t.data_type, dims=t.dims)
+               for t in graph.initializer]  # small ones (shapes, axes) keep their values for the inference
+    light = onnx.helper.make_model(onnx.helper.make_graph(graph.node, graph.name, graph.input, graph.output, headers,
+                                                          value_info=graph.value_info),  # the fusions' (contrib ops)
+                                   ir_version=model.ir_version, opset_imports=model.opset_import,
+                                   functions=model.functions)
+    inferred = onnx.shape_inference.infer_shapes(light)
     del model.graph.value_info[:]
     model.graph.value_info.extend(inferred.graph.value_info)
     return model

@@ -183,6 +183,8 @@ def test_fp16_conversion_keeps_io_types_and_fusions(tiny_run, tmp_path):
 def test_fp16_conversion_never_serializes_the_weights_for_shape_inference(tiny_run, tmp_path, monkeypatch):
     """ONNX's shape inference serializes the model it is given, which fails above protobuf's 2 GB (a 7B export):
     the conversion infers types on the graph without its weights' bytes, then converts the whole graph."""
+    import math
+
     import onnx
 
     from infbench import onnx_precision
@@ -191,8 +193,8 @@ def test_fp16_conversion_never_serializes_the_weights_for_shape_inference(tiny_r
     weights = sum(len(t.raw_data) for t in onnx.load(str(source)).graph.initializer)
     seen, infer = [], onnx.shape_inference.infer_shapes
 
-    def spy(model, *args, **kwargs):
-        seen.append(sum(len(t.raw_data) for t in model.graph.initializer))
+    def spy(model, *args, **kwargs):  # the weights' bytes (small tensors, shapes and axes, keep their values)
+        seen.append(sum(len(t.raw_data) for t in model.graph.initializer if math.prod(t.dims) >= 1024))
         return infer(model, *args, **kwargs)
 
     monkeypatch.setattr(onnx.shape_inference, "infer_shapes", spy)
@@ -200,6 +202,34 @@ def test_fp16_conversion_never_serializes_the_weights_for_shape_inference(tiny_r
     assert weights > 0 and seen == [0] and info["fused_ops"]["Attention"] == 2
     converted = onnx.load(str(tmp_path / "optimized_fp16.onnx"))
     assert sum(len(t.raw_data) for t in converted.graph.initializer) > weights / 3  # the weights came through
+
+
+def test_fp16_conversion_is_onnxruntimes_value_for_value(tiny_run, tmp_path):
+    """to_typed's faster clamp and header-only type inference change nothing: the graph, its value types and its
+    weights are what ONNX Runtime's converter gives; converting again into the same file does not grow its data."""
+    import numpy as np
+    import onnx
+    from onnxruntime.transformers import float16
+
+    from infbench import onnx_precision
+
+    edge = np.array([0, -0.0, 1e-9, -1e-9, 5.96e-08, -5.96e-08, 1e5, -1e5, 65504, -65504, np.inf, -np.inf,
+                     np.nan, 1.0, -2.5], np.float32)
+    values = np.concatenate([edge, np.random.default_rng(0).standard_normal(10_000).astype(np.float32) * 1e-6])
+    assert np.array_equal(onnx_precision.clamped_float16(values).view(np.uint16),
+                          float16.convert_np_to_float16(values).view(np.uint16))
+    source = tiny_run / "results/onnx/tiny-bert/optimized.onnx"
+    out = tmp_path / "fp16.onnx"
+    onnx_precision.to_typed(source, out, "fp16", external_data=True)
+    size = (tmp_path / "fp16.onnx.data").stat().st_size
+    onnx_precision.to_typed(source, out, "fp16", external_data=True)
+    assert (tmp_path / "fp16.onnx.data").stat().st_size == size
+    ours = onnx.load(str(out))
+    blocked = list(float16.DEFAULT_OP_BLOCK_LIST) + list(onnx_precision.KEEP_FP32_OPS)
+    theirs = float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=True, op_block_list=blocked)
+    assert sorted((t.name, t.data_type, t.raw_data) for t in ours.graph.initializer) == \
+        sorted((t.name, t.data_type, t.raw_data) for t in theirs.graph.initializer)
+    assert sorted(n.op_type for n in ours.graph.node) == sorted(n.op_type for n in theirs.graph.node)
 
 
 def test_missing_attention_fusion_is_an_error(tiny_run):
