@@ -309,6 +309,18 @@ def test_families_are_decided_up_front():
     assert ort.available("ort_genai", "cpu", {"cuda_graph": True, "artifact": "x"}) == "CUDA graphs need a CUDA device"
 
 
+def test_a_build_names_the_wheel_that_imports(monkeypatch):
+    """Where the GPU wheels are installed beside the CPU ones (the GPU image's CPU onnxruntime, the carried
+    onnxruntime-gpu first on the path), a build depends on, and records, the GPU wheels' versions."""
+    installed = {"onnxruntime": "1.30.0", "onnxruntime-gpu": "1.31.1", "onnxruntime-genai": "0.17.0",
+                 "onnxruntime-genai-cuda": "0.18.0", "torch": "2.11.0", "transformers": "5.17.0", "onnxscript": "0.7.2"}
+    monkeypatch.setattr(ort_build, "version", lambda package: installed[package])
+    decoder_build = ort_build.build_params("ort_decoder", MODELS["tiny-llama"], "fp16", "cuda")["libraries"]
+    genai_build = ort_build.build_params("ort_genai", MODELS["tiny-llama"], "fp16", "cuda")["libraries"]
+    assert decoder_build["onnxruntime"] == decoder_build["ort_decoder"] == genai_build["onnxruntime"] == "1.31.1"
+    assert genai_build["ort_genai"] == "0.18.0"
+
+
 def test_a_build_of_an_unsupported_family_is_a_failed_manifest_not_a_crash(tmp_path):
     params = ort_build.build_params("ort_genai", MODELS["tiny-t5"], "fp32", "cpu")
     info = ort_build.build(params, tmp_path / "genai" / "manifest.json")
