@@ -13,6 +13,9 @@ writes the step into the cache and reads its filled positions at the cache's own
 transformers' SDPA as it is, which the fusions turn into a ScatterND cache write, an Expand of the cache to every
 query head and MultiHeadAttention over the whole allocated cache (docs/generation.md says what that costs).
 
+After the fusions, each layer's Q, K and V projections become one MatMul and its rotary embedding moves inside
+GroupQueryAttention (``pack_attention``), as onnxruntime-genai's builder writes them.
+
 What the export needed is ``NEEDED`` and ``CACHE_WRITE`` (written into the manifest, ``needed``); a graph whose
 host-read inputs depend on device values (``device_reads``) or whose layers escaped GroupQueryAttention fails
 its build.
@@ -328,6 +331,95 @@ def fuse(exported: Path, max_positions: int | None = None):
                    "fuse_s": time.perf_counter() - start}
 
 
+# GroupQueryAttention's inputs, by position (ONNX Runtime's contrib op)
+GQA_QUERY, GQA_KEY, GQA_VALUE, GQA_COS, GQA_SIN = 0, 1, 2, 7, 8
+# the exported chains from a projection to GroupQueryAttention's input, walked back from it
+_ROTATED = ("Reshape", "Transpose", "RotaryEmbedding", "Transpose", "Reshape", "MatMul")
+_PLAIN = ("Reshape", "Reshape", "MatMul")
+
+
+def pack_attention(model) -> int:
+    """Each layer's Q, K and V projections as one MatMul feeding GroupQueryAttention's packed query, and the rotary
+    embedding inside it (``do_rotary``, its cos/sin caches those of the fused RotaryEmbedding), as
+    onnxruntime-genai's builder writes it: one GEMM where the export has three, two RotaryEmbedding and four
+    Transpose kernels. GroupQueryAttention rotates each position by its place in the cache (seqlens_k), which is
+    the exported positions' (cache_position) in infbench's loop: a prompt from position 0, then one step at a
+    time. A layer whose chains differ (partial rotary, a bias, a projection used twice) is left as exported.
+    ``model``: an onnx.ModelProto with its weights loaded; returns the number of layers packed."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    producer = {name: node for node in graph.node for name in node.output}
+    uses = collections.Counter(name for node in graph.node for name in node.input)
+    uses.update(value.name for value in graph.output)
+    weights = {tensor.name: tensor for tensor in graph.initializer}
+
+    def chain(name: str, ops: tuple) -> list | None:
+        nodes = []
+        for op in ops:
+            node = producer.get(name)
+            if node is None or node.op_type != op or uses[name] != 1:
+                return None
+            nodes.append(node)
+            name = node.input[0]
+        return nodes
+
+    def attributes(node) -> dict:
+        return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+    dropped, before, packed = set(), {}, 0  # the chains' nodes; the packed MatMul before each attention
+    for gqa in [node for node in graph.node if node.op_type == "GroupQueryAttention"]:
+        q, k, v = chain(gqa.input[GQA_QUERY], _ROTATED), chain(gqa.input[GQA_KEY], _ROTATED), \
+            chain(gqa.input[GQA_VALUE], _PLAIN)
+        if not (q and k and v) or attributes(gqa).get("do_rotary"):
+            continue
+        projections, (rotary_q, rotary_k) = (q[-1], k[-1], v[-1]), (q[2], k[2])
+        rotary = {**attributes(rotary_q), "num_heads": None}  # Q's and K's head counts differ (GQA)
+        if len({p.input[0] for p in projections}) != 1 or any(p.input[1] not in weights for p in projections) \
+                or rotary_q.input[2:4] != rotary_k.input[2:4] or rotary != {**attributes(rotary_k), "num_heads": None} \
+                or rotary.get("rotary_embedding_dim", 0) or rotary.get("is_packed_batching", 0):
+            continue
+        weight = numpy_helper.from_array(np.concatenate(
+            [numpy_helper.to_array(weights[p.input[1]]) for p in projections], axis=1), f"{gqa.name}.qkv.weight")
+        graph.initializer.append(weight)
+        matmul = helper.make_node("MatMul", [projections[0].input[0], weight.name], [f"{gqa.name}.qkv"],
+                                  name=f"{gqa.name}.qkv")
+        inputs = list(gqa.input) + [""] * (GQA_SIN + 1 - len(gqa.input))
+        inputs[GQA_QUERY], inputs[GQA_KEY], inputs[GQA_VALUE] = matmul.output[0], "", ""
+        inputs[GQA_COS], inputs[GQA_SIN] = rotary_q.input[2], rotary_q.input[3]
+        del gqa.input[:]
+        gqa.input.extend(inputs)
+        gqa.attribute.extend([helper.make_attribute("do_rotary", 1),
+                              helper.make_attribute("rotary_interleaved", int(rotary.get("interleaved", 0)))])
+        dropped.update(node.output[0] for node in (*q, *k, *v))
+        before[gqa.output[0]] = matmul
+        packed += 1
+    if packed:
+        nodes = [n for node in graph.node if node.output[0] not in dropped
+                 for n in ((before[node.output[0]], node) if node.output[0] in before else (node,))]
+        del graph.node[:]
+        graph.node.extend(nodes)
+        _drop_unused(graph)
+    return packed
+
+
+def _drop_unused(graph) -> None:
+    """Nodes none of whose outputs is read (the position ids the rotary embeddings took), then initializers
+    nothing reads (the separate projections' weights), each deleted in place: a 7B model's weights are never
+    copied."""
+    outputs = {value.name for value in graph.output}
+    while True:
+        read = {name for node in graph.node for name in node.input} | outputs
+        unread = [i for i, node in enumerate(graph.node) if not any(name in read for name in node.output)]
+        for i in reversed(unread):
+            del graph.node[i]
+        if not unread:
+            break
+    for i in reversed([i for i, tensor in enumerate(graph.initializer) if tensor.name not in read]):
+        del graph.initializer[i]
+
+
 def typed(fused, out: Path, precision: str) -> dict:
     """The fused graph at fp16 / bf16, its cache too (logits stay fp32): infbench.onnx_precision after fusion."""
     from infbench.onnx_precision import to_typed
@@ -426,15 +518,17 @@ def build(spec: dict, device: str, out_dir: Path, precision: str, attention: str
                  needed=[*NEEDED, CACHE_WRITE[attention]])
     fused, found = fuse(exported, positions)
     facts.update(found)
+    proto = ir.serde.serialize_model(fused)  # its weights still in the export's data file
+    del fused
+    onnx.external_data_helper.load_external_data_for_model(proto, str(out_dir))  # read once: the export can go
+    remove(exported)
+    facts["fusions"]["packed_attention"] = pack_attention(proto)
     if precision == "fp32":
-        ir.save(fused, str(graph), external_data=f"{graph.name}.data")
+        remove(graph)  # onnx.save appends to an existing data file
+        onnx.save(proto, str(graph), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=f"{graph.name}.data")
         check_graph(graph)
-        remove(exported)
     else:
-        proto = ir.serde.serialize_model(fused)  # its weights still in the export's data file
-        del fused
-        onnx.external_data_helper.load_external_data_for_model(proto, str(out_dir))  # read once: the export can go
-        remove(exported)
         facts.update(typed(proto, graph, precision))
     _check_decoder(graph, attention, layers)
     if parity is not None and model is not None:
