@@ -31,7 +31,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 ENGINES = ("ort_genai", "ort_decoder")
-# the module, and its wheels: the GPU wheel first, which imports first where both are installed (environment.ALTERNATIVES)
+# the module and its wheels, the GPU wheel first: it imports first where both are installed (environment.ALTERNATIVES)
 PACKAGES = {"ort_genai": ("onnxruntime_genai", ("onnxruntime-genai-cuda", "onnxruntime-genai")),
             "ort_decoder": ("onnxruntime", ("onnxruntime-gpu", "onnxruntime"))}
 PROVIDERS = {"cpu": "cpu", "cuda": "cuda"}  # the builder's -e per device
@@ -130,8 +130,8 @@ def build_params(engine: str, spec: dict, precision: str, device: str, options: 
     """Everything a prepared directory depends on: the model's spec, precision, device (its provider and its
     random weights), the libraries that build it and the exported decoder's attention. Not the prompt, batch or
     new tokens: one directory serves every shape."""
-    libraries = {"torch": _version("torch"), "transformers": _version("transformers"), "onnxruntime": library_version("ort_decoder"),
-                 engine: library_version(engine)}
+    libraries = {"torch": _version("torch"), "transformers": _version("transformers"),
+                 "onnxruntime": library_version("ort_decoder"), engine: library_version(engine)}
     params = {"engine": engine, "spec": spec, "precision": precision, "device": device, "libraries": libraries}
     if engine == "ort_decoder":
         libraries["onnxscript"] = _version("onnxscript")

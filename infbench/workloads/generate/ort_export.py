@@ -487,12 +487,13 @@ def _export_fp32(spec: dict, device: str, out: Path, attention: str) -> dict:
 
 
 def build(spec: dict, device: str, out_dir: Path, precision: str, attention: str = "gqa", parity=None) -> dict:
-    """Export, fuse, convert: ``out_dir/decoder.onnx`` (+ ``.data``) at ``precision`` and the facts for the
+    """Export, fuse, pack, convert: ``out_dir/decoder.onnx`` (+ ``.data``) at ``precision`` and the facts for the
     manifest, for the model of ``spec`` drawn on ``device``. ``parity(model, graph, facts)`` checks the fp32
     graph against the model. A typed build exports in a child process -- torch.onnx keeps every weight it traced
-    alive until its process ends, and a 7B fp32 model is 27 GB --, then fuses the export, serializes it (reading
-    each weight from the export's data file once) and converts it: its host-memory peak is the serialized fp32
-    graph and the converter's copies, its disk peak the fp32 export alone (footprint.build_gb)."""
+    alive until its process ends, and a 7B fp32 model is 27 GB --, then every build fuses the export, serializes
+    it (reading each weight from the export's data file once), packs its attention (``pack_attention``) and
+    writes it, converted where typed: its host-memory peak is the serialized fp32 graph and the converter's
+    copies (2.0× the fp32 model measured), its disk peak the fp32 export alone (footprint.build_gb)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
