@@ -31,7 +31,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Builds published under another distribution name; the first one installed is the one that imports first
 # in the usual layouts (the GPU build installed beside the CPU one shadows it).
-ALTERNATIVES = {"onnxruntime": ("onnxruntime-gpu", "onnxruntime")}
+ALTERNATIVES = {"onnxruntime": ("onnxruntime-gpu", "onnxruntime"),
+                "onnxruntime-genai": ("onnxruntime-genai-cuda", "onnxruntime-genai")}
 
 
 def package_version(distribution: str) -> str | None:

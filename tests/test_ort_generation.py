@@ -353,7 +353,9 @@ def test_a_build_names_the_wheel_that_imports(monkeypatch):
     onnxruntime-gpu first on the path), a build depends on, and records, the GPU wheels' versions."""
     installed = {"onnxruntime": "1.30.0", "onnxruntime-gpu": "1.31.1", "onnxruntime-genai": "0.17.0",
                  "onnxruntime-genai-cuda": "0.18.0", "torch": "2.11.0", "transformers": "5.17.0", "onnxscript": "0.7.2"}
-    monkeypatch.setattr(ort_build, "version", lambda package: installed[package])
+    from infbench import environment
+
+    monkeypatch.setattr(environment.metadata, "version", lambda package: installed[package])
     decoder_build = ort_build.build_params("ort_decoder", MODELS["tiny-llama"], "fp16", "cuda")["libraries"]
     genai_build = ort_build.build_params("ort_genai", MODELS["tiny-llama"], "fp16", "cuda")["libraries"]
     assert decoder_build["onnxruntime"] == decoder_build["ort_decoder"] == genai_build["onnxruntime"] == "1.31.1"

@@ -42,7 +42,7 @@ TYPES = {"fp32": (np.float32, 1), "fp16": (np.float16, 10), "bf16": (np.uint16, 
 def available(engine: str, device: str, options: dict) -> str | None:
     """The library, the device's provider, CUDA graphs only on a GPU, and a prepared directory."""
     if not ort_build.importable(engine):
-        return f"{ort_build.PACKAGES[engine][0]} not importable (pip install {ort_build.PACKAGES[engine][1][0]})"
+        return f"{ort_build.PACKAGES[engine][0]} not importable (pip install {ort_build.PACKAGES[engine][1]})"
     if options.get("cuda_graph") and device != "cuda":
         return "CUDA graphs need a CUDA device"
     if device == "cuda" and not _cuda_provider(engine):

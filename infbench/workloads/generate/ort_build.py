@@ -27,13 +27,14 @@ import re
 import shutil
 import tempfile
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from infbench.environment import ALTERNATIVES, package_version
+
 ENGINES = ("ort_genai", "ort_decoder")
-# the module and its wheels, the GPU wheel first: it imports first where both are installed (environment.ALTERNATIVES)
-PACKAGES = {"ort_genai": ("onnxruntime_genai", ("onnxruntime-genai-cuda", "onnxruntime-genai")),
-            "ort_decoder": ("onnxruntime", ("onnxruntime-gpu", "onnxruntime"))}
+# the module and its distribution (environment.ALTERNATIVES names its GPU wheel, which imports first where both are
+# installed, and environment.package_version reads the one that imports)
+PACKAGES = {"ort_genai": ("onnxruntime_genai", "onnxruntime-genai"), "ort_decoder": ("onnxruntime", "onnxruntime")}
 PROVIDERS = {"cpu": "cpu", "cuda": "cuda"}  # the builder's -e per device
 log = logging.getLogger("infbench.generate.ort")
 
@@ -55,13 +56,8 @@ def artifact_path(engine: str, model: str, precision: str, options: dict | None 
 
 
 def library_version(engine: str) -> str | None:
-    """The installed version of the engine's library (any of its wheels), or None."""
-    for package in PACKAGES[engine][1]:
-        try:
-            return version(package)
-        except PackageNotFoundError:
-            continue
-    return None
+    """The installed version of the engine's library (the wheel that imports), or None."""
+    return package_version(PACKAGES[engine][1])
 
 
 def importable(engine: str) -> bool:
@@ -104,7 +100,8 @@ def family_support(engine: str, spec: dict) -> str | None:
 
     found = _cached_as({"what": "ort generation family", "engine": engine, "model_type": spec["model_type"],
                         "overrides": spec.get("overrides") or {}},
-                       ("transformers", *PACKAGES[engine][1]), lambda: {"reason": _family_reason(engine, spec)})
+                       ("transformers", *ALTERNATIVES[PACKAGES[engine][1]]),
+                       lambda: {"reason": _family_reason(engine, spec)})
     return found["reason"]
 
 
@@ -130,20 +127,13 @@ def build_params(engine: str, spec: dict, precision: str, device: str, options: 
     """Everything a prepared directory depends on: the model's spec, precision, device (its provider and its
     random weights), the libraries that build it and the exported decoder's attention. Not the prompt, batch or
     new tokens: one directory serves every shape."""
-    libraries = {"torch": _version("torch"), "transformers": _version("transformers"),
+    libraries = {"torch": package_version("torch"), "transformers": package_version("transformers"),
                  "onnxruntime": library_version("ort_decoder"), engine: library_version(engine)}
     params = {"engine": engine, "spec": spec, "precision": precision, "device": device, "libraries": libraries}
     if engine == "ort_decoder":
-        libraries["onnxscript"] = _version("onnxscript")
+        libraries["onnxscript"] = package_version("onnxscript")
         params["attention"] = attention(options)
     return params
-
-
-def _version(package: str) -> str | None:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
 
 
 def save_model(spec: dict, device: str, precision: str, out_dir: Path) -> dict:
