@@ -220,10 +220,13 @@ def rounds(recs: list[dict]) -> pd.DataFrame:
 
 def compare_cells(a: dict, b: dict, confidence: float = stats.CONFIDENCE) -> dict:
     """Latency ratio a / b of two records (their timing sections), paired by round where they shared a
-    session."""
+    session, its interval widened by how far the two part on a host that drifts between runs (the larger
+    ``timing.host_drift`` of the two records' policies; infbench.measure.stats: "Comparisons")."""
     ta, tb = a["timing"], b["timing"]
     paired = bool(ta.get("session")) and ta.get("session") == tb.get("session")
-    return stats.round_ratio_ci(stats.round_medians(ta), stats.round_medians(tb), paired, confidence)
+    ratio = stats.round_ratio_ci(stats.round_medians(ta), stats.round_medians(tb), paired, confidence)
+    drift = max(float((t.get("policy") or {}).get("host_drift") or 0.0) for t in (ta, tb))
+    return stats.with_host_drift(ratio, host_response.of_record(a), host_response.of_record(b), drift, confidence)
 
 
 def speedups(recs: list[dict], baseline: dict) -> pd.DataFrame:

@@ -1,5 +1,5 @@
 """Recompute the statistics of existing records from their raw rounds with the current estimator
-(infbench.measure.stats), in place. For a results tree measured before an estimator change, or with a newly
+(infbench.measure.stats; a generation cell's TPOT, TTFT and tokens/s with them), in place. For a results tree measured before an estimator change, or with a newly
 calibrated ``timing.host_drift`` or ``timing.systematic_rel``: the samples are the data, the summary is derived.
 Each rewritten record says so (timing.resummarized_at), and its policy names the values it was summarized with.
 
@@ -15,6 +15,7 @@ import argparse
 import math
 
 from infbench import cell, records
+from infbench.workloads.generate import session as generation
 
 
 def finite(text: str) -> float:
@@ -43,12 +44,14 @@ def main() -> None:
         try:
             if record["status"] != "ok" or not (record.get("timing") or {}).get("rounds"):
                 continue
-            if (record.get("key") or {}).get("workload") == "generate":
-                continue  # a generation cell's statistics come with its per-token metrics: its session's
             for key, value in (("host_drift", args.host_drift), ("systematic_rel", args.systematic_rel)):
                 if value is not None:
                     record["timing"].setdefault("policy", {})[key] = value
-            cell.summarize(record, {"max_cv": args.max_cv, "max_clock_change": args.max_clock_change})
+            limits = {"max_cv": args.max_cv, "max_clock_change": args.max_clock_change}
+            if record["key"].get("workload") == "generate":
+                generation.summarize(record, limits)
+            else:
+                cell.summarize(record, limits)
             record["timing"]["resummarized_at"] = records.now()
         except Exception as error:  # noqa: BLE001 - any record that cannot be summarized stops all, named
             raise SystemExit(f"resummarize: {path}: cannot be summarized ({type(error).__name__}: "

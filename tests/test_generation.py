@@ -345,3 +345,65 @@ def test_a_jobs_footprint_counts_each_copy_of_the_weights_once():
             for engine in ("ort_genai", "ort_decoder") for precision in ("fp32", "fp16")}
     assert disk["ort_genai", "fp16"] >= 2 * weights_gb  # the saved model and the builder's graph
     assert disk["ort_decoder", "fp32"] > disk["ort_decoder", "fp16"] >= 2 * weights_gb  # typed: fused in memory
+
+
+def _gpu_generation_record(name: str, busy_share: float, host_drift: float, session_id: str = "s") -> dict:
+    """A generation record as a GPU session leaves it before ``summarize``: five rounds whose medians move ±4 %."""
+    rng = np.random.default_rng(0)
+    rounds = [{"index": i, "median_ms": m, "samples_ms": list(m * (1 + 0.002 * rng.standard_normal(50))),
+               "ttft_ms": [3 * m] * 3} for i, m in enumerate((2.0, 2.08, 1.96, 2.04, 1.92))]
+    for r in rounds:
+        r["median_ms"] = float(np.median(r["samples_ms"]))
+    return {"key": session.cell_key("m", name, "static_loop", "fp16", 8, PROMPT, NEW), "device": {"kind": "cuda"},
+            "timing": {"rounds": rounds, "session": session_id, "policy": {"host_drift": host_drift}},
+            "generation": {"floor_ms": 0.5, "kernels": {"kernels_per_token": 300.0, "kernel_ms_per_token": 2.0 * busy_share}}}
+
+
+def test_a_generation_interval_carries_the_hosts_drift_by_the_share_of_a_step_the_device_waits():
+    """TPOT's and TTFT's intervals widen with ``timing.host_drift`` by how much of a step the device waits on
+    the host (a host-bound step moves with it, a graph replay keeping the device busy barely does); a paired
+    ratio widens by how far its two cells part, and not at all between cells that move alike."""
+    from infbench import tables as forward_tables
+
+    def width(record, key):
+        lo, hi = record["generation"][key]
+        return hi / lo
+
+    still = session.summarize(_gpu_generation_record("graph", 0.95, 0.0), {})
+    graph = session.summarize(_gpu_generation_record("graph", 0.95, 0.22), {})
+    host = session.summarize(_gpu_generation_record("host", 0.3, 0.22), {})
+    for key in ("tpot_ci95_ms", "ttft_ci95_ms"):
+        assert width(still, key) < width(graph, key) < width(host, key)
+    assert graph["generation"]["tpot_ms"] == pytest.approx(still["generation"]["tpot_ms"])  # the point never moves
+    assert graph["generation"]["kernels"]["busy_share"] == pytest.approx(0.95, abs=0.01)
+    assert graph["throughput"]["tokens_per_s"] == pytest.approx(8e3 / graph["generation"]["tpot_ms"])
+    assert graph["generation"]["tpot_over_floor"] == pytest.approx(graph["generation"]["tpot_ms"] / 0.5)
+
+    parted = forward_tables.compare_cells(host, graph)
+    alike = forward_tables.compare_cells(host, session.summarize(_gpu_generation_record("host2", 0.3, 0.22), {}))
+    plain = forward_tables.compare_cells(session.summarize(_gpu_generation_record("host", 0.3, 0.0), {}), still)
+    assert parted["method"].endswith("host drift 0.22") and "host drift" not in alike["method"]
+    assert parted["hi"] / parted["lo"] > 1.2 * plain["hi"] / plain["lo"]
+    assert alike["lo"] == plain["lo"] and alike["hi"] == plain["hi"]  # the same rounds: host and host2 move alike
+
+
+def test_resummarize_rederives_a_generation_cell_with_a_new_host_drift(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from infbench import records
+
+    record = {**session.summarize(_gpu_generation_record("host", 0.3, 0.0), {}), "status": "ok",
+              "schema_version": records.SCHEMA_VERSION}
+    path = tmp_path / "cells" / "m.json"
+    path.parent.mkdir()
+    records.write_all([(record, path)])
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "scripts.resummarize", str(path.parent), "--host-drift", "0.22"],
+                          cwd=repo, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("1 records resummarized"), done.stderr
+    again = records.read(path)
+    lo, hi = again["generation"]["tpot_ci95_ms"]
+    assert again["timing"]["policy"]["host_drift"] == 0.22 and again["timing"]["ci95_ms"] == [lo, hi]
+    assert hi / lo > 1.2 * (record["generation"]["tpot_ci95_ms"][1] / record["generation"]["tpot_ci95_ms"][0])

@@ -362,3 +362,19 @@ def test_gpu_busy_union_and_classes():
     assert gpu_busy.classify(0.99) == "gpu-bound"
     assert gpu_busy.classify(0.6) == "mixed"
     assert gpu_busy.classify(None) is None
+
+
+def test_a_ratios_between_run_term_is_how_far_its_two_cells_part_on_a_drifting_host():
+    paired = {"ratio": 1.2, "lo": 1.1, "hi": 1.3, "method": "paired rounds"}
+    assert stats.with_host_drift(paired, None, None, 0.2) == paired  # two CPU cells: all host work, they move alike
+    assert stats.with_host_drift(paired, None, host_response.power_curve(0.0), 0.0) == paired  # no drift configured
+    unknown = {**paired, "lo": math.nan, "hi": math.nan}
+    assert stats.with_host_drift(unknown, None, host_response.power_curve(0.0), 0.2) is unknown
+    # a host-bound numerator over a device-bound denominator: the ratio moves by the whole drift, both ways
+    wide = stats.with_host_drift(paired, None, host_response.power_curve(0.0), 0.2)
+    z = 1.959964
+    assert wide["hi"] == pytest.approx(1.2 * math.exp(math.hypot(math.log(1.3 / 1.2), z * 0.2)), rel=1e-4)
+    assert wide["lo"] == pytest.approx(1.2 * math.exp(-math.hypot(math.log(1.2 / 1.1), z * 0.2)), rel=1e-4)
+    assert wide["ratio"] == 1.2 and wide["method"] == "paired rounds + host drift 0.2"
+    half = stats.with_host_drift(paired, host_response.power_curve(0.5), host_response.power_curve(0.0), 0.2)
+    assert paired["hi"] < half["hi"] < wide["hi"] and wide["lo"] < half["lo"] < paired["lo"]

@@ -170,9 +170,14 @@ def power_curve(share: float, factors=FACTORS) -> dict:
 
 def of_record(record: dict) -> dict | None:
     """A record's host response: the replay of its profiled calls on a GPU; for records without one, the
-    latency's non-busy share moving with the host (``power_curve``); None (all host work) on a CPU or where
-    nothing was measured (assume the worst)."""
+    latency's non-busy share moving with the host (``power_curve``): a forward cell's GPU busy share, a
+    generation cell's device busy share of its decode step (its kernel time per token over its time per token,
+    infbench.workloads.generate.profile); None (all host work) on a CPU or where nothing was measured (assume
+    the worst)."""
     busy = record.get("gpu_busy") or {}
     if busy.get("host_response"):
         return busy["host_response"]
-    return None if busy.get("share") is None else power_curve(1.0 - float(busy["share"]))
+    share = busy.get("share")
+    if share is None:
+        share = ((record.get("generation") or {}).get("kernels") or {}).get("busy_share")
+    return None if share is None else power_curve(1.0 - float(share))

@@ -26,7 +26,10 @@ launch-bound cells while each window alone looks precise to 1 %):
   another H100's, beyond their rounds' spread) is ``systematic_rel``'s, estimated from the same rerun.
 - **Comparisons** (speedups, ties) pair rounds measured close in time: the baseline and the candidate are
   interleaved in each round of one shape session, so a host regime that slows both cancels in their ratio.
-  The speedup is the geometric mean of the per-round ratios with a t interval of their mean.
+  The speedup is the geometric mean of the per-round ratios with a t interval of their mean. A host that is
+  slower or faster in another run cancels only between cells that move with it alike: the interval adds, in
+  quadrature, how far the two cells' host responses part at the same ``host_drift`` (``with_host_drift``): a
+  host-bound cell against a CUDA-graph replay widens, two graph replays or two CPU cells do not.
 With one round there is no across-time information: the interval falls back to the window's own and the
 record says so.
 """
@@ -257,6 +260,26 @@ def round_ratio_ci(numerator: dict[int, float], denominator: dict[int, float], p
     half = t_quantile(0.5 + confidence / 2, max(1.0, dof)) * se
     return {"ratio": point, "lo": point * math.exp(-half), "hi": point * math.exp(half), "paired_rounds": 0,
             "method": "unpaired rounds (Welch)"}
+
+
+def with_host_drift(comparison: dict, numerator_curve: dict | None, denominator_curve: dict | None,
+                    host_drift: float, confidence: float = CONFIDENCE) -> dict:
+    """A latency ratio's interval (``round_ratio_ci``) widened by how the two cells move apart on a host
+    ``e^{+-z host_drift}`` times slower (their host responses, infbench.measure.host_response; None: all host
+    work): the ratio moves by L_num(f) / L_den(f), added in quadrature on the side it moves to. Unchanged where
+    the drift is 0 or the interval unknown; ``between_run`` keeps the two terms (log scale)."""
+    lo, hi, point = comparison.get("lo"), comparison.get("hi"), comparison["ratio"]
+    if not host_drift or host_drift <= 0 or lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return comparison
+    z = _normal_quantile(0.5 + confidence / 2)
+    moves = [math.log(host_response.ratio_at(numerator_curve, f)) - math.log(host_response.ratio_at(denominator_curve, f))
+             for f in (math.exp(z * host_drift), math.exp(-z * host_drift))]
+    up, down = max(0.0, *moves), max(0.0, *(-m for m in moves))
+    if up == 0.0 and down == 0.0:
+        return comparison
+    return {**comparison, "lo": point * math.exp(-math.hypot(math.log(point / lo), down)),
+            "hi": point * math.exp(math.hypot(math.log(hi / point), up)),
+            "between_run": [down, up], "method": f"{comparison['method']} + host drift {host_drift:g}"}
 
 
 def round_medians(timing: dict) -> dict[int, float]:

@@ -23,7 +23,7 @@ import numpy as np
 
 from infbench import devices, environment, records
 from infbench.cell import stability
-from infbench.measure import memory, stats
+from infbench.measure import host_response, memory, stats
 from infbench.measure.rounds import run_rounds
 from infbench.measure.timing import TimingPolicy, policy_record
 from infbench.workloads.generate import accuracy, backends, model as decoder, profile, timing
@@ -163,14 +163,12 @@ def _finish(record, generator, tracker, rounds, error, problem, reference, model
             records.finish(record, "failed", error or "no round was timed")
             return
         record["prepare"] = generator.prepare
-        record["timing"] = {**stats.summarize_rounds([r["samples_ms"] for r in rounds], policy.systematic_rel),
-                            "rounds": rounds, "session": session, "policy": policy_record(policy, rounds[0]["window"]["clock"])}
-        record["stability"] = stability(record["timing"], record["device"], request.get("stability") or {})
+        record["timing"] = {"rounds": rounds, "session": session, "policy": policy_record(policy, rounds[0]["window"]["clock"])}
         model = models[key["precision"]][0]
-        record["generation"] = metrics(record["timing"], rounds, generator, model, key, request)
-        record["generation"]["kernels"] = profile.with_gap(profile.kernels_per_token(generator.generate, key["new_tokens"])
-                                                           if request["device"] == "cuda" else None,
-                                                           record["generation"]["tpot_ms"])
+        record["generation"] = metrics(rounds, generator, model, key, request)
+        record["generation"]["kernels"] = (profile.kernels_per_token(generator.generate, key["new_tokens"])
+                                           if request["device"] == "cuda" else None)
+        summarize(record, request.get("stability") or {})
         fallback = profile.graph_fallback(getattr(generator, "graphs", None), record["generation"]["kernels"])
         if fallback:
             records.finish(record, "failed", fallback)
@@ -187,18 +185,15 @@ def _finish(record, generator, tracker, rounds, error, problem, reference, model
         record["model"] = {"lm_head_scale": reference["lm_head_scale"], "lm_head_scaled": reference["lm_head_scaled"],
                            "build_s": models[key["precision"]][1]["build_s"], "parameters": decoder.parameters(model),
                            "seq2seq": decoder.is_seq2seq(model.config), **decoder.geometry(model.config)}
-        record["throughput"] = {"tokens_per_s": record["generation"]["tokens_per_s"]["total"]}
         records.finish_timed(record, problem, "non-finite logits")
     except Exception as failure:  # noqa: BLE001
         log.error("%s failed after timing:\n%s", key["backend"], traceback.format_exc())
         records.finish(record, "failed", f"{type(failure).__name__}: {records.one_line(str(failure))}")
 
 
-def metrics(summary: dict, rounds: list[dict], generator, model, key: dict, request: dict) -> dict:
-    """The record's ``generation`` section: TTFT, TPOT and its first and last step, tokens/s, end to end, the
-    cache, and TPOT over the decode floor at the device's measured bandwidth."""
-    tpot = summary["median_ms"]
-    ttft = stats.summarize_rounds([r["ttft_ms"] for r in rounds])
+def metrics(rounds: list[dict], generator, model, key: dict, request: dict) -> dict:
+    """The record's ``generation`` section but what ``summarize`` derives from the rounds: the first and last
+    step, the end-to-end time, the cache and the decode floor at the device's measured bandwidth."""
     firsts = [r["step_medians_ms"][0] for r in rounds if r["step_medians_ms"]]
     lasts = [r["step_medians_ms"][-1] for r in rounds if r["step_medians_ms"]]
     batch, prompt_len, new_tokens, precision = key["batch"], key["prompt_len"], key["new_tokens"], key["precision"]
@@ -215,12 +210,34 @@ def metrics(summary: dict, rounds: list[dict], generator, model, key: dict, requ
         kv_read += cache["cross_bytes"]
     floor = decoder.decode_floor_ms(decoder.step_weight_bytes(model, precision), kv_read,
                                     request.get("bandwidth_bytes_per_s"))
-    return {"ttft_ms": ttft["median_ms"], "ttft_ci95_ms": ttft["ci95_ms"], "tpot_ms": tpot,
-            "tpot_ci95_ms": summary["ci95_ms"],
-            "step_ms": [statistics.median(firsts) if firsts else None, statistics.median(lasts) if lasts else None],
-            "tokens_per_s": {"per_sequence": 1e3 / tpot, "total": batch * 1e3 / tpot},
+    return {"step_ms": [statistics.median(firsts) if firsts else None, statistics.median(lasts) if lasts else None],
             "e2e_ms": float(np.median([e for r in rounds for e in r["e2e_ms"]])),
             "cache": cache, "floor_ms": floor, "floor_read_len": read_len,
-            "tpot_over_floor": tpot / floor if floor else None,
             "step_timing": "device events between steps, read after the generation (no added host sync)"
             if request["device"] == "cuda" else "host clock between steps (CPU steps return when done)"}
+
+
+def summarize(record: dict, limits: dict) -> dict:
+    """A generation record's statistics from its rounds: TPOT (the timing section: every decode step of the
+    round's generations), TTFT, tokens/s, TPOT over the floor, the device's busy share of a step, stability.
+    The one place they are derived, at measuring time and again by scripts/resummarize.py. Both intervals carry
+    the policy's ``systematic_rel`` and ``host_drift``, the latter through the cell's host response: the share
+    of its step that the device waits (infbench.measure.host_response.of_record; all of it on a CPU)."""
+    timing, gen = record["timing"], record["generation"]
+    rounds = timing["rounds"]
+    tpot = stats.geometric_mean([float(np.median(r["samples_ms"])) for r in rounds])  # no interval term moves it
+    gen["kernels"] = profile.with_gap(gen.get("kernels"), tpot)
+    policy = timing.get("policy") or {}
+    terms = (float(policy.get("systematic_rel") or 0.0), float(policy.get("host_drift") or 0.0),
+             host_response.of_record(record))
+    summary = stats.summarize_rounds([r["samples_ms"] for r in rounds], *terms)
+    record["timing"] = {**summary, **{k: timing[k] for k in ("session", "rounds", "policy") if k in timing}}
+    ttft = stats.summarize_rounds([r["ttft_ms"] for r in rounds], *terms)
+    batch, floor = record["key"]["batch"], gen.get("floor_ms")
+    gen.update(ttft_ms=ttft["median_ms"], ttft_ci95_ms=ttft["ci95_ms"], tpot_ms=summary["median_ms"],
+               tpot_ci95_ms=summary["ci95_ms"],
+               tokens_per_s={"per_sequence": 1e3 / summary["median_ms"], "total": batch * 1e3 / summary["median_ms"]},
+               tpot_over_floor=summary["median_ms"] / floor if floor else None)
+    record["stability"] = stability(record["timing"], record["device"], limits)
+    record["throughput"] = {"tokens_per_s": gen["tokens_per_s"]["total"]}
+    return record
