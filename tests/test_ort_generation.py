@@ -489,3 +489,24 @@ def test_a_build_the_disk_cannot_hold_fails_at_once_saying_both_numbers(tmp_path
     info = ort_build.build(params, tmp_path / "decoder" / "manifest.json")
     assert info["status"] == "failed" and "not enough disk" in info["reason"] and "0 GB free" in info["reason"]
     assert "\n" not in info["reason"] and list((tmp_path / "decoder").iterdir()) == [tmp_path / "decoder" / "manifest.json"]
+
+
+def test_onnxruntime_genais_graph_failure_above_batch_1_says_why(monkeypatch):
+    """The GPU failure (onnxruntime-genai 0.18, CUDA graphs, batch 8) is kept as a failure, with its cause named;
+    any other error passes through as it was."""
+    class Failing:
+        message = "batch_size must be 1 when sequence_length > 1 and past context is given."
+
+        def __init__(self, *args):
+            pass
+
+        def generate(self, mark):
+            raise RuntimeError(self.message)
+
+    monkeypatch.setattr(ort, "GenAIGenerator", Failing)
+    with pytest.raises(RuntimeError) as caught:
+        ort.create("ort_genai", None, None, 4, {"cuda_graph": True})
+    assert Failing.message in str(caught.value) and ort.GRAPH_BATCH in str(caught.value)
+    Failing.message = "out of memory"
+    with pytest.raises(RuntimeError, match="^out of memory$"):
+        ort.create("ort_genai", None, None, 4, {"cuda_graph": True})

@@ -3,10 +3,11 @@
 - ``ort_genai``: onnxruntime-genai's generator over the directory its model builder made (ort_build). One
   ``og.Model`` per cell; every generation is a fresh ``og.Generator`` (as its users run it: the KV cache is
   allocated inside the first token's time), the prompt appended (prefill), then ``generate_next_token`` per
-  token, the timing core's mark after each. ``cuda_graph`` sets the CUDA provider's ``enable_cuda_graph``.
-  onnxruntime-genai 0.18 captures a model object's graph for the batch size it first runs (a later, larger
-  batch on the same object fails in GroupQueryAttention) and has no ``search.max_batch_size`` to size it:
-  one model object per cell, hence one batch size, is the configuration that holds.
+  token, the timing core's mark after each. ``cuda_graph`` sets the CUDA provider's ``enable_cuda_graph``,
+  which works at batch 1 only in onnxruntime-genai 0.18: graph capture sizes the prompt's attention mask to the
+  generation's whole length, and GroupQueryAttention takes a prompt shorter than its total length for one
+  appended to an existing cache, allowed at batch 1 only. The cell runs and fails with that explanation
+  (``GRAPH_BATCH``), so that a release that lifts it is measured.
 - ``ort_decoder``: infbench's loop over its exported decoder (ort_export) with IO binding: the prompt, its
   positions, the next token, the position, the logits and every layer's keys and values are buffers on the
   device allocated once; each output is bound to the buffer of the input it replaces (past = present: the
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from infbench import records
 from infbench.engines.ort import PROVIDERS, cuda_options, session_options
 from infbench.workloads.generate import ort_build
 from infbench.workloads.generate.backends import Generator
@@ -66,8 +68,17 @@ def create(engine: str, model, prompt, new_tokens: int, options: dict) -> Genera
     """The engine's generator for a prepared directory (``options['artifact']``: its manifest)."""
     generator = {"ort_genai": GenAIGenerator, "ort_decoder": DecoderLoop}[engine](model, prompt, new_tokens, options)
     if options.get("cuda_graph"):
-        generator.generate(lambda: None)  # ORT runs a graph uncaptured before it captures it
+        try:
+            generator.generate(lambda: None)  # ORT runs a graph uncaptured before it captures it
+        except RuntimeError as error:
+            if engine == "ort_genai" and "batch_size must be 1" in str(error):
+                raise RuntimeError(f"{records.one_line(str(error))} ({GRAPH_BATCH})") from error
+            raise
     return generator
+
+
+GRAPH_BATCH = ("onnxruntime-genai's CUDA graphs size the prompt's mask to the generation's length, which "
+               "GroupQueryAttention accepts at batch 1 only")
 
 
 def _threads() -> int:
