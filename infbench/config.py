@@ -105,8 +105,28 @@ def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
     if error is not None:
         raise ConfigError(_one_line(error))
     _with_defaults(VALIDATOR)(schema).validate(config)
+    _narrow(config)
     _check_cross_references(config)
     return config
+
+
+def _narrow(config: dict) -> None:
+    """``only``: keep the selected models and backends of both workloads (and the baselines), drop the rest."""
+    generation = config["generation"]
+    for kind in ("models", "backends"):
+        selected = config["only"].get(kind)
+        if not selected:
+            continue
+        known = sorted(set(config[kind]) | set(generation[kind]))
+        for name in selected:
+            if name not in known:
+                raise ConfigError(f"invalid config: only.{kind}: {name!r} is not configured (one of {known})")
+        keep = set(selected)
+        if kind == "backends":
+            keep.add(config["baseline"]["backend"])
+            keep.update(b["backend"] for b in [generation.get("baseline")] if b)
+        for section in (config, generation):
+            section[kind] = {name: entry for name, entry in section[kind].items() if name in keep}
 
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")

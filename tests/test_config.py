@@ -98,6 +98,9 @@ BAD = [
     (lambda c: c["timing"].update(warmup_s=1e9), "timing.warmup_s", "1000000000"),
     (lambda c: c["timing"].update(budget_s=1e9), "timing.budget_s", "1000000000"),
     (lambda c: c["timing"].update(min_iters=50, max_iters=20), "timing.min_iters", "above timing.max_iters 20"),
+    (lambda c: c.update(only={"models": ["no-such-model"]}), "only.models", "no-such-model"),
+    (lambda c: c.update(only={"backends": ["eagre"]}), "only.backends", "eagre"),
+    (lambda c: c.update(only={"backends": []}), "only.backends", "[]"),
 ]
 
 
@@ -231,3 +234,18 @@ def test_a_config_may_only_generate_but_not_measure_nothing():
     config["models"], config["generation"]["models"] = {}, {}
     with pytest.raises(matrix.ConfigError, match=r"^invalid config: models: empty, and generation.models too"):
         matrix.validate(config)
+
+
+def test_only_runs_a_part_of_both_workloads_and_keeps_the_baselines():
+    config = matrix.load(REPO / "config" / "gpu-generation.yaml")
+    models, backends = set(config["generation"]["models"]), set(config["generation"]["backends"])
+    narrowed = matrix.validate({**matrix.load_strict(REPO / "config" / "gpu-generation.yaml"),
+                                "only": {"models": ["llama-2-7b"], "backends": ["ort-genai", "loop-compiled"]}})
+    assert set(narrowed["generation"]["models"]) == {"llama-2-7b"} < models
+    assert set(narrowed["generation"]["backends"]) == {"ort-genai", "loop-compiled"} < backends
+    cells = matrix.generation_cells(narrowed)
+    assert cells and {(c.model, c.backend) for c in cells} <= {("llama-2-7b", "ort-genai"), ("llama-2-7b", "loop-compiled")}
+    forward = base()
+    forward["only"] = {"backends": ["ort"]}
+    matrix.validate(forward)
+    assert set(forward["backends"]) == {"ort", forward["baseline"]["backend"]}  # speedups keep their reference

@@ -445,3 +445,7 @@ def test_duplicate_keys_and_command_line_values_through_snakemake(tmp_path):
     dry = snakemake(tmp_path, "-n", "--configfile", "c.yaml", "--config", "batch_sizes=[1,2]", "seq_lens=[8]")
     assert "results/shapes/tiny-bert/b2_s8.json" in dry.stdout and "b2_s16" not in dry.stdout
     assert not (tmp_path / "results").exists()
+    write(tmp_path, {**TINY, "backends": {"eager": {"engine": "torch"}},
+                     "models": {**TINY["models"], "other-bert": TINY["models"]["tiny-bert"]}})
+    dry = snakemake(tmp_path, "-n", "--configfile", "c.yaml", "--config", "only={models: [other-bert]}")
+    assert "results/shapes/other-bert/" in dry.stdout and "results/shapes/tiny-bert/" not in dry.stdout
