@@ -510,3 +510,36 @@ def test_onnxruntime_genais_graph_failure_above_batch_1_says_why(monkeypatch):
     Failing.message = "out of memory"
     with pytest.raises(RuntimeError, match="^out of memory$"):
         ort.create("ort_genai", None, None, 4, {"cuda_graph": True})
+
+
+def test_projections_with_a_bias_are_packed_with_one_bias(tmp_path, monkeypatch):
+    """Qwen2's Q, K and V projections carry biases: packed, they are one MatMul and one Add of the three biases
+    (as onnxruntime-genai's builder writes them), and the graph still computes the model (the build's parity
+    check, against biases drawn at random: a built Qwen2's are zeros, which would hide a bias in the wrong
+    place)."""
+    import torch
+    from onnx import numpy_helper
+
+    from infbench.workloads.generate import ort_export
+
+    spec = {"model_type": "qwen2", "overrides": {**MODELS["tiny-llama"]["overrides"]}, "seed": 0}
+    model, _ = ort_export.load_fp32(spec, "cpu")
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for projection in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                projection.bias.copy_(torch.randn(projection.bias.shape, generator=generator))
+    monkeypatch.setattr(ort_export, "load_fp32", lambda spec, device: (model, 0.0))
+    facts = ort_export.build(spec, "cpu", tmp_path, "fp32", parity=ort_build.parity)
+    assert facts["fusions"]["packed_attention"] == model.config.num_hidden_layers
+    assert facts["parity"]["rel_l2"] <= facts["parity"]["rtol"]
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "decoder.onnx")).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    attention = model.model.layers[0].self_attn
+    for node in (n for n in graph.node if n.op_type == "GroupQueryAttention"):
+        add = producer[node.input[0]]
+        assert add.op_type == "Add" and producer[add.input[0]].op_type == "MatMul"
+        assert weights[add.input[1]].shape == (attention.q_proj.out_features + 2 * attention.k_proj.out_features,)

@@ -336,6 +336,7 @@ GQA_QUERY, GQA_KEY, GQA_VALUE, GQA_COS, GQA_SIN = 0, 1, 2, 7, 8
 # the exported chains from a projection to GroupQueryAttention's input, walked back from it
 _ROTATED = ("Reshape", "Transpose", "RotaryEmbedding", "Transpose", "Reshape", "MatMul")
 _PLAIN = ("Reshape", "Reshape", "MatMul")
+_BIASED = {chain: chain[:-1] + ("Add", "MatMul") for chain in (_ROTATED, _PLAIN)}  # a projection with a bias (Qwen2)
 
 
 def pack_attention(model) -> int:
@@ -344,8 +345,10 @@ def pack_attention(model) -> int:
     onnxruntime-genai's builder writes it: one GEMM where the export has three, two RotaryEmbedding and four
     Transpose kernels. GroupQueryAttention rotates each position by its place in the cache (seqlens_k), which is
     the exported positions' (cache_position) in infbench's loop: a prompt from position 0, then one step at a
-    time. A layer whose chains differ (partial rotary, a bias, a projection used twice) is left as exported.
-    ``model``: an onnx.ModelProto with its weights loaded; returns the number of layers packed."""
+    time. Projections with a bias (Qwen2) get one packed bias Add after the packed MatMul, as the builder writes
+    them. A layer whose chains differ (partial rotary, a bias on some projections only, a projection used twice)
+    is left as exported. ``model``: an onnx.ModelProto with its weights loaded; returns the number of layers
+    packed."""
     import numpy as np
     from onnx import helper, numpy_helper
 
@@ -355,7 +358,7 @@ def pack_attention(model) -> int:
     uses.update(value.name for value in graph.output)
     weights = {tensor.name: tensor for tensor in graph.initializer}
 
-    def chain(name: str, ops: tuple) -> list | None:
+    def walk(name: str, ops: tuple) -> list | None:
         nodes = []
         for op in ops:
             node = producer.get(name)
@@ -364,6 +367,15 @@ def pack_attention(model) -> int:
             nodes.append(node)
             name = node.input[0]
         return nodes
+
+    def chain(name: str, ops: tuple) -> list | None:
+        """The chain of ``ops`` back from ``name`` to its projection, or of the same with the projection's bias
+        (an Add of a 1-D initializer) before it."""
+        return walk(name, ops) or walk(name, _BIASED[ops])
+
+    def bias(nodes: list):
+        add = nodes[-2]
+        return add if add.op_type == "Add" else None
 
     def attributes(node) -> dict:
         return {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -375,29 +387,39 @@ def pack_attention(model) -> int:
         if not (q and k and v) or attributes(gqa).get("do_rotary"):
             continue
         projections, (rotary_q, rotary_k) = (q[-1], k[-1], v[-1]), (q[2], k[2])
+        biases = [bias(c) for c in (q, k, v)]
         rotary = {**attributes(rotary_q), "num_heads": None}  # Q's and K's head counts differ (GQA)
         if len({p.input[0] for p in projections}) != 1 or any(p.input[1] not in weights for p in projections) \
                 or rotary_q.input[2:4] != rotary_k.input[2:4] or rotary != {**attributes(rotary_k), "num_heads": None} \
-                or rotary.get("rotary_embedding_dim", 0) or rotary.get("is_packed_batching", 0):
+                or rotary.get("rotary_embedding_dim", 0) or rotary.get("is_packed_batching", 0) \
+                or (any(biases) and not all(b is not None and b.input[1] in weights
+                                             and len(weights[b.input[1]].dims) == 1 for b in biases)):
             continue
         weight = numpy_helper.from_array(np.concatenate(
             [numpy_helper.to_array(weights[p.input[1]]) for p in projections], axis=1), f"{gqa.name}.qkv.weight")
         graph.initializer.append(weight)
         matmul = helper.make_node("MatMul", [projections[0].input[0], weight.name], [f"{gqa.name}.qkv"],
                                   name=f"{gqa.name}.qkv")
+        packed_nodes = [matmul]
+        if all(biases):
+            joined = numpy_helper.from_array(np.concatenate(
+                [numpy_helper.to_array(weights[b.input[1]]) for b in biases]), f"{gqa.name}.qkv.bias")
+            graph.initializer.append(joined)
+            packed_nodes.append(helper.make_node("Add", [matmul.output[0], joined.name], [f"{gqa.name}.qkv_biased"],
+                                                 name=f"{gqa.name}.qkv_bias"))
         inputs = list(gqa.input) + [""] * (GQA_SIN + 1 - len(gqa.input))
-        inputs[GQA_QUERY], inputs[GQA_KEY], inputs[GQA_VALUE] = matmul.output[0], "", ""
+        inputs[GQA_QUERY], inputs[GQA_KEY], inputs[GQA_VALUE] = packed_nodes[-1].output[0], "", ""
         inputs[GQA_COS], inputs[GQA_SIN] = rotary_q.input[2], rotary_q.input[3]
         del gqa.input[:]
         gqa.input.extend(inputs)
         gqa.attribute.extend([helper.make_attribute("do_rotary", 1),
                               helper.make_attribute("rotary_interleaved", int(rotary.get("interleaved", 0)))])
         dropped.update(node.output[0] for node in (*q, *k, *v))
-        before[gqa.output[0]] = matmul
+        before[gqa.output[0]] = packed_nodes
         packed += 1
     if packed:
         nodes = [n for node in graph.node if node.output[0] not in dropped
-                 for n in ((before[node.output[0]], node) if node.output[0] in before else (node,))]
+                 for n in ((*before[node.output[0]], node) if node.output[0] in before else (node,))]
         del graph.node[:]
         graph.node.extend(nodes)
         _drop_unused(graph)
