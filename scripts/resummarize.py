@@ -1,6 +1,7 @@
 """Recompute the statistics of existing records from their raw rounds with the current estimator
-(infbench.measure.stats; a generation cell's TPOT, TTFT and tokens/s with them), in place. For a results tree measured before an estimator change, or with a newly
-calibrated ``timing.host_drift`` or ``timing.systematic_rel``: the samples are the data, the summary is derived.
+(infbench.measure.stats; a generation cell's TPOT, TTFT and tokens/s with them), in place. For a results tree
+measured before an estimator change, or with a newly calibrated ``timing.host_drift`` or ``timing.systematic_rel``:
+the samples are the data, the summary is derived.
 Each rewritten record says so (timing.resummarized_at), and its policy names the values it was summarized with.
 
 All or nothing: every record is read and summarized before any is written, and the new records are written
