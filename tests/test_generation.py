@@ -407,3 +407,37 @@ def test_resummarize_rederives_a_generation_cell_with_a_new_host_drift(tmp_path)
     lo, hi = again["generation"]["tpot_ci95_ms"]
     assert again["timing"]["policy"]["host_drift"] == 0.22 and again["timing"]["ci95_ms"] == [lo, hi]
     assert hi / lo > 1.2 * (record["generation"]["tpot_ci95_ms"][1] / record["generation"]["tpot_ci95_ms"][0])
+
+
+@pytest.mark.parametrize("model_type, overrides, status", [
+    # a sliding window longer than the generation: its layers attend as full ones, every generation from 0
+    ("mistral", {**TINY, "num_key_value_heads": 2}, "ok"),
+    ("gemma2", {**TINY, "num_key_value_heads": 2, "head_dim": 16}, "ok"),  # sliding and full layers alternate
+    # a window the generation outgrows: transformers slides it on the host, which a captured step cannot follow
+    ("mistral", {**TINY, "num_key_value_heads": 2, "sliding_window": 8}, "unsupported"),
+    # one cached KV head (multi-query), and every head (Falcon's new layout caches its keys expanded)
+    ("falcon", {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 512}, "ok"),
+    ("falcon", {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 512,
+                "new_decoder_architecture": True, "num_kv_heads": 2}, "ok"),
+])
+def test_the_loop_runs_sliding_window_and_multi_query_families_right_or_says_why_not(model_type, overrides, status):
+    """Two generations and the teacher-forced pass each restart the loop's cache: a transformers sliding-window
+    layer counted its fill in a Python int that no restart reset, so every generation after the first read a
+    cache it took for full (Mistral, Gemma 2 failed the accuracy check); Falcon's cache has 1 or all heads,
+    not num_kv_heads."""
+    spec = {"model_type": model_type, "overrides": overrides, "seed": 0}
+    cells = [{"key": session.cell_key("m", "loop", "static_loop", "fp32", 2, PROMPT, NEW), "options": {}}]
+    request = {"device": "cpu", "batch": 2, "prompt_len": PROMPT, "new_tokens": NEW, "spec": spec, "seed": 0,
+               "timing": {"warmup_s": 0.0, "warmup_min_iters": 1, "min_iters": 4, "max_iters": 3, "budget_s": 0.2,
+                          "target_ci_rel_width": 0.05, "rounds": 2}, "cells": cells, "bandwidth_bytes_per_s": 1e10}
+    record = session.run_shape(request)[0]
+    assert record["status"] == status, record["reason"]
+    if status == "ok":
+        assert record["accuracy"]["passed"]
+        model, _ = decoder.build(spec, "cpu")
+        heads = model.model.layers[0].self_attn if model_type != "falcon" else model.transformer.h[0].self_attention
+        cached = model(input_ids=torch.ones(1, 2, dtype=torch.long), use_cache=True).past_key_values.layers[0].keys
+        assert record["generation"]["cache"]["bytes"] == decoder.kv_bytes(model.config, "fp32", 2, PROMPT + NEW)
+        assert decoder.geometry(model.config)["kv_heads"] == cached.shape[1], heads
+    else:
+        assert "sliding-window attention of 8 positions" in record["reason"]

@@ -346,6 +346,20 @@ def test_families_are_decided_up_front():
         assert not ort_build.needs_build(engine, t5, "fp32", "cpu")
         assert "CPU" in ort_build.supports(engine, "bf16", "cpu", MODELS["tiny-llama"])
     assert ort.available("ort_genai", "cpu", {"cuda_graph": True, "artifact": "x"}) == "CUDA graphs need a CUDA device"
+    mixtral = {"model_type": "mixtral", "overrides": {**TINY, "num_key_value_heads": 2, "num_local_experts": 4}}
+    assert "mixture-of-experts" in ort_build.family_support("ort_decoder", mixtral)  # its export would fail minutes in
+
+
+@pytest.mark.parametrize("model_type", ["qwen3", "qwen2"])
+def test_the_builder_gets_an_end_of_sequence_id_inside_the_vocabulary(tmp_path, model_type):
+    """Qwen3's config has no eos_token_id, and onnxruntime-genai's builder refuses such a model; for Qwen2 it
+    took the family tokenizer's end of sequence, id 512 in a vocabulary of 512, which the generator refuses. The
+    saved copy and its tokenizer name id 0 (generations run to their length whatever it is)."""
+    spec = {"model_type": model_type, "overrides": {**TINY, "num_key_value_heads": 2, "head_dim": 16}, "seed": 0}
+    manifest = tmp_path / "manifest.json"
+    info = ort_build.build(ort_build.build_params("ort_genai", spec, "fp32", "cpu"), manifest)
+    assert info["status"] == "ok", info["reason"]
+    assert json.loads((tmp_path / "genai_config.json").read_text())["model"]["eos_token_id"] in (0, [0])
 
 
 def test_a_build_names_the_wheel_that_imports(monkeypatch):

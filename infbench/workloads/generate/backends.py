@@ -43,6 +43,10 @@ from infbench.workloads.generate.ort_build import ENGINES as ORT_ENGINES
 ENGINES = ("hf_generate", "static_loop", "tensorrt_llm", *ORT_ENGINES)
 
 
+class Unsupported(Exception):
+    """A backend that cannot run this model or shape, found while preparing it: an ``unsupported`` record."""
+
+
 def supports(engine: str, precision: str, device: str, spec: dict | None = None, options: dict | None = None) -> str | None:
     """Static capability; ``spec`` (the model's) lets an engine refuse a family up front, ``options`` (the
     backend's) a build option the device has no kernels for."""
@@ -277,12 +281,26 @@ class StaticLoop(Generator):
         self.graphs = None
 
     def _allocate(self):
-        """The loop's static cache, sized for prompt + new tokens (its tensors: ``_initialize``)."""
+        """The loop's static cache, sized for prompt + new tokens (its tensors: ``_initialize``). A sliding-window
+        (or chunked) layer whose window holds the whole generation attends as a full layer does, and becomes one:
+        transformers' sliding layer counts its fill in a Python int, which neither a new generation's prefill
+        resets nor a compiled or captured step can follow. A window shorter than the generation is ``Unsupported``."""
         from transformers import StaticCache
+        from transformers.cache_utils import StaticLayer, StaticSlidingWindowLayer
 
         allocated = self.prompt.shape[1] + self.new_tokens
         self.cache_info = {"kind": "static", "allocated_len": allocated}
-        return StaticCache(config=self.model.config, max_cache_len=allocated)
+        cache = StaticCache(config=self.model.config, max_cache_len=allocated)
+        for i, layer in enumerate(cache.layers):
+            if type(layer) is StaticSlidingWindowLayer:
+                if layer.max_cache_len < allocated:  # its window, where shorter than the cache
+                    raise Unsupported(f"a sliding-window attention of {layer.max_cache_len} positions, shorter than "
+                                      f"prompt + new tokens ({allocated}): transformers counts its fill on the host, "
+                                      "which the loop's compiled and captured step cannot follow")
+                cache.layers[i] = StaticLayer(max_cache_len=allocated)
+            elif type(layer) is not StaticLayer:  # linear-attention or indexed states the loop does not restart
+                raise Unsupported(f"a {type(layer).__name__} cache layer: the loop keeps static attention layers only")
+        return cache
 
     def _initialize(self) -> None:
         """Allocate the caches' tensors now, outside any trace: transformers allocates them on the first write,

@@ -133,7 +133,7 @@ def geometry(config) -> dict:
     seq2seq = is_seq2seq(config)
     heads = int(_first(config, "decoder_attention_heads", default=config.num_attention_heads) if seq2seq
                 else config.num_attention_heads)
-    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or _kv_heads_by_other_names(config) or heads)
     head_dim = int(_first(config, "d_kv", "head_dim", default=None) or hidden // heads)
     layers = int(_first(config, "num_decoder_layers", "decoder_layers", default=config.num_hidden_layers) if seq2seq
                  else config.num_hidden_layers)
@@ -142,6 +142,17 @@ def geometry(config) -> dict:
     if seq2seq:
         g["encoder_layers"] = int(_first(config, "num_layers", "encoder_layers", default=config.num_hidden_layers))
     return g
+
+
+def _kv_heads_by_other_names(config) -> int | None:
+    """The heads transformers caches in the families that do not call them num_key_value_heads: one for
+    multi-query attention (Falcon's original layout, GPT-BigCode), every head for Falcon's new decoder
+    architecture (its keys are expanded before the cache), else Falcon's num_kv_heads."""
+    if getattr(config, "new_decoder_architecture", False):
+        return None
+    if getattr(config, "multi_query", False):
+        return 1
+    return getattr(config, "num_kv_heads", None)
 
 
 def kv_bytes(config, precision: str, batch: int, length: int) -> int:

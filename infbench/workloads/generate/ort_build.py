@@ -117,10 +117,18 @@ def _family_reason(engine: str, spec: dict) -> str | None:
         return (f"{model_type} is an encoder–decoder: infbench's exported decoder is a decoder-only LM's (no "
                 "encoder graph or cross-attention cache)")
     architecture = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
+    experts = [key for key in MOE_KEYS if getattr(config_of(spec), key, None)]
+    if engine == "ort_decoder" and experts:
+        return (f"{model_type} has mixture-of-experts layers ({experts[0]}): transformers' grouped expert matmul "
+                "(transformers.grouped_mm_fallback) has no ONNX export")
     if engine == "ort_genai" and importable(engine) and architecture not in builder_architectures():
         return (f"onnxruntime-genai {library_version(engine)}'s model builder does not convert {architecture} "
                 f"({model_type})")
     return None
+
+
+# the config keys that count a mixture-of-experts model's experts (Mixtral, Qwen-MoE, DeepSeek)
+MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
 
 
 def build_params(engine: str, spec: dict, precision: str, device: str, options: dict | None = None) -> dict:
@@ -145,19 +153,27 @@ def save_model(spec: dict, device: str, precision: str, out_dir: Path) -> dict:
 
     start = time.perf_counter()
     model, facts = decoder.build(spec, device, precision)
+    vocab = int(model.config.vocab_size)
+    eos = [model.config.eos_token_id, model.generation_config.eos_token_id]
+    if not all(isinstance(i, int) and 0 <= i < vocab for e in eos for i in (e if isinstance(e, list) else [e])):
+        # the builder refuses a model without one (Qwen3's config has none) or with one outside the vocabulary (a
+        # family's default id in a small vocabulary); generations never stop on it
+        model.config.eos_token_id = model.generation_config.eos_token_id = 0
     model.save_pretrained(out_dir)
     write_tokenizer(int(model.config.vocab_size), out_dir)
     return {**facts, "save_s": time.perf_counter() - start}
 
 
 def write_tokenizer(vocab: int, out_dir: Path) -> None:
-    """A WordLevel tokenizer whose word ``t{i}`` is id i, saved as transformers' fast tokenizer files."""
+    """A WordLevel tokenizer whose word ``t{i}`` is id i, saved as transformers' fast tokenizer files; ``t0`` is
+    its unknown, padding and end-of-sequence word (else the builder takes the family tokenizer's own end of
+    sequence, outside a small vocabulary)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="t0", pad_token="t0").save_pretrained(out_dir)
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="t0", pad_token="t0", eos_token="t0").save_pretrained(out_dir)
 
 
 def build_genai(params: dict, out_dir: Path) -> dict:
@@ -186,7 +202,9 @@ def build_genai(params: dict, out_dir: Path) -> dict:
             "past_present_share_buffer": config["search"].get("past_present_share_buffer"),
             "needed": ["the model saved with save_pretrained (scaled output layer included) and a WordLevel "
                        "tokenizer of its vocabulary written beside it (the builder copies one)",
-                       "hf_token=false (offline: the builder otherwise asks the hub for a token)"]}
+                       "hf_token=false (offline: the builder otherwise asks the hub for a token)",
+                       "an end-of-sequence id (0, the tokenizer's unknown word) where the model's config has none inside "
+                       "its vocabulary: the builder requires one; generations run to their length whatever it is"]}
 
 
 def build_decoder(params: dict, out_dir: Path) -> dict:

@@ -147,6 +147,9 @@ def _prepare(cell, record, models, prompt, new_tokens, device):
     tracker.start()
     try:
         generator = backends.prepare(key["engine"], models[key["precision"]][0], prompt, new_tokens, cell["options"])
+    except backends.Unsupported as reason:
+        records.finish(record, "unsupported", records.one_line(str(reason)))
+        return None, None
     except Exception as error:  # noqa: BLE001 - a backend that cannot prepare is a failed record
         log.error("%s/%s failed in prepare:\n%s", key["backend"], key["precision"], traceback.format_exc())
         records.finish(record, "failed", f"{type(error).__name__}: {records.one_line(str(error))}")
