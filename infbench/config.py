@@ -501,7 +501,18 @@ def _opset_support() -> dict:
 def _built_limits(name: str, model_type: str, overrides: dict) -> dict:
     built = _model_config(name, model_type, overrides)
     _check_heads(name, built, overrides)
+    _check_padding(name, built)
     return position_limit(built.to_dict(), built.model_type)
+
+
+def _check_padding(name: str, built) -> None:
+    """The padding id indexes the embedding (its padding_idx): a family's default (Phi-3's 32000, Marian's
+    58100) outside a smaller vocab_size would fail every job that builds the model."""
+    vocab = getattr(built, "vocab_size", None)
+    pad = getattr(built, "pad_token_id", None)
+    if isinstance(vocab, int) and isinstance(pad, int) and not 0 <= pad < vocab:
+        raise ConfigError(f"invalid config: models.{name}.overrides: pad_token_id {pad} is outside the vocabulary "
+                          f"(vocab_size {vocab}): set overrides.pad_token_id below it")
 
 
 def _model_config(name: str, model_type: str, overrides: dict):

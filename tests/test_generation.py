@@ -238,6 +238,8 @@ GENERATION = {"models": {"tl": {"model_type": "llama", "overrides": FAMILIES["ll
      "generation.models.x.overrides"),  # transformers' generate sizes its caches by num_layers
     (lambda g: g["models"].update(x={"model_type": "bart", "overrides": {"max_position_embeddings": 8}}),
      "generation.prompt_lens"),
+    (lambda g: g["models"].update(x={"model_type": "phi3", "overrides": {**TINY, "num_key_value_heads": 2}}),
+     "generation.models.x.overrides"),  # Phi-3's default pad_token_id 32000, beyond a vocabulary of 512
 ])
 def test_bad_generation_config_is_one_line_naming_the_key(change, key):
     generation = copy.deepcopy(GENERATION)
@@ -441,3 +443,14 @@ def test_the_loop_runs_sliding_window_and_multi_query_families_right_or_says_why
         assert decoder.geometry(model.config)["kv_heads"] == cached.shape[1], heads
     else:
         assert "sliding-window attention of 8 positions" in record["reason"]
+
+
+@pytest.mark.parametrize("model_type", ["bart", "pegasus"])
+def test_the_reference_is_pure_greedy_whatever_the_familys_generation_defaults(model_type):
+    """BART and Pegasus force their end-of-sequence token at the last position through `generate`'s defaults:
+    the reference would end in a token its own logits do not pick, and every loop would leave it there."""
+    spec = {"model_type": model_type, "overrides": FAMILIES["bart"], "seed": 0}
+    model, _ = decoder.build(spec, "cpu")
+    prompt = session.prompt_ids(512, 2, PROMPT, 0, "cpu")
+    reference = accuracy.reference(model, prompt, NEW)
+    assert (reference["tokens"] == reference["logits"].argmax(-1)).all()

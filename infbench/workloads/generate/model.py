@@ -72,12 +72,23 @@ def build(spec: dict, device: str, precision: str = "fp32"):
     model = model.eval().to(torch_dtype(precision))
     model.generation_config.eos_token_id = None  # every backend generates exactly new_tokens tokens
     model.generation_config.pad_token_id = 0
+    for key in PROCESSORS:  # pure greedy everywhere: `generate` would apply a family's defaults, no loop does
+        if getattr(model.generation_config, key, None) is not None:
+            setattr(model.generation_config, key, None)
     if is_seq2seq(config):
         model.generation_config.decoder_start_token_id = decoder_start(config)
     if device == "cuda":
         torch.cuda.synchronize()
     return model, {"build_s": time.perf_counter() - start, "lm_head_scale": scale, "lm_head_scaled": scaled,
                    "tied_embeddings": bool(getattr(config, "tie_word_embeddings", False))}
+
+
+# generation-config defaults under which transformers' `generate` changes greedy tokens (BART and Pegasus force
+# their end-of-sequence token at the last position; others suppress tokens or penalise repeats)
+PROCESSORS = ("forced_eos_token_id", "forced_bos_token_id", "forced_decoder_ids", "suppress_tokens",
+              "begin_suppress_tokens", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids",
+              "repetition_penalty", "encoder_repetition_penalty", "sequence_bias", "exponential_decay_length_penalty",
+              "min_length", "min_new_tokens")
 
 
 def scale_logits(model, scale: float) -> str:
