@@ -525,7 +525,8 @@ def _model_config(name: str, model_type: str, overrides: dict):
                           "(a transformers model type such as 'bert')") from None
     defaults = AutoConfig.for_model(model_type)
     known = {*defaults.to_dict(), *getattr(defaults, "attribute_map", {}), *vars(defaults)}
-    unknown = sorted(key for key in set(overrides) - known if not _read_by_modelling_code(model_type, key))
+    unknown = sorted(key for key in set(overrides) - known
+                     if not _read_by_modelling_code(model_type, key) and not _consumed(model_type, key, overrides[key]))
     if unknown:
         # AutoConfig keeps any keyword as an attribute: a misspelt key would silently change nothing
         raise ConfigError(f"invalid config: models.{name}.overrides.{unknown[0]}: not a key of {model_type!r}'s "
@@ -535,6 +536,19 @@ def _model_config(name: str, model_type: str, overrides: dict):
     except Exception as error:  # noqa: BLE001 - any refusal of the overrides is the user's value
         message = " ".join(str(error).split())[:200]
         raise ConfigError(f"invalid config: models.{name}.overrides: {type(error).__name__}: {message}") from None
+
+
+def _consumed(model_type: str, key: str, value) -> bool:
+    """A legacy name the config class still takes and maps onto another key (transformers 5 reads Llama's
+    ``rope_scaling`` into ``rope_parameters``): giving it changes some other entry of the config."""
+    from transformers import AutoConfig
+
+    try:
+        given = AutoConfig.for_model(model_type, **{key: value}).to_dict()
+    except Exception:  # noqa: BLE001 - a value the class refuses: reported as the overrides' error after this
+        return True
+    defaults = AutoConfig.for_model(model_type).to_dict()
+    return any(given.get(k) != defaults.get(k) for k in set(given) | set(defaults) if k != key)
 
 
 def _read_by_modelling_code(model_type: str, key: str) -> bool:

@@ -249,3 +249,15 @@ def test_only_runs_a_part_of_both_workloads_and_keeps_the_baselines():
     forward["only"] = {"backends": ["ort"]}
     matrix.validate(forward)
     assert set(forward["backends"]) == {"ort", forward["baseline"]["backend"]}  # speedups keep their reference
+
+
+def test_a_legacy_key_the_config_class_maps_onto_another_is_accepted():
+    """transformers 5 reads Llama's rope_scaling into rope_parameters: a key, though not one of its config's."""
+    config = base()
+    config["models"] = {"m": {"model_type": "llama", "overrides": {
+        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "vocab_size": 512, "rope_scaling": {"rope_type": "linear", "factor": 2.0}}}}
+    matrix.check_models(matrix.validate(config))
+    config["models"]["m"]["overrides"]["rope_scailng"] = {"rope_type": "linear", "factor": 2.0}
+    with pytest.raises(matrix.ConfigError, match="overrides.rope_scailng: not a key of 'llama'"):
+        matrix.check_models(config)
