@@ -524,9 +524,11 @@ def _model_config(name: str, model_type: str, overrides: dict):
         raise ConfigError(f"invalid config: models.{name}.model_type: unknown model type {model_type!r} "
                           "(a transformers model type such as 'bert')") from None
     defaults = AutoConfig.for_model(model_type)
-    known = {*defaults.to_dict(), *getattr(defaults, "attribute_map", {}), *vars(defaults)}
+    values = defaults.to_dict()
+    known = {*values, *getattr(defaults, "attribute_map", {}), *vars(defaults)}
     unknown = sorted(key for key in set(overrides) - known
-                     if not _read_by_modelling_code(model_type, key) and not _consumed(model_type, key, overrides[key]))
+                     if not _read_by_modelling_code(model_type, key)
+                     and not _consumed(model_type, key, overrides[key], values))
     if unknown:
         # AutoConfig keeps any keyword as an attribute: a misspelt key would silently change nothing
         raise ConfigError(f"invalid config: models.{name}.overrides.{unknown[0]}: not a key of {model_type!r}'s "
@@ -538,7 +540,7 @@ def _model_config(name: str, model_type: str, overrides: dict):
         raise ConfigError(f"invalid config: models.{name}.overrides: {type(error).__name__}: {message}") from None
 
 
-def _consumed(model_type: str, key: str, value) -> bool:
+def _consumed(model_type: str, key: str, value, defaults: dict) -> bool:
     """A legacy name the config class still takes and maps onto another key (transformers 5 reads Llama's
     ``rope_scaling`` into ``rope_parameters``): giving it changes some other entry of the config."""
     from transformers import AutoConfig
@@ -547,7 +549,6 @@ def _consumed(model_type: str, key: str, value) -> bool:
         given = AutoConfig.for_model(model_type, **{key: value}).to_dict()
     except Exception:  # noqa: BLE001 - a value the class refuses: reported as the overrides' error after this
         return True
-    defaults = AutoConfig.for_model(model_type).to_dict()
     return any(given.get(k) != defaults.get(k) for k in set(given) | set(defaults) if k != key)
 
 

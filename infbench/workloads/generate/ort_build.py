@@ -110,14 +110,14 @@ def _family_reason(engine: str, spec: dict) -> str | None:
 
     from infbench.workloads.generate.model import config_of, is_seq2seq
 
-    model_type = spec["model_type"]
-    if is_seq2seq(config_of(spec)):
+    model_type, config = spec["model_type"], config_of(spec)
+    if is_seq2seq(config):
         if engine == "ort_genai":
             return f"{model_type} is an encoder–decoder: onnxruntime-genai's model builder converts decoder-only LMs"
         return (f"{model_type} is an encoder–decoder: infbench's exported decoder is a decoder-only LM's (no "
                 "encoder graph or cross-attention cache)")
     architecture = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
-    experts = [key for key in MOE_KEYS if getattr(config_of(spec), key, None)]
+    experts = [key for key in MOE_KEYS if getattr(config, key, None)]
     if engine == "ort_decoder" and experts:
         return (f"{model_type} has mixture-of-experts layers ({experts[0]}): transformers' grouped expert matmul "
                 "(transformers.grouped_mm_fallback) has no ONNX export")
@@ -153,12 +153,10 @@ def save_model(spec: dict, device: str, precision: str, out_dir: Path) -> dict:
 
     start = time.perf_counter()
     model, facts = decoder.build(spec, device, precision)
-    vocab = int(model.config.vocab_size)
-    eos = [model.config.eos_token_id, model.generation_config.eos_token_id]
-    if not all(isinstance(i, int) and 0 <= i < vocab for e in eos for i in (e if isinstance(e, list) else [e])):
-        # the builder refuses a model without one (Qwen3's config has none) or with one outside the vocabulary (a
-        # family's default id in a small vocabulary); generations never stop on it
-        model.config.eos_token_id = model.generation_config.eos_token_id = 0
+    # the builder refuses a model without an end-of-sequence id (Qwen3's config has none) or with one outside the
+    # vocabulary (a family's default in a small one); generations run to their length (decoder.build), so any id
+    # serves: 0, the tokenizer's unknown word
+    model.config.eos_token_id = model.generation_config.eos_token_id = 0
     model.save_pretrained(out_dir)
     write_tokenizer(int(model.config.vocab_size), out_dir)
     return {**facts, "save_s": time.perf_counter() - start}
@@ -173,7 +171,8 @@ def write_tokenizer(vocab: int, out_dir: Path) -> None:
 
     tokenizer = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="t0", pad_token="t0", eos_token="t0").save_pretrained(out_dir)
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="t0", pad_token="t0",
+                            eos_token="t0").save_pretrained(out_dir)
 
 
 def build_genai(params: dict, out_dir: Path) -> dict:
@@ -203,8 +202,8 @@ def build_genai(params: dict, out_dir: Path) -> dict:
             "needed": ["the model saved with save_pretrained (scaled output layer included) and a WordLevel "
                        "tokenizer of its vocabulary written beside it (the builder copies one)",
                        "hf_token=false (offline: the builder otherwise asks the hub for a token)",
-                       "an end-of-sequence id (0, the tokenizer's unknown word) where the model's config has none inside "
-                       "its vocabulary: the builder requires one; generations run to their length whatever it is"]}
+                       "end-of-sequence id 0 (the tokenizer's unknown word) in the saved config: the builder requires "
+                       "one inside the vocabulary; generations run to their length whatever it is"]}
 
 
 def build_decoder(params: dict, out_dir: Path) -> dict:

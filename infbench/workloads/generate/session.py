@@ -228,7 +228,7 @@ def summarize(record: dict, limits: dict) -> dict:
     of its step that the device waits (infbench.measure.host_response.of_record; all of it on a CPU)."""
     timing, gen = record["timing"], record["generation"]
     rounds = timing["rounds"]
-    tpot = stats.geometric_mean([float(np.median(r["samples_ms"])) for r in rounds])  # no interval term moves it
+    tpot = stats.geometric_mean([r["median_ms"] for r in rounds])  # the summary's point: no interval term moves it
     gen["kernels"] = profile.with_gap(gen.get("kernels"), tpot)
     policy = timing.get("policy") or {}
     terms = (float(policy.get("systematic_rel") or 0.0), float(policy.get("host_drift") or 0.0),
